@@ -1,0 +1,23 @@
+"""User-facing errors.
+
+A :class:`BraggintError` carries a one-line message that names the file,
+parameter or frame at fault.  Command-line programs print it as
+``braggint.<program>: error: <message>`` and exit with a non-zero status,
+without a traceback.
+"""
+
+
+class BraggintError(Exception):
+    """An error caused by the user's input, reported without a traceback."""
+
+
+class InputFileError(BraggintError):
+    """A named input file is missing, unreadable or malformed."""
+
+
+class ParameterError(BraggintError):
+    """A parameter name or value is unknown, ambiguous, mistyped or out of range."""
+
+
+class ImageError(BraggintError):
+    """An image file or frame cannot be read."""

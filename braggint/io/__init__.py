@@ -1,0 +1,1 @@
+"""Readers and writers: ``.expt`` JSON, ``.refl`` msgpack, images, atomic files."""

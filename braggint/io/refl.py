@@ -1,0 +1,157 @@
+"""Read and write DIALS reflection tables (``.refl``, msgpack).
+
+Layout: ``["dials::af::reflection_table", VERSION, {"identifiers": {id: str},
+"nrows": N, "data": {name: [TYPE_NAME, [N, raw little-endian bytes]]}}]``.
+Version 1 stores shoebox masks as int32, version 2 as uint8.  braggint reads
+both and writes version 1 by default, the one DIALS 3.12 reads.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+
+import msgpack
+import numpy as np
+
+from ..errors import InputFileError
+from ..models.reflection_table import COLUMN_TYPES, SHOEBOX_TYPE, ReflectionTable
+from ..models.shoebox import ShoeboxColumn, bbox_volume
+from .atomic import atomic_open
+
+MAGIC = "dials::af::reflection_table"
+_HEADER = struct.Struct("<I6iB")  # panel, bbox x0 x1 y0 y1 z0 z1, presence/layout byte
+
+
+def read_reflections(path: str) -> ReflectionTable:
+    """Load a ``.refl`` file; raise :class:`InputFileError` naming the file on failure."""
+    if not os.path.isfile(path):
+        raise InputFileError(f"{path}: reflection file not found")
+    with open(path, "rb") as handle:
+        raw = handle.read()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    try:
+        document = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError, UnicodeDecodeError) as exc:
+        raise InputFileError(f"{path}: not a msgpack reflection table ({exc})") from None
+    try:
+        return table_from_msgpack(document)
+    except InputFileError as exc:
+        raise InputFileError(f"{path}: {exc}") from None
+
+
+def table_from_msgpack(document) -> ReflectionTable:
+    if not (isinstance(document, list) and len(document) == 3 and document[0] == MAGIC):
+        raise InputFileError("not a DIALS reflection table (bad msgpack header)")
+    version, header = document[1], document[2]
+    if version not in (1, 2):
+        raise InputFileError(f"unsupported reflection-table version {version}")
+    if not isinstance(header, dict) or "nrows" not in header or "data" not in header:
+        raise InputFileError("reflection table header lacks nrows/data")
+    unknown = set(header) - {"identifiers", "nrows", "data"}
+    if unknown:
+        raise InputFileError(f"reflection table header has unknown keys {sorted(unknown)}")
+    nrows = int(header["nrows"])
+    table = ReflectionTable(nrows, {int(k): v for k, v in (header.get("identifiers") or {}).items()})
+    for name, column in header["data"].items():
+        try:
+            type_name, (count, payload) = column
+        except (TypeError, ValueError):
+            raise InputFileError(f"column {name!r} is malformed") from None
+        if count != nrows:
+            raise InputFileError(f"column {name!r} has {count} rows, table has {nrows}")
+        if type_name == SHOEBOX_TYPE:
+            table.set_column(name, _decode_shoeboxes(payload, nrows, name), SHOEBOX_TYPE)
+        elif type_name in COLUMN_TYPES:
+            dtype, tail = COLUMN_TYPES[type_name]
+            expected = nrows * dtype.itemsize * int(np.prod(tail, dtype=int))
+            if len(payload) != expected:
+                raise InputFileError(f"column {name!r} holds {len(payload)} bytes, expected {expected}")
+            values = np.frombuffer(payload, dtype=dtype).reshape((nrows, *tail)).copy()
+            table.set_column(name, values, type_name)
+        else:
+            raise InputFileError(f"column {name!r} has unsupported type {type_name!r}")
+    return table
+
+
+def _decode_shoeboxes(payload: bytes, nrows: int, name: str) -> ShoeboxColumn:
+    view = memoryview(payload)
+    panel = np.empty(nrows, np.uint32)
+    bbox = np.empty((nrows, 6), np.int32)
+    present = np.zeros(nrows, bool)
+    data_parts, mask_parts, bg_parts = [], [], []
+    sizes = np.zeros(nrows, np.int64)
+    pos = 0
+    try:
+        for row in range(nrows):
+            p, x0, x1, y0, y1, z0, z1, layout = _HEADER.unpack_from(view, pos)
+            pos += _HEADER.size
+            panel[row] = p
+            bbox[row] = (x0, x1, y0, y1, z0, z1)
+            if layout == 0:
+                continue
+            n = (x1 - x0) * (y1 - y0) * (z1 - z0)
+            mask_dtype = np.dtype("<i4") if layout == 1 else np.dtype(np.uint8)
+            data_parts.append(np.frombuffer(view, "<f4", n, pos))
+            pos += 4 * n
+            mask_parts.append(np.frombuffer(view, mask_dtype, n, pos).astype(np.uint8))
+            pos += mask_dtype.itemsize * n
+            bg_parts.append(np.frombuffer(view, "<f4", n, pos))
+            pos += 4 * n
+            present[row] = True
+            sizes[row] = n
+    except (struct.error, ValueError):
+        raise InputFileError(f"column {name!r}: shoebox data truncated at row {row}") from None
+    if pos != len(payload):
+        raise InputFileError(f"column {name!r}: {len(payload) - pos} stray bytes after the last shoebox")
+
+    def joined(parts, dtype):
+        return np.concatenate(parts) if parts else np.zeros(0, dtype)
+
+    return ShoeboxColumn(panel, bbox, present, np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+                         joined(data_parts, np.float32), joined(mask_parts, np.uint8),
+                         joined(bg_parts, np.float32))
+
+
+def _encode_shoeboxes(column: ShoeboxColumn, version: int) -> bytes:
+    layout = 1 if version == 1 else 2
+    mask_dtype = np.dtype("<i4") if version == 1 else np.dtype(np.uint8)
+    expected = bbox_volume(column.bbox)
+    chunks = []
+    for row in range(len(column)):
+        x0, x1, y0, y1, z0, z1 = (int(v) for v in column.bbox[row])
+        if not column.has_pixels[row]:
+            chunks.append(_HEADER.pack(int(column.panel[row]), x0, x1, y0, y1, z0, z1, 0))
+            continue
+        a, b = int(column.offsets[row]), int(column.offsets[row + 1])
+        if b - a != expected[row]:
+            raise ValueError(f"shoebox {row}: {b - a} voxels for a bbox of {expected[row]}")
+        chunks.append(_HEADER.pack(int(column.panel[row]), x0, x1, y0, y1, z0, z1, layout))
+        chunks.append(column.data[a:b].astype("<f4").tobytes())
+        chunks.append(column.mask[a:b].astype(mask_dtype).tobytes())
+        chunks.append(column.background[a:b].astype("<f4").tobytes())
+    return b"".join(chunks)
+
+
+def table_to_msgpack(table: ReflectionTable, version: int = 1) -> bytes:
+    data = {}
+    for name in table.keys():
+        type_name = table.column_type(name)
+        value = table[name]
+        if type_name == SHOEBOX_TYPE:
+            payload = _encode_shoeboxes(value, version)
+        else:
+            dtype, _ = COLUMN_TYPES[type_name]
+            payload = np.ascontiguousarray(value, dtype=dtype).tobytes()
+        data[name] = [type_name, [table.nrows, payload]]
+    header = {"identifiers": dict(table.identifiers), "nrows": table.nrows, "data": data}
+    return msgpack.packb([MAGIC, version, header], use_bin_type=True)
+
+
+def write_reflections(table: ReflectionTable, path: str, version: int = 1) -> None:
+    """Write a ``.refl`` file atomically (temporary name, then rename)."""
+    payload = table_to_msgpack(table, version)
+    with atomic_open(path, "wb") as handle:
+        handle.write(payload)

@@ -1,0 +1,102 @@
+"""A column of shoeboxes stored as ragged flat arrays.
+
+Each row has a panel, a bounding box ``(x0, x1, y0, y1, z0, z1)`` (pixels
+and 0-based frames, half-open) and optionally pixel arrays of shape
+``(z1 - z0, y1 - y0, x1 - x0)`` (frames, rows, columns).  All rows' arrays
+live in three flat arrays addressed by ``offsets``, so selecting rows or
+concatenating columns is a handful of numpy operations, not a Python loop
+over pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def bbox_volume(bbox: np.ndarray) -> np.ndarray:
+    """Voxel count of each bbox row (n, 6)."""
+    b = np.asarray(bbox, dtype=np.int64).reshape(-1, 6)
+    return (b[:, 1] - b[:, 0]) * (b[:, 3] - b[:, 2]) * (b[:, 5] - b[:, 4])
+
+
+@dataclass(eq=False)
+class ShoeboxColumn:
+    """Shoeboxes of ``n`` rows.
+
+    Attributes
+    ----------
+    panel : ndarray (n,) uint32
+    bbox : ndarray (n, 6) int32
+    has_pixels : ndarray (n,) bool
+        Whether the row carries data/mask/background arrays.
+    offsets : ndarray (n + 1,) int64
+        Start of each row's voxels in the flat arrays (0 voxels when absent).
+    data, background : ndarray float32, flat
+    mask : ndarray uint8, flat (DIALS mask codes; see :class:`MaskCode`)
+    """
+
+    panel: np.ndarray
+    bbox: np.ndarray
+    has_pixels: np.ndarray
+    offsets: np.ndarray
+    data: np.ndarray
+    mask: np.ndarray
+    background: np.ndarray
+
+    @classmethod
+    def empty_boxes(cls, panel, bbox, allocate: bool = False) -> "ShoeboxColumn":
+        """Rows with the given geometry and either no arrays or zeroed arrays."""
+        panel = np.asarray(panel, dtype=np.uint32)
+        bbox = np.asarray(bbox, dtype=np.int32).reshape(-1, 6)
+        sizes = bbox_volume(bbox) if allocate else np.zeros(len(bbox), dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        total = int(offsets[-1])
+        return cls(panel, bbox, np.full(len(bbox), allocate), offsets,
+                   np.zeros(total, np.float32), np.zeros(total, np.uint8), np.zeros(total, np.float32))
+
+    def __len__(self) -> int:
+        return len(self.panel)
+
+    def shape(self, i: int) -> tuple[int, int, int]:
+        x0, x1, y0, y1, z0, z1 = (int(v) for v in self.bbox[i])
+        return (z1 - z0, y1 - y0, x1 - x0)
+
+    def arrays(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Views ``(data, mask, background)`` of row i, each shaped (z, y, x)."""
+        if not self.has_pixels[i]:
+            raise ValueError(f"shoebox {i} has no pixel data")
+        a, b = self.offsets[i], self.offsets[i + 1]
+        shape = self.shape(i)
+        return (self.data[a:b].reshape(shape), self.mask[a:b].reshape(shape),
+                self.background[a:b].reshape(shape))
+
+    def select(self, index) -> "ShoeboxColumn":
+        """Rows picked by an integer index array or boolean mask, in that order."""
+        index = np.arange(len(self))[index] if np.asarray(index).dtype == bool else np.asarray(index, np.int64)
+        starts = self.offsets[:-1][index]
+        sizes = (self.offsets[1:] - self.offsets[:-1])[index]
+        new_offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        # Flat gather index: for each selected row, its contiguous voxel range.
+        row_of_voxel = np.repeat(np.arange(len(index)), sizes)
+        gather = starts[row_of_voxel] + (np.arange(int(new_offsets[-1])) - new_offsets[:-1][row_of_voxel])
+        return ShoeboxColumn(self.panel[index], self.bbox[index], self.has_pixels[index], new_offsets,
+                             self.data[gather], self.mask[gather], self.background[gather])
+
+    @classmethod
+    def concatenate(cls, columns: list["ShoeboxColumn"]) -> "ShoeboxColumn":
+        sizes = np.concatenate([c.offsets[1:] - c.offsets[:-1] for c in columns])
+        return cls(
+            np.concatenate([c.panel for c in columns]),
+            np.concatenate([c.bbox for c in columns]),
+            np.concatenate([c.has_pixels for c in columns]),
+            np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+            np.concatenate([c.data for c in columns]),
+            np.concatenate([c.mask for c in columns]),
+            np.concatenate([c.background for c in columns]),
+        )
+
+    def equals(self, other: "ShoeboxColumn") -> bool:
+        return all(np.array_equal(getattr(self, k), getattr(other, k))
+                   for k in ("panel", "bbox", "has_pixels", "offsets", "data", "mask", "background"))
