@@ -1,0 +1,166 @@
+"""``braggint.integrate``: integrate reflections on diffraction images.
+
+Takes what ``dials.integrate`` takes: an experiment list (``.expt``), the
+indexed strong spots (``.refl``) and ``name=value`` parameters or ``.phil``
+files; ``-c`` prints the configuration, ``-h`` the help.
+"""
+
+from __future__ import annotations
+
+from .. import __version__
+from ..errors import BraggintError, ImageError, InputFileError, ParameterError
+from ..io.expt import read_experiments
+from ..io.images import ImageSource
+from ..io.refl import read_reflections
+from ..io.atomic import atomic_open
+from ..models.experiment import ExperimentList
+from ..models.flags import Flags
+from ..models.reflection_table import ReflectionTable
+from ..params import ParameterSet, integrate_master_text
+from .common import (
+    CommandLine, apply_parameters, log, parse_command_line, print_version, run_program, setup_logging,
+)
+
+PROGRAM = "braggint.integrate"
+
+USAGE = f"""\
+usage: {PROGRAM} models.expt strong.refl [options] [name=value ...] [file.phil ...]
+
+Integrate the reflections predicted from an experiment list on its images,
+with a profile model built from the indexed strong spots.  Parameters and
+their defaults are those of dials.integrate.
+
+Examples:
+  {PROGRAM} models.expt refined.refl
+  {PROGRAM} models.expt refined.refl output.reflections=integrated.refl
+  {PROGRAM} models.expt refined.refl profile.fitting=False
+  {PROGRAM} models.expt refined.refl background.algorithm=glm
+
+Options:
+  -c            show the configuration (parameters with their current values)
+  -e N          with -c, include parameters up to expert level N
+  -a N          with -c, show attributes: 1 = help, 2 = help and types
+  -h, --help    show this help
+  -V, --version show the version
+"""
+
+
+def master_parameters() -> ParameterSet:
+    return ParameterSet.from_text(integrate_master_text(), "braggint/params/integrate.phil")
+
+
+def check_parameters(params) -> None:
+    """Cross-parameter checks that a single parameter's type cannot express."""
+    gaussian = params.profile.gaussian_rs.parameters
+    if (gaussian.sigma_b is None) != (gaussian.sigma_m is None):
+        raise ParameterError(
+            "profile.gaussian_rs.parameters.sigma_b and sigma_m must be set together (both or neither)")
+    for first, last in params.scan_range:
+        if last <= first:
+            raise ParameterError(
+                f"scan_range={first},{last}: the end must be greater than the start (use {first},{first + 1} "
+                "for a single image)")
+    for absorption in params.absorption_correction:
+        if absorption.apply and absorption.algorithm is None:
+            raise ParameterError("absorption_correction.apply=True needs absorption_correction.algorithm")
+
+
+def load_inputs(cl: CommandLine) -> tuple[ExperimentList, ReflectionTable | None]:
+    """Read and check the experiment list and the optional reflection file."""
+    if not cl.experiments:
+        raise InputFileError("no experiment list given (expected a .expt file)")
+    if len(cl.experiments) > 1:
+        raise InputFileError(f"give one experiment list, not {len(cl.experiments)}: {' '.join(cl.experiments)}")
+    if len(cl.reflections) > 1:
+        raise InputFileError(f"give one reflection file, not {len(cl.reflections)}: {' '.join(cl.reflections)}")
+    experiments = read_experiments(cl.experiments[0])
+    if len(experiments) == 0:
+        raise InputFileError(f"{cl.experiments[0]}: the experiment list is empty")
+    reflections = read_reflections(cl.reflections[0]) if cl.reflections else None
+    if reflections is not None:
+        check_reference(reflections, experiments, cl.reflections[0])
+    return experiments, reflections
+
+
+def check_reference(reflections: ReflectionTable, experiments: ExperimentList, path: str) -> None:
+    """The checks dials.integrate makes of the strong-spot table before using it."""
+    if "shoebox" not in reflections:
+        raise InputFileError(f"{path}: shoebox data missing from reflection table")
+    for column in ("id", "miller_index", "flags", "panel"):
+        if column not in reflections:
+            raise InputFileError(f"{path}: reflection table lacks the '{column}' column")
+    indexed = reflections.get_flags(Flags.indexed)
+    if not indexed.any():
+        raise InputFileError(f"{path}: no indexed reflections")
+    ids = reflections["id"][indexed]
+    if ids.min() < 0 or ids.max() >= len(experiments):
+        raise InputFileError(
+            f"{path}: indexed reflections have experiment ids {ids.min()}..{ids.max()}, "
+            f"but the experiment list has {len(experiments)} experiment(s)")
+
+
+def check_images(experiments: ExperimentList, expt_path: str) -> None:
+    """Every image the experiments refer to must exist (checked before any work starts)."""
+    for number, experiment in enumerate(experiments):
+        imageset, scan = experiment.imageset, experiment.scan
+        if imageset is None:
+            raise InputFileError(f"{expt_path}: experiment {number} has no image set")
+        first = scan.image_range[0] if scan is not None else 1
+        images = range(scan.image_range[0], scan.image_range[1] + 1) if scan is not None else range(
+            1, len(imageset.images) + 1)
+        missing = ImageSource(imageset, experiment.detector, first).missing(images)
+        if missing:
+            image, path = missing[0]
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise ImageError(f"{path}: image {image} of experiment {number} in {expt_path} is missing{more}")
+
+
+def write_phil(params: ParameterSet, path: str) -> None:
+    with atomic_open(path, "w") as handle:
+        handle.write(params.diff())
+
+
+def _run(argv: list[str]) -> int:
+    cl = parse_command_line(argv)
+    if cl.version:
+        print_version(PROGRAM)
+        return 0
+    params = master_parameters()
+    if cl.help:
+        print(USAGE)
+        print("Basic parameters:\n")
+        print(params.show(expert_level=0, attributes_level=0))
+        return 0
+    apply_parameters(params, cl)
+    for path in cl.experiments:
+        params.assign("input.experiments", path)
+    for path in cl.reflections:
+        params.assign("input.reflections", path)
+    if cl.show_config:
+        print(params.show(cl.expert_level, cl.attributes_level), end="")
+        return 0
+    working = params.extract()
+    check_parameters(working)
+
+    experiments, reflections = load_inputs(cl)
+    check_images(experiments, cl.experiments[0])
+    setup_logging(working.output.log)
+    log.info(f"braggint {__version__} ({PROGRAM})")
+    diff = params.diff()
+    if diff:
+        log.info("The following parameters have been modified:\n%s", diff)
+    write_phil(params, working.output.phil)
+    log.info("Read %d experiment(s) from %s", len(experiments), cl.experiments[0])
+    if reflections is not None:
+        log.info("Read %d reference reflections from %s", reflections.nrows, cl.reflections[0])
+    raise BraggintError(
+        "the integration stage is not part of braggint " + __version__
+        + " yet; the inputs and parameters were read and checked")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_program(PROGRAM, _run, argv)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,207 @@
+"""Lazy, per-frame image reading for an experiment's image set.
+
+Formats: CBF (miniCBF/imgCIF with byte-offset compression) and SMV through
+fabio; NeXus/HDF5 (an Eiger-style master whose ``/entry/data`` holds the
+frames, directly or through external links to data files, bitshuffle/LZ4
+filters via hdf5plugin) through h5py.  A CBF that exists only compressed
+(``name.cbf.bz2`` or ``.gz``) is read through fabio's decompression.
+
+Frames are returned per panel as arrays of shape (n_slow, n_fast) = (rows,
+columns).  ``corrected`` applies ``(raw - pedestal) / gain``; ``mask`` is True
+for pixels that are trusted: inside the trusted range, outside the panel's
+untrusted rectangles, and good in the optional external mask.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+
+from ..errors import ImageError
+from ..models.detector import Detector
+from ..models.imageset import ImageSet
+
+_COMPRESSED_SUFFIXES = (".bz2", ".gz")
+
+
+def existing_path(path: str) -> str | None:
+    """``path`` itself, or a compressed sibling (``.bz2``/``.gz``), if present."""
+    if os.path.isfile(path):
+        return path
+    for suffix in _COMPRESSED_SUFFIXES:
+        if os.path.isfile(path + suffix):
+            return path + suffix
+    return None
+
+
+class ImageSource:
+    """Reads the frames of one image set, one at a time, on demand.
+
+    Parameters
+    ----------
+    imageset : ImageSet
+    detector : Detector
+        Gives the panel layout, trusted ranges, masks, gains and pedestals.
+    first_image : int
+        1-based number of the scan's first image.
+    """
+
+    def __init__(self, imageset: ImageSet, detector: Detector, first_image: int = 1):
+        self.imageset = imageset
+        self.detector = detector
+        self.first_image = first_image
+        self._static_masks = None
+        self._h5 = None
+
+    # ----- validation ---------------------------------------------------
+    def missing(self, image_numbers) -> list[tuple[int, str]]:
+        """(image number, path) of each image whose file does not exist."""
+        missing = []
+        checked: dict[str, bool] = {}
+        for n in image_numbers:
+            path, _ = self.imageset.frame_source(n, self.first_image)
+            if path not in checked:
+                checked[path] = existing_path(path) is not None
+            if not checked[path]:
+                missing.append((n, path))
+        return missing
+
+    # ----- reading ------------------------------------------------------
+    def raw(self, image_number: int) -> list[np.ndarray]:
+        """Raw counts of one image, split per panel, each (n_slow, n_fast)."""
+        path, index = self.imageset.frame_source(image_number, self.first_image)
+        try:
+            frame = self._read_h5(path, index) if self.imageset.is_hdf5 else self._read_fabio(path)
+        except ImageError:
+            raise
+        except Exception as exc:  # any decoder failure is reported with file and frame
+            raise ImageError(f"{path}: cannot read image {image_number}: {exc}") from None
+        return self._split_panels(frame, path, image_number)
+
+    def corrected(self, image_number: int) -> list[np.ndarray]:
+        """``(raw - pedestal) / gain`` per panel, float64."""
+        out = []
+        for panel, raw in zip(self.detector.panels, self.raw(image_number)):
+            data = raw.astype(np.float64)
+            if panel.pedestal:
+                data -= panel.pedestal
+            if panel.gain != 1.0:
+                data /= panel.gain
+            out.append(data)
+        return out
+
+    def mask(self, image_number: int, raw: list[np.ndarray] | None = None) -> list[np.ndarray]:
+        """Trusted-pixel mask per panel for one image (True = good)."""
+        raw = self.raw(image_number) if raw is None else raw
+        static = self.static_masks()
+        return [s & panel.trusted_mask(r) for s, panel, r in zip(static, self.detector.panels, raw)]
+
+    def static_masks(self) -> list[np.ndarray]:
+        """Per-panel masks that do not change from frame to frame."""
+        if self._static_masks is None:
+            masks = [panel.static_mask() for panel in self.detector.panels]
+            if self.imageset.mask:
+                external = load_mask_file(self.imageset.mask, self.detector)
+                masks = [m & e for m, e in zip(masks, external)]
+            self._static_masks = masks
+        return self._static_masks
+
+    def close(self) -> None:
+        if self._h5 is not None:
+            self._h5[1].close()
+            self._h5 = None
+
+    # ----- formats ------------------------------------------------------
+    @staticmethod
+    def _read_fabio(path: str) -> np.ndarray:
+        import fabio
+
+        actual = existing_path(path)
+        if actual is None:
+            raise ImageError(f"{path}: image file not found")
+        return fabio.open(actual).data
+
+    def _read_h5(self, path: str, index: int) -> np.ndarray:
+        import h5py
+        import hdf5plugin  # noqa: F401  (registers bitshuffle/LZ4 and other filters)
+
+        if self._h5 is None or self._h5[0] != path:
+            self.close()
+            if not os.path.isfile(path):
+                raise ImageError(f"{path}: image file not found")
+            handle = h5py.File(path, "r")
+            self._h5 = (path, handle, _frame_datasets(handle, path))
+        _, _, datasets = self._h5
+        for name, start, count in datasets:
+            if start <= index < start + count:
+                return self._h5[1][name][index - start]
+        raise ImageError(f"{path}: frame {index} is beyond the {sum(c for _, _, c in datasets)} frames in the file")
+
+    def _split_panels(self, frame: np.ndarray, path: str, image_number: int) -> list[np.ndarray]:
+        panels = self.detector.panels
+        if frame.ndim == 3 and frame.shape[0] == len(panels):
+            parts = list(frame)
+        elif len(panels) == 1:
+            parts = [frame]
+        else:
+            parts = []
+            for panel in panels:
+                x0, y0 = panel.raw_image_offset
+                nf, ns = panel.image_size
+                parts.append(frame[y0:y0 + ns, x0:x0 + nf])
+        for panel, part in zip(panels, parts):
+            if part.shape != (panel.image_size[1], panel.image_size[0]):
+                raise ImageError(
+                    f"{path}: image {image_number} has shape {part.shape}, panel "
+                    f"{panel.name!r} expects {(panel.image_size[1], panel.image_size[0])}")
+        return parts
+
+
+def _frame_datasets(handle, path: str) -> list[tuple[str, int, int]]:
+    """(dataset name, first frame, frame count) of the frame stacks in a NeXus file."""
+    group = handle.get("entry/data")
+    if group is None:
+        raise ImageError(f"{path}: no /entry/data group (not a NeXus/Eiger master file)")
+    names = ["data"] if "data" in group else sorted(k for k in group if k.startswith("data_"))
+    datasets = []
+    start = 0
+    for name in names:
+        try:
+            dataset = group[name]
+        except KeyError:
+            raise ImageError(f"{path}: linked data file for /entry/data/{name} is missing") from None
+        datasets.append((f"entry/data/{name}", start, dataset.shape[0]))
+        start += dataset.shape[0]
+    if not datasets:
+        raise ImageError(f"{path}: /entry/data holds no frame datasets")
+    return datasets
+
+
+def load_mask_file(path: str, detector: Detector) -> list[np.ndarray]:
+    """Per-panel boolean masks (True = good) from a mask file.
+
+    Accepts a pickle or ``.npy``/``.npz`` holding one boolean array per panel
+    (a tuple/list, or a single array for a one-panel detector).
+    """
+    if not os.path.isfile(path):
+        raise ImageError(f"{path}: mask file not found")
+    try:
+        if path.endswith((".npy", ".npz")):
+            loaded = np.load(path)
+            arrays = [loaded[k] for k in loaded.files] if hasattr(loaded, "files") else [loaded]
+        else:
+            with open(path, "rb") as handle:
+                loaded = pickle.load(handle)
+            arrays = list(loaded) if isinstance(loaded, (tuple, list)) else [loaded]
+        masks = [np.asarray(a, dtype=bool) for a in arrays]
+    except Exception as exc:
+        raise ImageError(f"{path}: cannot read mask file ({exc}); expected per-panel boolean arrays") from None
+    if len(masks) != len(detector.panels):
+        raise ImageError(f"{path}: mask has {len(masks)} panels, detector has {len(detector.panels)}")
+    for m, panel in zip(masks, detector.panels):
+        expected = (panel.image_size[1], panel.image_size[0])
+        if m.shape != expected:
+            raise ImageError(f"{path}: mask of shape {m.shape} does not fit panel of shape {expected}")
+    return masks
