@@ -88,10 +88,9 @@ class ParameterSet:
         if len(matches) == 1:
             return matches[0]
         if not matches:
-            close = difflib.get_close_matches(name, list(self._definitions), n=1, cutoff=0.75)
-            short = [p for p in self._definitions if p.rsplit(".", 1)[-1] == name.rsplit(".", 1)[-1]]
-            hint = close or short
-            suggestion = f" (did you mean {hint[0]}?)" if hint else ""
+            leaves = {path.rsplit(".", 1)[-1]: path for path in self._definitions}
+            close = difflib.get_close_matches(name.rsplit(".", 1)[-1], list(leaves), n=1, cutoff=0.7)
+            suggestion = f" (did you mean {leaves[close[0]]}?)" if close else ""
             raise ParameterError(f"unknown parameter '{name}'{suggestion}")
         raise ParameterError(
             f"ambiguous parameter '{name}' matches {', '.join(d.path for d in matches)}")

@@ -1,0 +1,119 @@
+"""braggint.integrate's command line: configuration output, and one-line
+errors with a non-zero exit and no traceback for every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args, cwd=None):
+    result = subprocess.run([os.path.abspath(sys.executable), "-m", "braggint.cli.integrate", *map(str, args)],
+                            capture_output=True, text=True, cwd=cwd, timeout=120)
+    return result
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("braggint.integrate: error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_show_config_expert_level_3_lists_every_parameter():
+    result = run("-c", "-e", "3")
+    assert result.returncode == 0
+    assert "reflections_per_degree = 50" in result.stdout  # expert level 1
+    assert "units = *degrees radians frames" in result.stdout
+    assert "max_memory_usage = 0.90" in result.stdout
+
+
+def test_show_config_reflects_assignments_and_attributes():
+    result = run("-c", "-a", "2", "nproc=4", "fitting=False")
+    assert result.returncode == 0
+    assert "nproc = 4" in result.stdout and "fitting = False" in result.stdout
+    assert ".type = int(value_min=1, allow_none=True)" in result.stdout
+
+
+def test_help():
+    result = run("-h")
+    assert result.returncode == 0 and "usage: braggint.integrate" in result.stdout
+
+
+@pytest.fixture
+def inputs(real_sweep, tmp_path):
+    return real_sweep / "refined.expt", real_sweep / "refined.refl", tmp_path
+
+
+def test_good_inputs_are_read_and_parameters_written(inputs):
+    expt, refl, work = inputs
+    result = run(expt, refl, "nproc=2", "min_spots.overall=10", cwd=work)
+    # The integration stage itself is not implemented yet: the program says so plainly.
+    assert_one_line_error(result, "integration stage is not part of braggint")
+    phil = (work / "dials.integrate.phil").read_text()
+    assert "nproc = 2" in phil and "overall = 10" in phil and f"experiments = {expt}" in phil
+    log = (work / "dials.integrate.log").read_text()
+    assert "Read 1 experiment(s)" in log and "Read 54 reference reflections" in log
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["missing.expt"], ["missing.expt: experiment list not found"]),
+    (["{expt}", "missing.refl"], ["missing.refl: reflection file not found"]),
+    (["{expt}", "{refl}", "nproc=many"], ["parameter integration.mp.nproc: 'many' is not an integer"]),
+    (["{expt}", "{refl}", "nproc=0"], ["integration.mp.nproc: 0 is below the minimum 1"]),
+    (["{expt}", "{refl}", "wibble=1"], ["unknown parameter 'wibble'"]),
+    (["{expt}", "{refl}", "min_pixels=3"], ["ambiguous parameter 'min_pixels' matches"]),
+    (["{expt}", "{refl}", "units=parsecs"], ["'parsecs' is not one of degrees, radians, frames"]),
+    (["{expt}", "{refl}", "sigma_b=0.05"], ["sigma_b and sigma_m must be set together"]),
+    (["{expt}", "{refl}", "scan_range=5,5"], ["scan_range=5,5: the end must be greater"]),
+    (["{expt}", "{refl}", "-e"], ["option -e needs a whole number"]),
+    (["{expt}", "{refl}", "--bogus"], ["unknown option '--bogus'"]),
+])
+def test_bad_input_gives_one_line(inputs, args, fragments):
+    expt, refl, work = inputs
+    result = run(*[a.format(expt=expt, refl=refl) for a in args], cwd=work)
+    assert_one_line_error(result, *fragments)
+
+
+def test_malformed_files(inputs):
+    expt, refl, work = inputs
+    (work / "bad.expt").write_text('{"__id__": "ExperimentList", ')
+    assert_one_line_error(run(work / "bad.expt", refl, cwd=work), "bad.expt: malformed JSON at line 1")
+    (work / "bad.refl").write_bytes(b"\x00\x01\x02")
+    assert_one_line_error(run(expt, work / "bad.refl", cwd=work), "bad.refl: not a msgpack reflection table")
+    (work / "bad.phil").write_text("integration {\n  mp {\n")
+    assert_one_line_error(run(expt, refl, work / "bad.phil", cwd=work), "bad.phil, line 3: scope")
+
+
+def test_missing_images_are_named(inputs):
+    expt, refl, work = inputs
+    document = json.loads(expt.read_text())
+    document["imageset"][0]["template"] = str(work / "gone_#####.cbf")
+    (work / "moved.expt").write_text(json.dumps(document))
+    result = run(work / "moved.expt", refl, cwd=work)
+    assert_one_line_error(result, "gone_00001.cbf: image 1 of experiment 0", "is missing (and 14 more)")
+
+
+def test_reference_without_shoeboxes_is_refused(inputs):
+    expt, refl, work = inputs
+    from braggint.io.refl import read_reflections, write_reflections
+
+    table = read_reflections(str(refl))
+    del table["shoebox"]
+    write_reflections(table, str(work / "noshoebox.refl"))
+    assert_one_line_error(run(expt, work / "noshoebox.refl", cwd=work),
+                          "shoebox data missing from reflection table")
+
+
+def test_console_script_is_installed():
+    if shutil.which("braggint.integrate") is None:
+        pytest.skip("console scripts are not on PATH in this environment")
+    assert subprocess.run(["braggint.integrate", "--version"], capture_output=True).returncode == 0

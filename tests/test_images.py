@@ -1,0 +1,105 @@
+"""Image reading: real Pilatus CBFs, Eiger-style NeXus with bitshuffle/LZ4
+and external data files, SMV; masks; errors that name file and frame."""
+
+from __future__ import annotations
+
+import fabio
+import h5py
+import hdf5plugin
+import numpy as np
+import pytest
+
+from braggint.errors import ImageError
+from braggint.io.expt import read_experiments
+from braggint.io.images import ImageSource
+from braggint.models import Detector, ImageSet, Panel
+
+
+def test_real_pilatus_cbf_frames_and_mask(real_sweep):
+    experiment = read_experiments(str(real_sweep / "refined.expt"))[0]
+    source = ImageSource(experiment.imageset, experiment.detector, experiment.scan.image_range[0])
+    assert source.missing(range(1, 16)) == []
+    raw = source.raw(3)[0]
+    assert raw.shape == (1679, 1475) and raw.dtype == np.int32
+    mask = source.mask(3, [raw])[0]
+    # Gap pixels (-1) fall in the panel's untrusted rectangles; bad pixels (-2) below the trusted range.
+    assert not mask[raw < 0].any()
+    assert mask[raw >= 0].mean() > 0.999
+    assert not mask[:, 487:494].any() and not mask[195:212, :].any()
+    corrected = source.corrected(3)[0]
+    assert corrected.dtype == np.float64 and np.array_equal(corrected, raw)
+
+
+def _panel(nx=32, ny=24, gain=1.0, pedestal=0.0) -> Detector:
+    return Detector([Panel(image_size=(nx, ny), trusted_range=(0, 1000), gain=gain, pedestal=pedestal,
+                           mask=[(0, 0, 2, 24)])])
+
+
+def test_eiger_style_nexus_with_external_bitshuffle_files(tmp_path):
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 50, size=(7, 24, 32)).astype(np.uint32)
+    frames[2, 5, 6] = 5000  # above the trusted range
+    master = tmp_path / "run_master.h5"
+    with h5py.File(master, "w") as handle:
+        group = handle.create_group("entry/data")
+        for number, (start, stop) in enumerate([(0, 4), (4, 7)], start=1):
+            name = f"run_data_{number:06d}.h5"
+            with h5py.File(tmp_path / name, "w") as data_file:
+                data_file.create_dataset("data", data=frames[start:stop], chunks=(1, 24, 32),
+                                         **hdf5plugin.Bitshuffle(cname="lz4"))
+            group[f"data_{number:06d}"] = h5py.ExternalLink(name, "data")
+    imageset = ImageSet(template=str(master))
+    source = ImageSource(imageset, _panel(), first_image=1)
+    for image in range(1, 8):
+        np.testing.assert_array_equal(source.raw(image)[0], frames[image - 1])
+    mask = source.mask(3)[0]
+    assert not mask[5, 6] and not mask[:, :2].any() and mask[:, 2:].sum() == 24 * 30 - 1
+    with pytest.raises(ImageError, match=r"run_master.h5: frame 9 is beyond the 7 frames"):
+        source.raw(10)
+    source.close()
+
+
+def test_single_file_indices_select_frames(tmp_path):
+    frames = np.arange(5 * 24 * 32, dtype=np.int32).reshape(5, 24, 32)
+    path = tmp_path / "one.nxs"
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("entry/data/data", data=frames)
+    source = ImageSource(ImageSet(template=str(path), single_file_indices=[2, 3, 4]), _panel(), first_image=1)
+    np.testing.assert_array_equal(source.raw(1)[0], frames[2])
+    np.testing.assert_array_equal(source.raw(3)[0], frames[4])
+
+
+def test_smv_image_with_gain_and_pedestal(tmp_path):
+    data = (np.arange(24 * 32).reshape(24, 32) % 100 + 10).astype(np.uint16)
+    path = tmp_path / "img_001.img"
+    fabio.adscimage.adscimage(data=data, header={}).write(str(path))
+    source = ImageSource(ImageSet(template=str(tmp_path / "img_###.img")), _panel(gain=2.0, pedestal=10.0))
+    np.testing.assert_array_equal(source.raw(1)[0], data)
+    np.testing.assert_allclose(source.corrected(1)[0], (data.astype(float) - 10.0) / 2.0)
+
+
+def test_missing_and_wrong_shape_images(tmp_path):
+    imageset = ImageSet(template=str(tmp_path / "x_###.cbf"))
+    source = ImageSource(imageset, _panel())
+    assert source.missing([1, 2]) == [(1, str(tmp_path / "x_001.cbf")), (2, str(tmp_path / "x_002.cbf"))]
+    with pytest.raises(ImageError, match="x_001.cbf: image file not found"):
+        source.raw(1)
+    fabio.cbfimage.CbfImage(data=np.zeros((10, 10), np.int32)).write(str(tmp_path / "x_001.cbf"))
+    with pytest.raises(ImageError, match=r"x_001.cbf: image 1 has shape \(10, 10\), panel 'Panel' expects \(24, 32\)"):
+        source.raw(1)
+    (tmp_path / "x_002.cbf").write_bytes(b"not an image")
+    with pytest.raises(ImageError, match="x_002.cbf: cannot read image 2"):
+        source.raw(2)
+
+
+def test_external_mask_file(tmp_path):
+    good = np.ones((24, 32), bool)
+    good[10, 10] = False
+    np.save(tmp_path / "mask.npy", good)
+    frames = np.ones((1, 24, 32), np.int32)
+    path = tmp_path / "m.h5"
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("entry/data/data", data=frames)
+    source = ImageSource(ImageSet(template=str(path), mask=str(tmp_path / "mask.npy")), _panel())
+    mask = source.mask(1)[0]
+    assert not mask[10, 10] and mask[10, 11] and not mask[:, :2].any()
