@@ -113,7 +113,10 @@ def test_reference_without_shoeboxes_is_refused(inputs):
                           "shoebox data missing from reflection table")
 
 
-def test_console_script_is_installed():
-    if shutil.which("braggint.integrate") is None:
-        pytest.skip("console scripts are not on PATH in this environment")
-    assert subprocess.run(["braggint.integrate", "--version"], capture_output=True).returncode == 0
+def test_console_scripts_are_installed():
+    bindir = os.path.dirname(os.path.abspath(sys.executable))
+    for program in ("braggint.integrate", "braggint.show"):
+        path = shutil.which(program, path=bindir) or shutil.which(program)
+        assert path is not None, f"{program} is not installed beside {sys.executable}"
+        result = subprocess.run([path, "--version"], capture_output=True, text=True)
+        assert result.returncode == 0 and "braggint" in result.stdout
