@@ -118,6 +118,9 @@ def run_program(program: str, body, argv: list[str] | None = None) -> int:
     except BraggintError as exc:
         print(f"{program}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. output piped into `head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"{program}: interrupted", file=sys.stderr)
         return 130

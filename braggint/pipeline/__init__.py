@@ -1,0 +1,1 @@
+"""Orchestration: turning experiments and parameters into tables (Dask graphs to come)."""

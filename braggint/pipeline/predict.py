@@ -1,0 +1,46 @@
+"""Prediction of every experiment into one DIALS-layout reflection table."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import BraggintError
+from ..models.experiment import ExperimentList
+from ..models.flags import Flags
+from ..models.reflection_table import ReflectionTable
+from ..tasks.predict import predict_static
+
+
+def predict_reflections(experiments: ExperimentList, prediction) -> ReflectionTable:
+    """Predicted reflections of all experiments (``prediction`` = the params scope).
+
+    Columns: miller_index, id, imageset_id, panel, flags (predicted), entering,
+    s1, xyzcal.mm (mm, mm, rad), xyzcal.px (px, px, 0-based frame), d.
+    """
+    imagesets = experiments.unique("imageset")
+    table = ReflectionTable()
+    for number, experiment in enumerate(experiments):
+        if experiment.scan is None or experiment.goniometer is None:
+            raise BraggintError(f"experiment {number} is a still; stills prediction is not implemented yet")
+        if experiment.crystal.is_scan_varying and not prediction.force_static:
+            raise BraggintError(
+                f"experiment {number} has a scan-varying crystal; scan-varying prediction is not implemented "
+                "yet (prediction.force_static=True predicts with the static model)")
+        rays = predict_static(experiment, d_min=prediction.d_min, d_max=prediction.d_max,
+                              padding_deg=prediction.padding)
+        n = len(rays.d)
+        part = ReflectionTable(n, {number: experiment.identifier} if experiment.identifier else {})
+        part["miller_index"] = rays.miller_index
+        part["id"] = np.full(n, number, np.int32)
+        imageset_id = next(i for i, s in enumerate(imagesets) if s is experiment.imageset) \
+            if experiment.imageset is not None else 0
+        part["imageset_id"] = np.full(n, imageset_id, np.int32)
+        part["panel"] = rays.panel.astype(np.uint64)
+        part["flags"] = np.full(n, int(Flags.predicted), np.uint64)
+        part["entering"] = rays.entering
+        part["s1"] = rays.s1
+        part["xyzcal.mm"] = np.column_stack([rays.xy_mm, rays.phi])
+        part["xyzcal.px"] = np.column_stack([rays.xy_px, rays.z_px])
+        part["d"] = rays.d
+        table.extend(part)
+    return table

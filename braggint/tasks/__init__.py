@@ -1,0 +1,1 @@
+"""Pure numerical kernels: numpy in, numpy out; no Dask, no file I/O."""

@@ -1,0 +1,144 @@
+"""Scan-static rotation prediction (the rotation-angle method DIALS uses).
+
+For every Miller index h with ``d_max >= d(h) >= d_min`` that is not absent
+by lattice centring, solve for the rotation angles phi at which
+``s1 = s0 + S R(e, phi) F A h`` lies on the Ewald sphere, keep every angle
+equivalent mod 2 pi inside the scan (widened by ``padding``), and intersect
+s1 with the detector.
+
+Units: angles in radians, s vectors in 1/Angstrom, detector positions in mm
+and pixels, z as the continuous 0-based frame coordinate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..models.experiment import Experiment
+
+#: hkl generated per chunk, to bound the memory of the brute-force generator.
+_CHUNK = 2_000_000
+
+
+@dataclass
+class Predictions:
+    """Predicted rays of one experiment; each array has one row per prediction."""
+
+    miller_index: np.ndarray  # (n, 3) int32
+    entering: np.ndarray      # (n,) bool
+    s1: np.ndarray            # (n, 3) 1/Angstrom
+    phi: np.ndarray           # (n,) radians, inside the padded scan
+    panel: np.ndarray         # (n,) int
+    xy_mm: np.ndarray         # (n, 2)
+    xy_px: np.ndarray         # (n, 2)
+    z_px: np.ndarray          # (n,) continuous 0-based frame
+    d: np.ndarray             # (n,) Angstrom
+
+
+def detector_d_min(experiment: Experiment) -> float:
+    """Highest resolution (Angstrom) reached at any panel corner."""
+    s0 = experiment.beam.s0
+    wavelength = 1.0 / np.linalg.norm(s0)
+    best = np.inf
+    for panel in experiment.detector.panels:
+        w, h = panel.image_size_mm
+        corners = panel.lab_coord([[0, 0], [w, 0], [0, h], [w, h]])
+        cos_2theta = corners @ s0 / (np.linalg.norm(corners, axis=1) * np.linalg.norm(s0))
+        theta = np.arccos(np.clip(cos_2theta, -1, 1)) / 2
+        best = min(best, float(np.min(wavelength / (2 * np.sin(theta)))))
+    return best
+
+
+def candidate_indices(experiment: Experiment, d_min: float, d_max: float | None = None):
+    """Miller indices (n, 3) with ``d_min <= d <= d_max``, no (0,0,0), no centring absences."""
+    crystal = experiment.crystal
+    limits = np.floor(np.linalg.norm(crystal.real_space, axis=1) / d_min).astype(int)
+    hmax, kmax, lmax = limits
+    k, l = np.meshgrid(np.arange(-kmax, kmax + 1), np.arange(-lmax, lmax + 1), indexing="ij")
+    kl = np.column_stack([k.ravel(), l.ravel()])
+    centring = np.array([list(c) for c in crystal.space_group_ops.cen_ops if any(c)], dtype=np.int64)
+    inv_d2_min = 1.0 / d_min**2
+    inv_d2_max = 0.0 if d_max is None else 1.0 / d_max**2
+    planes_per_chunk = max(1, _CHUNK // len(kl))
+    out = []
+    A = crystal.A
+    for start in range(-hmax, hmax + 1, planes_per_chunk):
+        h = np.arange(start, min(start + planes_per_chunk, hmax + 1))
+        hkl = np.column_stack([np.repeat(h, len(kl)), np.tile(kl, (len(h), 1))])
+        inv_d2 = np.einsum("ij,ij->i", hkl @ A.T, hkl @ A.T)
+        keep = (inv_d2 <= inv_d2_min) & (inv_d2 > 0) & (inv_d2 >= inv_d2_max)
+        if len(centring):
+            keep &= ~((hkl @ centring.T) % 24 != 0).any(axis=1)
+        out.append(hkl[keep])
+    return np.concatenate(out).astype(np.int32) if out else np.zeros((0, 3), np.int32)
+
+
+def rotation_angles(experiment: Experiment, hkl: np.ndarray):
+    """The two angles (radians, in [0, 2 pi)) at which each h reflects.
+
+    Returns ``(index into hkl, phi)`` for every reflecting solution.
+    """
+    gonio, beam = experiment.goniometer, experiment.beam
+    S, F = gonio.setting_rotation, gonio.fixed_rotation
+    axis = gonio.rotation_axis / np.linalg.norm(gonio.rotation_axis)
+    s0 = np.linalg.solve(S, beam.s0)
+    m1 = np.cross(axis, s0)
+    m1 /= np.linalg.norm(m1)
+    m3 = np.cross(m1, axis)
+    p0 = hkl.astype(float) @ (F @ experiment.crystal.A).T
+    p0_sq = np.einsum("ij,ij->i", p0, p0)
+    a1, a2, a3 = p0 @ m1, p0 @ axis, p0 @ m3
+    b3 = (-p0_sq / 2 - a2 * (s0 @ axis)) / (s0 @ m3)
+    rho_sq = p0_sq - a2**2
+    ok = (p0_sq <= 4 * (s0 @ s0)) & (rho_sq >= b3**2)
+    index = np.flatnonzero(ok)
+    b1_abs = np.sqrt(rho_sq[ok] - b3[ok] ** 2)
+    phis = []
+    for sign in (1.0, -1.0):
+        b1 = sign * b1_abs
+        cos_phi = b1 * a1[ok] + b3[ok] * a3[ok]
+        sin_phi = b1 * a3[ok] - b3[ok] * a1[ok]
+        phis.append(np.mod(np.arctan2(sin_phi, cos_phi), 2 * np.pi))
+    return np.concatenate([index, index]), np.concatenate(phis)
+
+
+def predict_static(experiment: Experiment, *, d_min: float | None = None, d_max: float | None = None,
+                   padding_deg: float = 1.0) -> Predictions:
+    """All reflections crossing the Ewald sphere within the padded scan."""
+    scan, gonio, beam = experiment.scan, experiment.goniometer, experiment.beam
+    if d_min is None:
+        d_min = detector_d_min(experiment)
+    hkl = candidate_indices(experiment, d_min, d_max)
+    index, phi = rotation_angles(experiment, hkl)
+    # Every angle equivalent mod 2 pi inside [phi_start - pad, phi_end + pad].
+    phi0, dphi = scan.oscillation_rad
+    ends = sorted([phi0, phi0 + scan.num_images * dphi])
+    pad = np.deg2rad(padding_deg)
+    low, high = ends[0] - pad, ends[1] + pad
+    turns_low = np.ceil((low - phi) / (2 * np.pi)).astype(int)
+    turns_high = np.floor((high - phi) / (2 * np.pi)).astype(int)
+    repeats = np.maximum(turns_high - turns_low + 1, 0)
+    row = np.repeat(np.arange(len(phi)), repeats)
+    offset = np.arange(len(row)) - np.repeat(np.cumsum(repeats) - repeats, repeats)
+    phi_in = phi[row] + 2 * np.pi * (turns_low[row] + offset)
+    index = index[row]
+    h = hkl[index]
+    # s1 = s0 + S R(e, phi) F A h, evaluated at the angle in the scan.
+    from ..models.rotation import axis_angle_matrix
+
+    rotations = axis_angle_matrix(gonio.rotation_axis, phi_in)
+    p0 = h.astype(float) @ (gonio.fixed_rotation @ experiment.crystal.A).T
+    s1 = beam.s0 + np.einsum("ij,njk,nk->ni", gonio.setting_rotation, rotations, p0)
+    normal = np.cross(beam.s0, gonio.setting_rotation @ gonio.rotation_axis)
+    entering = s1 @ (normal / np.linalg.norm(normal)) < 0
+    panel, xy_mm = experiment.detector.ray_intersection(s1)
+    hit = panel >= 0
+    xy_px = np.full_like(xy_mm, np.nan)
+    for p in np.unique(panel[hit]):
+        sel = panel == p
+        xy_px[sel] = experiment.detector[int(p)].mm_to_px(xy_mm[sel])
+    d = 1.0 / np.linalg.norm(h.astype(float) @ experiment.crystal.A.T, axis=1)
+    return Predictions(h[hit], entering[hit], s1[hit], phi_in[hit], panel[hit], xy_mm[hit], xy_px[hit],
+                       scan.frame_from_angle(phi_in[hit]), d[hit])

@@ -1,0 +1,84 @@
+"""Scan-static prediction against DIALS's own predictions and test numbers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from braggint.io.expt import read_experiments
+from braggint.io.refl import read_reflections
+from braggint.params import ParameterSet, master_text
+from braggint.pipeline.predict import predict_reflections
+from braggint.tasks.predict import detector_d_min, predict_static
+
+
+def prediction_params(**overrides):
+    params = ParameterSet.from_text(master_text("predict"), "predict.phil")
+    for name, value in overrides.items():
+        params.assign(name, str(value))
+    return params.extract().prediction
+
+
+def test_every_dials_reflection_is_predicted_identically(wedge):
+    """23_integrated.expt: two-axis goniometer, scan at -145 deg, parallax-corrected Pilatus."""
+    experiments = read_experiments(str(wedge / "23_integrated.expt"))
+    dials = read_reflections(str(wedge / "23_integrated.refl"))
+    ours = predict_reflections(experiments, prediction_params())
+    assert ours.identifiers == dials.identifiers
+    for row in range(dials.nrows):
+        same = (ours["miller_index"] == dials["miller_index"][row]).all(axis=1) & (
+            ours["entering"] == dials["entering"][row])
+        assert same.any(), f"DIALS row {row} {dials['miller_index'][row]} not predicted"
+        candidates = np.flatnonzero(same)
+        match = candidates[np.argmin(np.abs(ours["xyzcal.mm"][candidates, 2] - dials["xyzcal.mm"][row, 2]))]
+        np.testing.assert_allclose(ours["xyzcal.mm"][match], dials["xyzcal.mm"][row], atol=1e-6)
+        np.testing.assert_allclose(ours["xyzcal.px"][match], dials["xyzcal.px"][row], atol=1e-3)
+        np.testing.assert_allclose(ours["s1"][match], dials["s1"][row], rtol=1e-8)
+        if dials["d"][row] > 0:
+            assert ours["d"][match] == pytest.approx(dials["d"][row], rel=1e-8)
+        assert ours["panel"][match] == dials["panel"][row]
+
+
+def test_centroid_sweep_gives_dials_count(shared_data, tmp_path):
+    """DIALS's test_scan_static_reflection_predictor: 1996 predictions with padding 0."""
+    path = shared_data / "centroid_test_data" / "experiments.json"
+    experiment = read_experiments(str(path))[0]
+    rays = predict_static(experiment, padding_deg=0.0)
+    assert len(rays.d) == 1996
+    assert rays.d.min() >= detector_d_min(experiment)
+    z0, z1 = experiment.scan.array_range
+    assert (rays.z_px >= z0).all() and (rays.z_px <= z1).all()
+    # The same sweep starting at 360 degrees gives the same reflections one turn later.
+    document = json.loads(path.read_text())
+    document["scan"][0]["oscillation"][0] = 360.0
+    shifted_path = tmp_path / "shifted.json"
+    shifted_path.write_text(json.dumps(document))
+    shifted = predict_static(read_experiments(str(shifted_path))[0], padding_deg=0.0)
+    assert len(shifted.d) == 1996
+    order, shifted_order = np.lexsort(rays.miller_index.T), np.lexsort(shifted.miller_index.T)
+    np.testing.assert_allclose(shifted.phi[shifted_order], rays.phi[order] + 2 * np.pi, atol=1e-9)
+    np.testing.assert_allclose(shifted.z_px[shifted_order], rays.z_px[order], atol=1e-6)
+
+
+def test_padding_and_resolution_limits(shared_data):
+    experiment = read_experiments(str(shared_data / "centroid_test_data" / "experiments.json"))[0]
+    padded = predict_static(experiment, padding_deg=1.0)
+    assert len(padded.d) > 1996
+    assert (padded.z_px < 0).any() and (padded.z_px > 9).any()
+    limited = predict_static(experiment, d_min=3.0, d_max=10.0, padding_deg=0.0)
+    assert len(limited.d) and limited.d.min() >= 3.0 and limited.d.max() <= 10.0
+
+
+def test_predict_command_writes_a_table(wedge, tmp_path):
+    result = subprocess.run([os.path.abspath(sys.executable), "-m", "braggint.cli.predict",
+                             str(wedge / "23_integrated.expt"), "output=p.refl", "d_min=1.0"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    table = read_reflections(str(tmp_path / "p.refl"))
+    assert table.nrows > 0 and table["d"].min() >= 1.0
+    assert {"miller_index", "s1", "xyzcal.px", "xyzcal.mm", "flags", "id", "panel", "entering"} <= set(table.keys())
