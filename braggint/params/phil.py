@@ -82,8 +82,34 @@ def _literal(text: str):
 # --------------------------------------------------------------------------
 # Tree
 # --------------------------------------------------------------------------
+class _Node:
+    """What definitions and scopes share: a dotted path and inherited attributes."""
+
+    name: str
+    attributes: dict
+    parent: "Scope | None"
+
+    @property
+    def path(self) -> str:
+        prefix = self.parent.path if self.parent is not None else ""
+        return f"{prefix}.{self.name}" if prefix else self.name
+
+    @property
+    def multiple(self) -> bool:
+        return bool(self.attributes.get("multiple", False))
+
+    @property
+    def expert_level(self) -> int:
+        own = int(self.attributes.get("expert_level", 0) or 0)
+        return max(own, self.parent.expert_level if self.parent is not None else 0)
+
+    @property
+    def help(self) -> str:
+        return str(self.attributes.get("help", ""))
+
+
 @dataclass(eq=False)
-class Definition:
+class Definition(_Node):
     """A parameter: ``name = value`` with its attributes.
 
     ``words`` is the raw value text; ``value`` the converted Python value
@@ -97,26 +123,8 @@ class Definition:
     value: object = None
 
     @property
-    def path(self) -> str:
-        prefix = self.parent.path if self.parent is not None else ""
-        return f"{prefix}.{self.name}" if prefix else self.name
-
-    @property
     def type(self) -> PhilType:
         return PhilType.parse(str(self.attributes.get("type", "str")))
-
-    @property
-    def multiple(self) -> bool:
-        return bool(self.attributes.get("multiple", False))
-
-    @property
-    def expert_level(self) -> int:
-        own = int(self.attributes.get("expert_level", 0) or 0)
-        return max(own, self.parent.expert_level if self.parent is not None else 0)
-
-    @property
-    def help(self) -> str:
-        return str(self.attributes.get("help", ""))
 
     def choices(self) -> list[str]:
         return [w.lstrip("*") for w in _split_words(self.words)]
@@ -127,33 +135,13 @@ class Definition:
 
 
 @dataclass(eq=False)
-class Scope:
+class Scope(_Node):
     """A named group of definitions and scopes (the root has an empty name)."""
 
     name: str = ""
     children: list = field(default_factory=list)
     attributes: dict = field(default_factory=dict)
     parent: "Scope | None" = None
-
-    @property
-    def path(self) -> str:
-        if self.parent is None:
-            return self.name
-        prefix = self.parent.path
-        return f"{prefix}.{self.name}" if prefix else self.name
-
-    @property
-    def multiple(self) -> bool:
-        return bool(self.attributes.get("multiple", False))
-
-    @property
-    def expert_level(self) -> int:
-        own = int(self.attributes.get("expert_level", 0) or 0)
-        return max(own, self.parent.expert_level if self.parent is not None else 0)
-
-    @property
-    def help(self) -> str:
-        return str(self.attributes.get("help", ""))
 
     def definitions(self):
         """All definitions below this scope, depth first, in file order."""

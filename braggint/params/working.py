@@ -198,15 +198,16 @@ class ParameterSet:
                         lines.extend(self._attribute_lines(child, pad + "  ", attributes_level))
                 wrote = True
                 continue
-            bodies = self.instances[child.path] if child.multiple and only_modified else [child]
-            if child.multiple and not only_modified:
-                bodies = self.instances[child.path] or [child]
+            # A .multiple scope shows its instances; -c shows the template when there are none.
+            bodies = [child]
+            if child.multiple:
+                bodies = self.instances[child.path] or ([] if only_modified else [child])
             for body in bodies:
                 sub: list[str] = []
                 if self._format(body, sub, depth + 1, expert_level, attributes_level, only_modified):
                     lines.append(f"{pad}{child.name}" + " {")
                     if attributes_level and child.help:
-                        lines.insert(len(lines), f"{pad}  # {child.help}")
+                        lines.append(f"{pad}  # {child.help}")
                     lines.extend(sub)
                     lines.append(pad + "}")
                     wrote = True
