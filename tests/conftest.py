@@ -38,3 +38,16 @@ def all_files(suffixes: tuple[str, ...]) -> list[Path]:
     if not SHARED_DATA.exists():
         return []
     return sorted(p for p in SHARED_DATA.rglob("*") if p.suffix in suffixes)
+
+
+def assert_reader_names_file(reader, path: Path, content: str | bytes, message: str) -> None:
+    """Writing ``content`` to ``path`` makes ``reader`` raise an InputFileError naming the file."""
+    from braggint.errors import InputFileError
+
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    with pytest.raises(InputFileError) as error:
+        reader(str(path))
+    assert str(path) in str(error.value) and message in str(error.value)

@@ -15,7 +15,7 @@ from braggint.io.refl import read_reflections
 from braggint.models import Beam, Detector, Experiment, ExperimentList, Panel, Scan
 from braggint.models.rotation import axis_angle_matrix
 
-from .conftest import all_files
+from .conftest import all_files, assert_reader_names_file
 
 EXPT_FILES = all_files((".expt", ".json"))
 
@@ -144,11 +144,7 @@ def test_detector_hierarchy_composes_frames():
     ('{"__id__": "ExperimentList", "experiment": [], "beam": [{"wavelength": 1}]}', "beam model lacks the key"),
 ])
 def test_malformed_experiment_lists_are_named(tmp_path, content, message):
-    path = tmp_path / "bad.expt"
-    path.write_text(content)
-    with pytest.raises(InputFileError) as error:
-        read_experiments(str(path))
-    assert str(path) in str(error.value) and message in str(error.value)
+    assert_reader_names_file(read_experiments, tmp_path / "bad.expt", content, message)
 
 
 def test_missing_experiment_list(tmp_path):

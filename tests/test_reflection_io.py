@@ -11,7 +11,7 @@ from braggint.errors import InputFileError
 from braggint.io.refl import read_reflections, table_to_msgpack, write_reflections
 from braggint.models import Flags, MaskCode, ReflectionTable, ShoeboxColumn
 
-from .conftest import all_files
+from .conftest import all_files, assert_reader_names_file
 
 REFL_FILES = all_files((".refl",))
 
@@ -118,11 +118,7 @@ def test_column_length_mismatch_is_refused():
     (msgpack.packb(["dials::af::reflection_table", 7, {"nrows": 0, "data": {}}]), "unsupported reflection-table version 7"),
 ])
 def test_malformed_reflection_files_are_named(tmp_path, payload, message):
-    path = tmp_path / "bad.refl"
-    path.write_bytes(payload)
-    with pytest.raises(InputFileError) as error:
-        read_reflections(str(path))
-    assert str(path) in str(error.value) and message in str(error.value)
+    assert_reader_names_file(read_reflections, tmp_path / "bad.refl", payload, message)
 
 
 def test_truncated_shoebox_column_is_reported(real_sweep, tmp_path):
