@@ -180,6 +180,30 @@ class Panel:
         xy = np.atleast_2d(np.asarray(xy_px, dtype=float)) * np.asarray(self.pixel_size)
         return xy - self._parallax_shift(xy)
 
+    def spot_depth(self, xy_px) -> np.ndarray:
+        """Attenuation length (mm) DIALS fixes for a whole shoebox.
+
+        Evaluated along the direction of the *uncorrected* point
+        ``xy_px * pixel_size`` (as dxtbx's ``attenuation_length(xy_px)``);
+        zero without parallax correction.
+        """
+        xy = np.atleast_2d(np.asarray(xy_px, dtype=float)) * np.asarray(self.pixel_size)
+        return self.attenuation_length(_unit(self.lab_coord(xy)))
+
+    def pixel_lab_coord_at_depth(self, xy_px, depth) -> np.ndarray:
+        """Lab positions (n, 3) of pixel coordinates with a given parallax depth (mm) each."""
+        xy = np.atleast_2d(np.asarray(xy_px, dtype=float)) * np.asarray(self.pixel_size)
+        if self.parallax_params is not None:
+            f, s, _ = self.global_frame
+            u = _unit(self.lab_coord(xy))
+            depth = np.asarray(depth, dtype=float)
+            xy = xy - np.column_stack([(u @ f) * depth, (u @ s) * depth])
+        return self.lab_coord(xy)
+
+    def pixel_lab_coord(self, xy_px) -> np.ndarray:
+        """Lab positions (n, 3) of continuous pixel coordinates (parallax-corrected)."""
+        return self.lab_coord(self.px_to_mm(xy_px))
+
     # ----- masks --------------------------------------------------------
     def static_mask(self) -> np.ndarray:
         """Boolean array (n_slow, n_fast), True where not in an untrusted rectangle."""

@@ -72,6 +72,41 @@ class ShoeboxColumn:
         return (self.data[a:b].reshape(shape), self.mask[a:b].reshape(shape),
                 self.background[a:b].reshape(shape))
 
+    def voxel_rows(self) -> np.ndarray:
+        """Row index of every voxel in the flat arrays."""
+        return np.repeat(np.arange(len(self)), np.diff(self.offsets))
+
+    def voxel_coordinates(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(row, z, y, x)`` of every voxel in the flat arrays.
+
+        z is the absolute 0-based frame and (x, y) the absolute pixel of the
+        voxel's lower corner (its centre is at x + 0.5, y + 0.5).
+        """
+        row = self.voxel_rows()
+        local = np.arange(int(self.offsets[-1]), dtype=np.int64) - self.offsets[:-1][row]
+        b = self.bbox.astype(np.int64)
+        nx = (b[:, 1] - b[:, 0])[row]
+        ny = (b[:, 3] - b[:, 2])[row]
+        x = b[row, 0] + local % nx
+        y = b[row, 2] + (local // nx) % ny
+        z = b[row, 4] + local // (nx * ny)
+        return row, z, y, x
+
+    def frame_segments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Group voxels by (row, frame).
+
+        Returns ``(segment of each voxel, row of each segment, absolute frame
+        of each segment)``; segments are numbered row by row, frame by frame.
+        """
+        b = self.bbox.astype(np.int64)
+        nz = np.where(self.has_pixels, b[:, 5] - b[:, 4], 0)
+        segment_row = np.repeat(np.arange(len(self)), nz)
+        first = np.concatenate([[0], np.cumsum(nz)[:-1]])
+        segment_frame = b[segment_row, 4] + np.arange(len(segment_row)) - first[segment_row]
+        area = (b[:, 1] - b[:, 0]) * (b[:, 3] - b[:, 2])
+        voxel_segment = np.repeat(np.arange(len(segment_row)), area[segment_row])
+        return voxel_segment, segment_row, segment_frame
+
     def select(self, index) -> "ShoeboxColumn":
         """Rows picked by an integer index array or boolean mask, in that order."""
         index = np.arange(len(self))[index] if np.asarray(index).dtype == bool else np.asarray(index, np.int64)

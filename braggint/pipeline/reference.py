@@ -1,0 +1,157 @@
+"""Preparing the strong, indexed spots ("reference") for profile modelling.
+
+1. ``split_reference``: keep indexed rows that are good for refinement and
+   have a non-zero Miller index; the rest is "rubbish" (kept so that
+   ``output.include_bad_reference`` can append it).
+2. ``mask_neighbouring_pixels``: pixels of a reference shoebox that belong
+   to another reflection (their fractional Miller index, evaluated on both
+   frame boundaries, rounds to a different hkl) become Valid|Background.
+3. ``match_reference``: pair reference spots with predictions by
+   (hkl, entering, id, panel) and the nearest ``xyzcal.px`` (< 2 px/frames).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from ..errors import InputFileError
+from ..models.experiment import ExperimentList
+from ..models.flags import Flags, MaskCode
+from ..models.reflection_table import ReflectionTable
+from ..models.rotation import axis_angle_matrix
+from ..tasks.coordinates import unit
+
+log = logging.getLogger("braggint")
+
+#: Reference flags copied onto the predictions they match.
+REFERENCE_FLAGS = Flags.strong | Flags.indexed | Flags.used_in_refinement
+#: Largest distance (pixels and frames) of an accepted reference-prediction pair.
+MATCH_DISTANCE = 2.0
+
+
+def split_reference(reference: ReflectionTable, path: str = "reference") -> tuple[ReflectionTable, ReflectionTable]:
+    """``(usable, rubbish)`` rows of the strong spots; logs what was removed."""
+    log.info("Processing reference reflections\n read %d strong spots", reference.nrows)
+    indexed = reference.get_flags(Flags.indexed)
+    bad = reference.get_flags(Flags.bad_for_refinement, all=False)
+    zero_hkl = (reference["miller_index"] == 0).all(axis=1)
+    if (~indexed).any():
+        log.info(" removing %d unindexed reflections", int((~indexed).sum()))
+    if not indexed.any():
+        raise InputFileError(f"{path}: no indexed spots found in the reference reflections")
+    if (indexed & bad).any():
+        log.info(" removing %d reflections marked as bad for refinement", int((indexed & bad).sum()))
+    if (indexed & ~bad & zero_hkl).any():
+        log.info(" removing %d reflections with hkl (0,0,0)", int((indexed & ~bad & zero_hkl).sum()))
+    keep = indexed & ~bad & ~zero_hkl
+    usable = reference.select(keep)
+    if (usable["id"] < 0).any():
+        raise InputFileError(f"{path}: {int((usable['id'] < 0).sum())} reference spots have an invalid "
+                             "experiment id")
+    if not np.array_equal(usable["panel"].astype(np.int64), usable["shoebox"].panel.astype(np.int64)):
+        raise InputFileError(f'{path}: the "panel" column does not match the shoebox panels')
+    rubbish = reference.select(~keep)
+    log.info(" using %d indexed reflections\n found %d junk reflections", usable.nrows, rubbish.nrows)
+    return usable, rubbish
+
+
+def pixel_miller_indices(experiment, panel: int, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Fractional hkl (n, 3) seen at pixel coordinates (x, y) (px) and frame z (0-based, continuous).
+
+    ``h = A^-1 F^-1 R(e, phi)^T S^-1 (s' - s0)`` with s' the pixel's lab
+    direction scaled to |s0| and the static crystal A.
+    """
+    s0 = experiment.beam.s0
+    lab = experiment.detector[panel].pixel_lab_coord(np.column_stack([x, y]))
+    r = unit(lab) * np.linalg.norm(s0) - s0
+    gonio = experiment.goniometer
+    r = r @ np.linalg.inv(gonio.setting_rotation).T
+    rotation = axis_angle_matrix(gonio.rotation_axis, experiment.scan.angle_from_frame(z))
+    r = np.einsum("nji,nj->ni", rotation, r)  # R^T r
+    return r @ np.linalg.inv(gonio.fixed_rotation @ experiment.crystal.A).T
+
+
+def mask_neighbouring_pixels(reference: ReflectionTable, experiments: ExperimentList) -> int:
+    """Set Valid|Background on pixels closer to another hkl (in place); returns shoeboxes changed."""
+    shoeboxes = reference["shoebox"]
+    row, z, y, x = shoeboxes.voxel_coordinates()
+    hkl = reference["miller_index"][row]
+    other = np.zeros(len(row), dtype=bool)
+    experiment_of_voxel = reference["id"][row]
+    for number in np.unique(experiment_of_voxel):
+        experiment = experiments[int(number)]
+        for panel in np.unique(shoeboxes.panel):
+            sel = (experiment_of_voxel == number) & (shoeboxes.panel[row] == panel)
+            for edge in (0.0, 1.0):
+                h = pixel_miller_indices(experiment, int(panel), x[sel] + 0.5, y[sel] + 0.5, z[sel] + edge)
+                other[sel] |= (np.floor(h + 0.5).astype(np.int64) != hkl[sel]).any(axis=1)
+    shoeboxes.mask[other] = np.uint8(MaskCode.Valid | MaskCode.Background)
+    changed = int(np.unique(row[other]).size)
+    log.info(" masked neighbouring pixels in %d shoeboxes", changed)
+    return changed
+
+
+def match_reference(predicted: ReflectionTable, reference: ReflectionTable) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs ``(predicted rows, reference rows)`` of matching spots.
+
+    Key: (h, k, l, entering, id, panel); within a key each reference keeps
+    its nearest prediction in ``xyzcal.px``, and pairs further apart than
+    :data:`MATCH_DISTANCE` are dropped.
+    """
+    def keys(table):
+        return np.column_stack([table["miller_index"].astype(np.int64), table["entering"].astype(np.int64),
+                                table["id"].astype(np.int64), table["panel"].astype(np.int64)])
+
+    pk, rk = keys(predicted), keys(reference)
+    both = np.concatenate([pk, rk])
+    _, key_id = np.unique(both, axis=0, return_inverse=True)
+    key_id = key_id.ravel()
+    p_key, r_key = key_id[: len(pk)], key_id[len(pk):]
+    p_order = np.argsort(p_key, kind="stable")
+    p_sorted = p_key[p_order]
+    starts = np.searchsorted(p_sorted, r_key, side="left")
+    ends = np.searchsorted(p_sorted, r_key, side="right")
+    pred_rows, ref_rows = [], []
+    p_xyz, r_xyz = predicted["xyzcal.px"], reference["xyzcal.px"]
+    for r in np.flatnonzero(ends > starts):
+        candidates = p_order[starts[r]:ends[r]]
+        distance = np.sum((p_xyz[candidates] - r_xyz[r]) ** 2, axis=1)
+        best = int(np.argmin(distance))
+        if distance[best] < MATCH_DISTANCE**2:
+            pred_rows.append(candidates[best])
+            ref_rows.append(r)
+    pred_rows, ref_rows = np.asarray(pred_rows, np.int64), np.asarray(ref_rows, np.int64)
+    # One reference per prediction: keep the nearest.
+    if len(pred_rows):
+        distance = np.sum((p_xyz[pred_rows] - r_xyz[ref_rows]) ** 2, axis=1)
+        order = np.lexsort((distance, pred_rows))
+        first = np.concatenate([[True], np.diff(pred_rows[order]) != 0])
+        pred_rows, ref_rows = pred_rows[order][first], ref_rows[order][first]
+    return pred_rows, ref_rows
+
+
+def matched_reference(predicted: ReflectionTable, reference: ReflectionTable,
+                      path: str = "reference") -> ReflectionTable:
+    """Reference rows that match a prediction, carrying the predicted geometry.
+
+    Marks the matched predictions ``reference_spot`` and ORs the reference's
+    strong/indexed/used_in_refinement flags into them (in place).  The
+    returned rows keep their own shoeboxes, bbox and observed centroids.
+    """
+    pred_rows, ref_rows = match_reference(predicted, reference)
+    if len(pred_rows) == 0:
+        raise InputFileError(f"{path}: zero reference spots were matched to predictions")
+    unmatched = reference.nrows - len(ref_rows)
+    if unmatched:
+        log.warning("Warning: %d reference spots were not matched to predictions", unmatched)
+    flags = predicted["flags"]
+    flags[pred_rows] |= np.uint64(Flags.reference_spot) | (
+        reference["flags"][ref_rows] & np.uint64(REFERENCE_FLAGS))
+    matched = reference.select(ref_rows)
+    for name in ("s1", "xyzcal.mm", "xyzcal.px", "d", "entering"):
+        if name in predicted:
+            matched[name] = predicted[name][pred_rows]
+    matched["predicted_row"] = pred_rows
+    return matched

@@ -1,0 +1,98 @@
+"""The gaussian_rs model from strong spots, against DIALS 3.12.1's results on real data."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from braggint.io.expt import read_experiments
+from braggint.io.refl import read_reflections
+from braggint.params import ParameterSet, integrate_master_text
+from braggint.pipeline.predict import predict_reflections
+from braggint.pipeline.profile_model import ProfileModelError, estimate_profile, profile_from_parameters
+from braggint.pipeline.reference import mask_neighbouring_pixels, matched_reference, split_reference
+
+#: The parameters DIALS was run with on the real L-cysteine sweeps.
+REAL_RUN = {"min_spots.overall": 10, "min_spots.per_degree": 5}
+
+
+def integrate_params(**overrides):
+    params = ParameterSet.from_text(integrate_master_text(), "integrate.phil")
+    for name, value in overrides.items():
+        params.assign(name, str(value))
+    return params.extract()
+
+
+def reference_spots(expt, refl, params):
+    experiments = read_experiments(str(expt))
+    reference, _ = split_reference(read_reflections(str(refl)))
+    mask_neighbouring_pixels(reference, experiments)
+    predicted = predict_reflections(experiments, params.prediction)
+    return experiments, matched_reference(predicted, reference)
+
+
+@pytest.mark.parametrize("sweep", ["sweep_01", "sweep_02", "sweep_03"])
+def test_real_sweeps_reproduce_dials(shared_data, sweep, caplog):
+    folder = shared_data / "l_cysteine_real" / "dials_3.12.1" / sweep
+    params = integrate_params(**REAL_RUN)
+    experiments, reference = reference_spots(folder / "refined.expt", folder / "refined.refl", params)
+    with caplog.at_level(logging.INFO, logger="braggint"):
+        profile = estimate_profile(experiments[0], reference, params.profile.gaussian_rs)
+    dials = read_experiments(str(folder / "integrated.expt"))[0].profile
+    assert profile.sigma_b == pytest.approx(dials.sigma_b, rel=1e-6)
+    # DIALS stops its simplex at a tolerance of 1e-3 in log(sigma_m).
+    assert profile.sigma_m == pytest.approx(dials.sigma_m, rel=1e-4)
+    assert f"sigma b: {profile.sigma_b:f} degrees" in caplog.text
+
+
+def test_centroid_sweep_and_both_algorithms(shared_data, caplog):
+    folder = shared_data / "centroid_test_data"
+    params = integrate_params()
+    experiments, reference = reference_spots(folder / "indexed.expt", folder / "indexed.refl", params)
+    recorded = read_experiments(str(folder / "experiments.json"))[0].profile
+    extended = estimate_profile(experiments[0], reference, params.profile.gaussian_rs)
+    assert extended.sigma_b == pytest.approx(recorded.sigma_b, rel=0.2)
+    basic = estimate_profile(experiments[0], reference,
+                             integrate_params(sigma_m_algorithm="basic").profile.gaussian_rs)
+    assert basic.sigma_b == extended.sigma_b
+    # The basic estimator ignores how counts spread over frames and comes out wider.
+    assert basic.sigma_m > extended.sigma_m > 0
+    com = estimate_profile(experiments[0], reference,
+                           integrate_params(centroid_definition="com").profile.gaussian_rs)
+    assert com.sigma_b == pytest.approx(extended.sigma_b, rel=0.2) and com.sigma_b != extended.sigma_b
+
+
+def test_scan_varying_model_has_one_value_per_image(shared_data):
+    folder = shared_data / "centroid_test_data"
+    params = integrate_params(**{"gaussian_rs.scan_varying": True})
+    experiments, reference = reference_spots(folder / "indexed.expt", folder / "indexed.refl", params)
+    profile = estimate_profile(experiments[0], reference, params.profile.gaussian_rs)
+    assert profile.is_scan_varying
+    assert profile.sigma_b.shape == profile.sigma_m.shape == (experiments[0].scan.num_images,)
+    static = estimate_profile(experiments[0], reference, integrate_params().profile.gaussian_rs)
+    assert np.all(np.abs(profile.sigma_b / static.sigma_b - 1) < 0.5)
+    # 9 images against a 51-tap kernel: the smoothing leaves a nearly flat model.
+    assert np.ptp(profile.sigma_b) < 0.1 * profile.sigma_b.mean()
+
+
+def test_too_few_spots_is_reported(shared_data):
+    folder = shared_data / "l_cysteine_real" / "dials_3.12.1" / "sweep_01"
+    params = integrate_params()
+    experiments, reference = reference_spots(folder / "refined.expt", folder / "refined.refl", params)
+    with pytest.raises(ProfileModelError, match="Too few reflections for profile modelling"):
+        estimate_profile(experiments[0], reference, params.profile.gaussian_rs)
+
+
+def test_user_parameters_override(shared_data):
+    folder = shared_data / "l_cysteine_real" / "dials_3.12.1" / "sweep_01"
+    params = integrate_params(sigma_b=0.1, sigma_m=0.2, **REAL_RUN)
+    experiments, reference = reference_spots(folder / "refined.expt", folder / "refined.refl", params)
+    profile = estimate_profile(experiments[0], reference, params.profile.gaussian_rs)
+    assert (profile.sigma_b, profile.sigma_m) == (0.1, 0.2)
+    reused = profile_from_parameters(read_experiments(str(folder / "integrated.expt"))[0],
+                                     integrate_params(sigma_m=0.3).profile.gaussian_rs)
+    assert reused.sigma_m == 0.3 and reused.sigma_b == pytest.approx(0.0477421, rel=1e-5)
+    with pytest.raises(ProfileModelError, match="not enough information"):
+        profile_from_parameters(experiments[0], integrate_params(sigma_b=0.1).profile.gaussian_rs)
