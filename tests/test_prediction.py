@@ -10,11 +10,13 @@ import sys
 import numpy as np
 import pytest
 
+from braggint.errors import BraggintError
 from braggint.io.expt import read_experiments
 from braggint.io.refl import read_reflections
+from braggint.models.rotation import axis_angle_matrix
 from braggint.params import ParameterSet, master_text
 from braggint.pipeline.predict import predict_reflections
-from braggint.tasks.predict import detector_d_min, predict_static
+from braggint.tasks.predict import detector_d_min, predict_scan_varying, predict_static
 
 
 def prediction_params(**overrides):
@@ -82,3 +84,59 @@ def test_predict_command_writes_a_table(wedge, tmp_path):
     table = read_reflections(str(tmp_path / "p.refl"))
     assert table.nrows > 0 and table["d"].min() >= 1.0
     assert {"miller_index", "s1", "xyzcal.px", "xyzcal.mm", "flags", "id", "panel", "entering"} <= set(table.keys())
+
+
+def _with_scan_points(experiment, matrices):
+    experiment.crystal.A_at_scan_points = np.asarray(matrices)
+    return experiment
+
+
+def _keyed(rays):
+    return {tuple(h) + (bool(e),): row for row, (h, e) in enumerate(zip(rays.miller_index, rays.entering))}
+
+
+def test_scan_varying_with_constant_crystal_equals_static(shared_data):
+    experiment = read_experiments(str(shared_data / "centroid_test_data" / "experiments.json"))[0]
+    static = predict_static(experiment, padding_deg=1.0)
+    n = experiment.scan.num_images + 1
+    varying = predict_scan_varying(_with_scan_points(experiment, [experiment.crystal.A] * n), padding_deg=1.0)
+    a, b = _keyed(static), _keyed(varying)
+    assert set(a) == set(b)
+    rows_a, rows_b = [a[k] for k in a], [b[k] for k in a]
+    # Linear interpolation of r inside a 0.2-degree frame: the arc and its chord differ by ~1e-3 frames.
+    np.testing.assert_allclose(varying.z_px[rows_b], static.z_px[rows_a], atol=0.01)
+    np.testing.assert_allclose(varying.xy_px[rows_b], static.xy_px[rows_a], atol=0.01)
+    np.testing.assert_allclose(np.linalg.norm(varying.s1, axis=1), np.linalg.norm(experiment.beam.s0), rtol=1e-9)
+
+
+def test_scan_varying_follows_a_turning_crystal(shared_data):
+    """The crystal turns 0.1 degree per image about the beam: each reflection is where A at its image puts it."""
+    experiment = read_experiments(str(shared_data / "centroid_test_data" / "experiments.json"))[0]
+    A = experiment.crystal.A
+    n = experiment.scan.num_images + 1
+    turns = [axis_angle_matrix(experiment.beam.s0, 0.1 * k, degrees=True) @ A for k in range(n)]
+    varying = predict_scan_varying(_with_scan_points(experiment, turns), padding_deg=0.0)
+    static_first = predict_static(_with_scan_points(experiment, None), padding_deg=0.0)
+    assert set(_keyed(varying)) != set(_keyed(static_first))
+    checked = 0
+    for k in range(n - 1):
+        experiment.crystal.real_space = np.linalg.inv(turns[k])
+        at_k = predict_static(experiment, padding_deg=0.0)
+        index = _keyed(at_k)
+        rows = np.flatnonzero(np.floor(varying.z_px) == k)
+        for row in rows:
+            key = tuple(varying.miller_index[row]) + (bool(varying.entering[row]),)
+            if key in index:
+                # Within one image the crystal turns 0.1 deg: positions agree to a fraction of that.
+                assert abs(at_k.z_px[index[key]] - varying.z_px[row]) < 0.6
+                checked += 1
+    assert checked > 0.8 * len(varying.d)
+    experiment.crystal.real_space = np.linalg.inv(A)
+
+
+def test_prediction_refuses_mismatched_scan_points(shared_data):
+    experiments = read_experiments(str(shared_data / "centroid_test_data" / "experiments.json"))
+    experiments[0].crystal.A_at_scan_points = np.array([experiments[0].crystal.A] * 3)
+    with pytest.raises(BraggintError, match="scan points"):
+        predict_reflections(experiments, prediction_params())
+    assert predict_reflections(experiments, prediction_params(force_static=True)).nrows > 0

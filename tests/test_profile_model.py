@@ -11,8 +11,16 @@ from braggint.io.expt import read_experiments
 from braggint.io.refl import read_reflections
 from braggint.params import ParameterSet, integrate_master_text
 from braggint.pipeline.predict import predict_reflections
-from braggint.pipeline.profile_model import ProfileModelError, estimate_profile, profile_from_parameters
-from braggint.pipeline.reference import mask_neighbouring_pixels, matched_reference, split_reference
+from braggint.pipeline.profile_model import (
+    ProfileModelError,
+    estimate_profile,
+    profile_from_parameters,
+)
+from braggint.pipeline.reference import (
+    mask_neighbouring_pixels,
+    matched_reference,
+    split_reference,
+)
 
 #: The parameters DIALS was run with on the real L-cysteine sweeps.
 REAL_RUN = {"min_spots.overall": 10, "min_spots.per_degree": 5}

@@ -10,7 +10,12 @@ from braggint.io.refl import read_reflections
 from braggint.models.flags import Flags, MaskCode
 from braggint.models.profile import GaussianRSProfile
 from braggint.models.shoebox import ShoeboxColumn
-from braggint.tasks.shoebox_geometry import bounding_boxes, foreground_mask, local_frames, partiality
+from braggint.tasks.shoebox_geometry import (
+    bounding_boxes,
+    foreground_mask,
+    local_frames,
+    partiality,
+)
 
 SWEEPS = ["sweep_01", "sweep_02", "sweep_03"]
 

@@ -9,16 +9,22 @@ from __future__ import annotations
 
 from .. import __version__
 from ..errors import BraggintError, ImageError, InputFileError, ParameterError
+from ..io.atomic import atomic_open
 from ..io.expt import read_experiments
 from ..io.images import ImageSource
 from ..io.refl import read_reflections
-from ..io.atomic import atomic_open
 from ..models.experiment import ExperimentList
 from ..models.flags import Flags
 from ..models.reflection_table import ReflectionTable
 from ..params import ParameterSet, integrate_master_text
 from .common import (
-    CommandLine, apply_parameters, log, parse_command_line, print_version, run_program, setup_logging,
+    CommandLine,
+    apply_parameters,
+    log,
+    parse_command_line,
+    print_version,
+    run_program,
+    setup_logging,
 )
 
 PROGRAM = "braggint.integrate"

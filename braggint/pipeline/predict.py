@@ -8,7 +8,7 @@ from ..errors import BraggintError
 from ..models.experiment import ExperimentList
 from ..models.flags import Flags
 from ..models.reflection_table import ReflectionTable
-from ..tasks.predict import predict_static
+from ..tasks.predict import predict_scan_varying, predict_static
 
 
 def predict_reflections(experiments: ExperimentList, prediction) -> ReflectionTable:
@@ -22,12 +22,14 @@ def predict_reflections(experiments: ExperimentList, prediction) -> ReflectionTa
     for number, experiment in enumerate(experiments):
         if experiment.scan is None or experiment.goniometer is None:
             raise BraggintError(f"experiment {number} is a still; stills prediction is not implemented yet")
+        predict = predict_static
         if experiment.crystal.is_scan_varying and not prediction.force_static:
-            raise BraggintError(
-                f"experiment {number} has a scan-varying crystal; scan-varying prediction is not implemented "
-                "yet (prediction.force_static=True predicts with the static model)")
-        rays = predict_static(experiment, d_min=prediction.d_min, d_max=prediction.d_max,
-                              padding_deg=prediction.padding)
+            if len(experiment.crystal.A_at_scan_points) != experiment.scan.num_images + 1:
+                raise BraggintError(
+                    f"experiment {number}: the crystal has {len(experiment.crystal.A_at_scan_points)} scan points "
+                    f"but the scan has {experiment.scan.num_images} images (expected one more)")
+            predict = predict_scan_varying
+        rays = predict(experiment, d_min=prediction.d_min, d_max=prediction.d_max, padding_deg=prediction.padding)
         n = len(rays.d)
         part = ReflectionTable(n, {number: experiment.identifier} if experiment.identifier else {})
         part["miller_index"] = rays.miller_index

@@ -132,12 +132,92 @@ def predict_static(experiment: Experiment, *, d_min: float | None = None, d_max:
     s1 = beam.s0 + np.einsum("ij,njk,nk->ni", gonio.setting_rotation, rotations, p0)
     normal = np.cross(beam.s0, gonio.setting_rotation @ gonio.rotation_axis)
     entering = s1 @ (normal / np.linalg.norm(normal)) < 0
+    return _on_detector(experiment, h, s1, phi_in, entering, experiment.crystal.A)
+
+
+def _on_detector(experiment: Experiment, h, s1, phi, entering, A) -> Predictions:
+    """The rays that hit a panel, with their panel, mm/px positions, frame and d."""
     panel, xy_mm = experiment.detector.ray_intersection(s1)
     hit = panel >= 0
     xy_px = np.full_like(xy_mm, np.nan)
     for p in np.unique(panel[hit]):
         sel = panel == p
         xy_px[sel] = experiment.detector[int(p)].mm_to_px(xy_mm[sel])
-    d = 1.0 / np.linalg.norm(h.astype(float) @ experiment.crystal.A.T, axis=1)
-    return Predictions(h[hit], entering[hit], s1[hit], phi_in[hit], panel[hit], xy_mm[hit], xy_px[hit],
-                       scan.frame_from_angle(phi_in[hit]), d[hit])
+    d = 1.0 / np.linalg.norm(h.astype(float) @ A.T, axis=1)
+    return Predictions(h[hit], entering[hit], s1[hit], phi[hit], panel[hit], xy_mm[hit], xy_px[hit],
+                       experiment.scan.frame_from_angle(phi[hit]), d[hit])
+
+
+def padded_frames(experiment: Experiment, padding_deg: float) -> np.ndarray:
+    """0-based frames whose start DIALS's per-frame predictors visit: the scan widened by the padding."""
+    scan = experiment.scan
+    phi0, dphi = scan.oscillation_rad
+    pad = np.deg2rad(padding_deg)
+    z0 = int(np.floor(scan.frame_from_angle(phi0 - pad) + 0.5))
+    z1 = int(np.floor(scan.frame_from_angle(phi0 + scan.num_images * dphi + pad) + 0.5))
+    return np.arange(z0, z1)
+
+
+def predict_scan_varying(experiment: Experiment, *, d_min: float | None = None, d_max: float | None = None,
+                         padding_deg: float = 1.0) -> Predictions:
+    """Reflections crossing the Ewald sphere with a crystal (and setting) that changes per image.
+
+    Frame f is predicted between the settings ``S_i R(e, phi(f)) F A_i`` and
+    ``S_(i+1) R(e, phi(f+1)) F A_(i+1)`` (i = f - first frame, clamped so that
+    padded frames reuse the end intervals); a reflection crosses when
+    ``|s0 + r|^2 - |s0|^2`` changes sign, at the fraction alpha of the frame
+    where the linearly interpolated r meets the sphere.
+    """
+    scan, gonio, beam = experiment.scan, experiment.goniometer, experiment.beam
+    A_points = experiment.crystal.A_at_scan_points
+    if A_points is None or len(A_points) != scan.num_images + 1:
+        raise ValueError("a scan-varying crystal needs num_images + 1 A matrices")
+    if d_min is None:
+        d_min = detector_d_min(experiment)
+    S_points = gonio.setting_rotation_at_scan_points
+    if S_points is None:
+        S_points = np.repeat(gonio.setting_rotation[None], len(A_points), axis=0)
+    frames = padded_frames(experiment, padding_deg)
+    i = np.clip(frames - scan.array_range[0], 0, len(A_points) - 2)
+    F, s0 = gonio.fixed_rotation, beam.s0
+    M1 = S_points[i] @ axis_angle_matrix(gonio.rotation_axis, scan.angle_from_frame(frames)) @ F @ A_points[i]
+    M2 = S_points[i + 1] @ axis_angle_matrix(gonio.rotation_axis, scan.angle_from_frame(frames + 1)) @ F \
+        @ A_points[i + 1]
+    # Superset of indices: the varying cell may reach slightly beyond the static one's limit.
+    hkl = candidate_indices(experiment, d_min * 0.95, d_max)
+    hits_h, hits_f = [], []
+    rows_per_chunk = max(1, 4_000_000 // max(len(frames), 1))
+    for start in range(0, len(hkl), rows_per_chunk):
+        h = hkl[start:start + rows_per_chunk].astype(float)
+        r_points = np.einsum("pij,nj->npi", A_points, h)
+        length_sq = np.einsum("npk,npk->np", r_points, r_points)
+        g1 = length_sq[:, i] + 2 * h @ np.einsum("fij,i->jf", M1, s0)
+        g2 = length_sq[:, i + 1] + 2 * h @ np.einsum("fij,i->jf", M2, s0)
+        crossing = ((g1 >= 0) != (g2 >= 0)) & (length_sq[:, i] <= 1.0 / d_min**2)
+        row, col = np.nonzero(crossing)
+        hits_h.append(row + start)
+        hits_f.append(col)
+    hit_h, hit_f = np.concatenate(hits_h), np.concatenate(hits_f)
+    h = hkl[hit_h]
+    r1 = np.einsum("nij,nj->ni", M1[hit_f], h.astype(float))
+    r2 = np.einsum("nij,nj->ni", M2[hit_f], h.astype(float))
+    alpha = _first_root_in_unit_interval(r1, r2 - r1, s0)
+    ok = np.isfinite(alpha)
+    s1 = s0 + r1 + alpha[:, None] * (r2 - r1)
+    phi = scan.oscillation_rad[0] + (frames[hit_f] - scan.array_range[0] + alpha) * scan.oscillation_rad[1]
+    starts_outside = np.linalg.norm(s0 + r1, axis=1) - np.linalg.norm(s0) >= 0
+    return _on_detector(experiment, h[ok], s1[ok], phi[ok], starts_outside[ok], experiment.crystal.A)
+
+
+def _first_root_in_unit_interval(r1, dr, s0) -> np.ndarray:
+    """alpha in [0, 1] with ``|s0 + r1 + alpha dr| = |s0|`` (NaN if none), roots ordered as DIALS orders them."""
+    a = np.einsum("ij,ij->i", dr, dr)
+    b = 2 * np.einsum("ij,ij->i", s0 + r1, dr)
+    c = np.einsum("ij,ij->i", r1, r1) + 2 * r1 @ s0
+    disc = b * b - 4 * a * c
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = -0.5 * (b + np.where(b >= 0, 1.0, -1.0) * np.sqrt(np.maximum(disc, 0)))
+        first = np.where(disc > 0, q / a, -b / (2 * a))
+        second = np.where(disc > 0, c / q, -b / (2 * a))
+    alpha = np.where((first >= 0) & (first <= 1), first, np.where((second >= 0) & (second <= 1), second, np.nan))
+    return np.where(disc >= 0, alpha, np.nan)
