@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -65,6 +67,11 @@ def test_centroid_sweep_and_both_algorithms(shared_data, caplog):
     basic = estimate_profile(experiments[0], reference,
                              integrate_params(sigma_m_algorithm="basic").profile.gaussian_rs)
     assert basic.sigma_b == extended.sigma_b
+    # dials.create_profile_model of DIALS 3.12.1 on these two files printed sigma_b 0.053939 and
+    # sigma_m 0.196660 (extended) / 0.234816 (basic); test_dials_peer re-runs it when DIALS is installed.
+    assert extended.sigma_b == pytest.approx(0.053939, abs=1e-6)
+    assert extended.sigma_m == pytest.approx(0.196660, abs=1e-5)
+    assert basic.sigma_m == pytest.approx(0.234816, abs=1e-5)
     # The basic estimator ignores how counts spread over frames and comes out wider.
     assert basic.sigma_m > extended.sigma_m > 0
     com = estimate_profile(experiments[0], reference,
@@ -104,3 +111,19 @@ def test_user_parameters_override(shared_data):
     assert reused.sigma_m == 0.3 and reused.sigma_b == pytest.approx(0.0477421, rel=1e-5)
     with pytest.raises(ProfileModelError, match="not enough information"):
         profile_from_parameters(experiments[0], integrate_params(sigma_b=0.1).profile.gaussian_rs)
+
+
+@pytest.mark.skipif(shutil.which("dials.create_profile_model") is None,
+                    reason="DIALS is not installed (apt install python3-dials)")
+@pytest.mark.parametrize("algorithm", ["extended", "basic"])
+def test_dials_peer_gives_the_same_model(shared_data, tmp_path, algorithm):
+    folder = shared_data / "centroid_test_data"
+    subprocess.run(["dials.create_profile_model", str(folder / "indexed.expt"), str(folder / "indexed.refl"),
+                    f"sigma_m_algorithm={algorithm}"], cwd=tmp_path, check=True, capture_output=True,
+                   timeout=600)
+    dials = read_experiments(str(tmp_path / "models_with_profiles.expt"))[0].profile
+    params = integrate_params(sigma_m_algorithm=algorithm)
+    experiments, reference = reference_spots(folder / "indexed.expt", folder / "indexed.refl", params)
+    ours = estimate_profile(experiments[0], reference, params.profile.gaussian_rs)
+    assert ours.sigma_b == pytest.approx(dials.sigma_b, rel=1e-6)
+    assert ours.sigma_m == pytest.approx(dials.sigma_m, rel=1e-4)
