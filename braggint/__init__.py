@@ -13,4 +13,4 @@ writes the same outputs.  Subpackages:
 ``pipeline`` task-graph building and orchestration.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -55,13 +55,22 @@ def inputs(real_sweep, tmp_path):
 
 def test_good_inputs_are_read_and_parameters_written(inputs):
     expt, refl, work = inputs
-    result = run(expt, refl, "nproc=2", "min_spots.overall=10", cwd=work)
-    # The integration stage itself is not implemented yet: the program says so plainly.
-    assert_one_line_error(result, "integration stage is not part of braggint")
+    result = run(expt, refl, "nproc=2", "min_spots.overall=10", "min_spots.per_degree=5", cwd=work)
+    assert result.returncode == 0, result.stderr
+    assert (work / "integrated.refl").exists() and (work / "integrated.expt").exists()
+    assert not list(work.glob("*.tmp*")), "temporary output files left behind"
     phil = (work / "dials.integrate.phil").read_text()
     assert "nproc = 2" in phil and "overall = 10" in phil and f"experiments = {expt}" in phil
     log = (work / "dials.integrate.log").read_text()
     assert "Read 1 experiment(s)" in log and "Read 54 reference reflections" in log
+
+
+def test_too_few_spots_is_one_line_and_logged(inputs):
+    expt, refl, work = inputs
+    result = run(expt, refl, cwd=work)
+    assert_one_line_error(result, "Too few reflections for profile modelling")
+    assert "Too few reflections for profile modelling" in (work / "dials.integrate.log").read_text()
+    assert not (work / "integrated.refl").exists()
 
 
 @pytest.mark.parametrize("args, fragments", [

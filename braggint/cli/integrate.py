@@ -7,16 +7,20 @@ files; ``-c`` prints the configuration, ``-h`` the help.
 
 from __future__ import annotations
 
+import datetime
+
 from .. import __version__
-from ..errors import BraggintError, ImageError, InputFileError, ParameterError
+from ..errors import ImageError, InputFileError, ParameterError
 from ..io.atomic import atomic_open
-from ..io.expt import read_experiments
+from ..io.expt import read_experiments, write_experiments
 from ..io.images import ImageSource
-from ..io.refl import read_reflections
+from ..io.refl import read_reflections, write_reflections
 from ..models.experiment import ExperimentList
 from ..models.flags import Flags
 from ..models.reflection_table import ReflectionTable
 from ..params import ParameterSet, integrate_master_text
+from ..pipeline.integrate import integrate
+from ..pipeline.profile_model import ProfileModelError
 from .common import (
     CommandLine,
     apply_parameters,
@@ -159,9 +163,21 @@ def _run(argv: list[str]) -> int:
     log.info("Read %d experiment(s) from %s", len(experiments), cl.experiments[0])
     if reflections is not None:
         log.info("Read %d reference reflections from %s", reflections.nrows, cl.reflections[0])
-    raise BraggintError(
-        "the integration stage is not part of braggint " + __version__
-        + " yet; the inputs and parameters were read and checked")
+    try:
+        table, profiles = integrate(experiments, reflections, working,
+                                    cl.reflections[0] if cl.reflections else "")
+    except ProfileModelError as exc:
+        log.error("%s", exc)  # pipelines (xia2) look for this line in the log
+        raise
+    for experiment, profile in zip(experiments, profiles):
+        experiment.profile = profile
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    experiments.history.append(f"{stamp}|{PROGRAM}|{__version__}|integrated")
+    log.info("Saving %d reflections to %s", table.nrows, working.output.reflections)
+    write_reflections(table, working.output.reflections)
+    log.info("Saving the experiments to %s", working.output.experiments)
+    write_experiments(experiments, working.output.experiments)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -82,8 +82,12 @@ class ImageSource:
 
     def corrected(self, image_number: int) -> list[np.ndarray]:
         """``(raw - pedestal) / gain`` per panel, float64."""
+        return self.corrected_from_raw(self.raw(image_number))
+
+    def corrected_from_raw(self, raw_panels: list[np.ndarray]) -> list[np.ndarray]:
+        """``(raw - pedestal) / gain`` of already-read panel arrays, float64."""
         out = []
-        for panel, raw in zip(self.detector.panels, self.raw(image_number)):
+        for panel, raw in zip(self.detector.panels, raw_panels):
             data = raw.astype(np.float64)
             if panel.pedestal:
                 data -= panel.pedestal
