@@ -1,6 +1,6 @@
 """braggint.integrate on real Pilatus images against DIALS 3.12.1's integration of the same input.
 
-The kernels are also checked row by row on DIALS's stored shoeboxes: given
+Summation and profile fitting are compared row by row.  The kernels are also checked row by row on DIALS's stored shoeboxes: given
 DIALS's pixels and masks, braggint's glm background, summation, centroids
 and pixel counts reproduce DIALS's columns.
 """
@@ -79,9 +79,24 @@ def test_summation_results_agree_with_dials(integrated_sweep):
     for name in ("num_pixels.valid", "num_pixels.foreground", "num_pixels.background",
                  "num_pixels.background_used"):
         np.testing.assert_array_equal(ours[name][o], dials_sum[name][d])
-    # Apart from profile fitting (not yet in braggint), the status flags are DIALS's.
-    prf = np.uint64(Flags.integrated_prf | Flags.failed_during_profile_fitting)
-    np.testing.assert_array_equal(ours["flags"][o], dials_sum["flags"][d] & ~prf)
+    np.testing.assert_array_equal(ours["flags"][o], dials_sum["flags"][d])
+
+
+def test_profile_fitting_agrees_with_dials(integrated_sweep):
+    ours, dials, _, _ = integrated_sweep
+    o, d = matched_rows(ours, dials)
+    # Every DIALS row is there (also those integrated by profile fitting only), with DIALS's flags.
+    assert len(d) == dials.nrows == ours.nrows
+    np.testing.assert_array_equal(ours["flags"][o], dials["flags"][d])
+    fitted = dials.get_flags(Flags.integrated_prf)[d]
+    assert fitted.sum() > 10
+    ours_prf, dials_prf = ours["intensity.prf.value"][o][fitted], dials["intensity.prf.value"][d][fitted]
+    assert np.corrcoef(ours_prf, dials_prf)[0, 1] > 0.99
+    np.testing.assert_allclose(ours_prf, dials_prf, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(ours["intensity.prf.variance"][o][fitted], dials["intensity.prf.variance"][d][fitted],
+                               rtol=1e-4)
+    np.testing.assert_allclose(ours["profile.correlation"][o][fitted], dials["profile.correlation"][d][fitted],
+                               atol=1e-4)
 
 
 def test_output_experiments_carry_the_profile_model(integrated_sweep):

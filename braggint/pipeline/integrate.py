@@ -5,8 +5,7 @@ it reads those frames one at a time, copies pixels into the shoeboxes of
 the reflections assigned to the block and processes them with the
 compiled kernels of :mod:`braggint.tasks`.  :func:`integrate` prepares the
 predictions and profile models, runs the blocks and applies the
-per-reflection corrections.  Profile fitting is not implemented yet: rows
-carry summation intensities only.
+per-reflection corrections.
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ from ..tasks.extract import copy_frame, rows_on_frame
 from ..tasks.shoebox_geometry import bounding_boxes, foreground_mask, local_frames, partiality
 from ..tasks.summation import centroids, pixel_counts, summation
 from .predict import predict_reflections
+from .profile_fitting import fit_profiles, learn_profiles
 from .profile_model import estimate_profile, profile_from_parameters
 from .reference import mask_neighbouring_pixels, matched_reference, split_reference
 
@@ -181,6 +181,13 @@ def integrate_block(experiment: Experiment, profile: GaussianRSProfile, table: R
     finally:
         images.close()
     process_shoeboxes(experiment, profile, table, shoeboxes, overloaded, background_algorithm, params)
+    if params.integration.profile.fitting:
+        fitting = params.profile.gaussian_rs.fitting
+        if table.get_flags(Flags.reference_spot).any():
+            model = learn_profiles(experiment, profile, table, shoeboxes, fitting)
+            fit_profiles(experiment, table, shoeboxes, model)
+        else:
+            log.info("Skipping profile modelling - no reference profiles given")
     if keep_shoeboxes:
         table["shoebox"] = shoeboxes
     return table

@@ -97,32 +97,21 @@ def partiality(experiment: Experiment, profile: GaussianRSProfile, zeta, z, bbox
                   - erf(c * (scan.angle_from_frame(bbox[:, 4]) - phi)))
 
 
-def foreground_mask(experiment: Experiment, profile: GaussianRSProfile, shoeboxes: ShoeboxColumn,
-                    s1, z) -> None:
-    """OR Foreground or Background into every voxel of ``shoeboxes`` (in place).
+def corner_coordinates(experiment: Experiment, shoeboxes: ShoeboxColumn, s1, z):
+    """Local (c1, c2) (radians) of every pixel corner of every shoebox.
 
-    A pixel is foreground when the smallest ``(c1^2 + c2^2) / delta_b^2`` of
-    its four corners is at most 1 (no sigma_b multiplier; the rotation
-    extent does not enter: every frame of the box gets the same 2-D
-    pattern).  Pixel corners are mapped to the lab with the parallax depth
-    fixed at the predicted spot position, as DIALS does.  Frames outside the
-    scan are left untouched.
+    Returns ``(corner_start (n + 1,), c1, c2)``: row r's (ny+1) x (nx+1)
+    corners, row-major, are ``corner_start[r]:corner_start[r+1]``.  Corners
+    are mapped to the lab with the parallax depth fixed at the predicted
+    spot position and scaled to |s0|, as DIALS does.
     """
-    if len(shoeboxes) == 0:
-        return
     s1 = np.atleast_2d(np.asarray(s1, dtype=float))
-    z = np.asarray(z, dtype=float)
     bbox = shoeboxes.bbox.astype(np.int64)
     nx, ny = bbox[:, 1] - bbox[:, 0], bbox[:, 3] - bbox[:, 2]
-    frames = local_frames(experiment, s1, z)
-    sigma_b, _ = sigmas_at_frames(profile, experiment, z)
-    delta_b2 = (profile.n_sigma * sigma_b) ** 2
-    s0_length = np.linalg.norm(experiment.beam.s0)
-
-    # Every corner of every shoebox's pixel grid, rows concatenated.
+    frames = local_frames(experiment, s1, np.asarray(z, dtype=float))
     n_corner = (nx + 1) * (ny + 1)
     corner_row = np.repeat(np.arange(len(bbox)), n_corner)
-    corner_start = np.concatenate([[0], np.cumsum(n_corner)])
+    corner_start = np.concatenate([[0], np.cumsum(n_corner)]).astype(np.int64)
     local = np.arange(int(corner_start[-1])) - corner_start[:-1][corner_row]
     cx = bbox[corner_row, 0] + local % (nx + 1)[corner_row]
     cy = bbox[corner_row, 2] + local // (nx + 1)[corner_row]
@@ -136,10 +125,30 @@ def foreground_mask(experiment: Experiment, profile: GaussianRSProfile, shoeboxe
         depth[rows] = panel_model.spot_depth(panel_model.mm_to_px(xy_spot))
         lab[corner_rows] = panel_model.pixel_lab_coord_at_depth(
             np.column_stack([cx[corner_rows], cy[corner_rows]]), depth[corner_row[corner_rows]])
-    diff = unit(lab) * s0_length - s1[corner_row]
+    diff = unit(lab) * np.linalg.norm(experiment.beam.s0) - s1[corner_row]
     s1_length = np.linalg.norm(s1, axis=1)[corner_row]
     c1 = np.einsum("ij,ij->i", diff, frames.e1[corner_row]) / s1_length
     c2 = np.einsum("ij,ij->i", diff, frames.e2[corner_row]) / s1_length
+    return corner_start, c1, c2
+
+
+def foreground_mask(experiment: Experiment, profile: GaussianRSProfile, shoeboxes: ShoeboxColumn,
+                    s1, z) -> None:
+    """OR Foreground or Background into every voxel of ``shoeboxes`` (in place).
+
+    A pixel is foreground when the smallest ``(c1^2 + c2^2) / delta_b^2`` of
+    its four corners is at most 1 (no sigma_b multiplier; the rotation
+    extent does not enter: every frame of the box gets the same 2-D
+    pattern).  Frames outside the scan are left untouched.
+    """
+    if len(shoeboxes) == 0:
+        return
+    bbox = shoeboxes.bbox.astype(np.int64)
+    nx = bbox[:, 1] - bbox[:, 0]
+    sigma_b, _ = sigmas_at_frames(profile, experiment, np.asarray(z, dtype=float))
+    delta_b2 = (profile.n_sigma * sigma_b) ** 2
+    corner_start, c1, c2 = corner_coordinates(experiment, shoeboxes, s1, z)
+    corner_row = np.repeat(np.arange(len(bbox)), np.diff(corner_start))
     d2 = (c1**2 + c2**2) / delta_b2[corner_row]
 
     # Per pixel: the minimum over its four corners.

@@ -1,0 +1,156 @@
+"""Learning reference profiles from strong reflections and fitting every reflection with them.
+
+The gaussian_rs grid uses the model's sigma_b and sigma_m (their means for
+a scan-varying model) with ``n_sigma_grid = 1.5 * n_sigma`` and
+``fitting.grid_size`` g.  References are the predictions matched to
+strong spots (``reference_spot``) that are fully recorded (partiality >
+0.99), integrated by summation, inside the panel and free of bad
+foreground pixels.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ParameterError
+from ..models.experiment import Experiment
+from ..models.flags import Flags
+from ..models.profile import GaussianRSProfile
+from ..models.reflection_table import ReflectionTable
+from ..models.shoebox import ShoeboxColumn
+from ..tasks.reference_profiles import (
+    Sampler,
+    accumulate_references,
+    finalise_profiles,
+    fit_reciprocal_space,
+)
+from ..tasks.shoebox_geometry import corner_coordinates
+
+log = logging.getLogger("braggint")
+
+#: A reference must be this fully recorded to teach the profile.
+MIN_REFERENCE_PARTIALITY = 0.99
+
+
+@dataclass
+class GridSpec:
+    """The gaussian_rs profile grid of one experiment (radians)."""
+
+    sigma_b: float
+    sigma_m: float
+    n_sigma: float
+    half: int
+
+    @property
+    def step_b(self) -> float:
+        return self.sigma_b * self.n_sigma / (self.half + 0.5)
+
+    @property
+    def step_m(self) -> float:
+        return self.sigma_m * self.n_sigma / (self.half + 0.5)
+
+    @classmethod
+    def for_profile(cls, profile: GaussianRSProfile, grid_size: int) -> "GridSpec":
+        return cls(float(np.mean(profile.sigma_b_rad)), float(np.mean(profile.sigma_m_rad)),
+                   1.5 * profile.n_sigma, grid_size)
+
+
+@dataclass
+class ReferenceProfiles:
+    spec: GridSpec
+    sampler: Sampler
+    profiles: np.ndarray  # (P, G, G, G), unit sum where usable
+    usable: np.ndarray    # (P,) bool
+    counts: np.ndarray    # (P,) references per profile
+
+
+def make_sampler(experiment: Experiment, fitting) -> Sampler:
+    if fitting.grid_method == "spherical_grid":
+        raise ParameterError("profile.gaussian_rs.fitting.grid_method=spherical_grid has no implementation in "
+                             "DIALS either (it stops with 'Unknown grid method'); use regular_grid, "
+                             "circular_grid or single")
+    scan = experiment.scan
+    width_deg = abs(scan.oscillation[1]) * scan.num_images
+    num_z = max(1, int(math.ceil(width_deg / fitting.scan_step)))
+    method = fitting.grid_method
+    if len(experiment.detector) > 1 and method != "single":
+        log.info("Multi-panel detector: using grid_method=single instead of %s", method)
+        method = "single"
+    width, height = experiment.detector[0].image_size
+    return Sampler(method, width, height, scan.array_range, num_z)
+
+
+def _geometry(experiment: Experiment, table: ReflectionTable, shoeboxes: ShoeboxColumn, spec: GridSpec):
+    corner_start, c1, c2 = corner_coordinates(experiment, shoeboxes, table["s1"], table["xyzcal.px"][:, 2])
+    gx = spec.half + 0.5 + c1 / spec.step_b
+    gy = spec.half + 0.5 + c2 / spec.step_b
+    panel_size = np.array([experiment.detector[int(p)].image_size for p in table["panel"]],
+                          dtype=np.int64).reshape(-1, 2)
+    phi0, dphi = experiment.scan.oscillation_rad
+    scan = np.array([experiment.scan.array_range[0], phi0, dphi])
+    zeta = table["zeta"]
+    return corner_start, gx, gy, panel_size, scan, zeta
+
+
+def reference_rows(table: ReflectionTable, shoeboxes: ShoeboxColumn, experiment: Experiment) -> np.ndarray:
+    """Rows fit to teach the reference profiles."""
+    bbox = shoeboxes.bbox
+    width = np.array([experiment.detector[int(p)].image_size[0] for p in table["panel"]])
+    height = np.array([experiment.detector[int(p)].image_size[1] for p in table["panel"]])
+    inside = (bbox[:, 0] >= 0) & (bbox[:, 2] >= 0) & (bbox[:, 1] <= width) & (bbox[:, 3] <= height)
+    good = (table.get_flags(Flags.reference_spot) & table.get_flags(Flags.integrated_sum)
+            & ~table.get_flags(Flags.foreground_includes_bad_pixels)
+            & (table["partiality"] > MIN_REFERENCE_PARTIALITY) & inside)
+    return np.flatnonzero(good)
+
+
+def learn_profiles(experiment: Experiment, profile: GaussianRSProfile, table: ReflectionTable,
+                   shoeboxes: ShoeboxColumn, fitting) -> ReferenceProfiles:
+    """Reference profiles of one experiment from its reference rows (background already modelled)."""
+    spec = GridSpec.for_profile(profile, fitting.grid_size)
+    sampler = make_sampler(experiment, fitting)
+    size = 2 * spec.half + 1
+    profiles = np.zeros((sampler.size, size, size, size))
+    counts = np.zeros(sampler.size, np.int64)
+    rows = reference_rows(table, shoeboxes, experiment)
+    xyz = table["xyzcal.px"]
+    rows = rows[sampler.nearest(xyz[rows]) >= 0]
+    if len(rows):
+        indices, weights = sampler.neighbourhood(xyz)
+        corner_start, gx, gy, panel_size, scan, zeta = _geometry(experiment, table, shoeboxes, spec)
+        accumulate_references(rows, corner_start, gx, gy, shoeboxes.offsets, shoeboxes.bbox, panel_size,
+                              shoeboxes.data, shoeboxes.background, shoeboxes.mask, table["xyzcal.mm"][:, 2],
+                              zeta, scan, spec.sigma_m, spec.step_m, spec.half, indices, weights, profiles, counts)
+    usable = finalise_profiles(profiles, counts)
+    log.info("Modelled %d of %d reference profiles from %d reflections", int(usable.sum()), sampler.size,
+             len(rows))
+    return ReferenceProfiles(spec, sampler, profiles, usable, counts)
+
+
+def fit_profiles(experiment: Experiment, table: ReflectionTable, shoeboxes: ShoeboxColumn,
+                 model: ReferenceProfiles) -> None:
+    """Profile-fitted intensities of every row (in place): intensity.prf.*, profile.correlation, flags."""
+    n = table.nrows
+    intensity = np.zeros(n)
+    variance = np.full(n, -1.0)
+    correlation = np.zeros(n)
+    ok = np.zeros(n, bool)
+    candidates = np.flatnonzero(~table.get_flags(Flags.dont_integrate))
+    if len(candidates) and model.usable.any():
+        spec = model.spec
+        corner_start, gx, gy, panel_size, scan, zeta = _geometry(experiment, table, shoeboxes, spec)
+        profile_index = model.sampler.nearest(table["xyzcal.px"])
+        fit_reciprocal_space(candidates, profile_index, corner_start, gx, gy, shoeboxes.offsets, shoeboxes.bbox,
+                             panel_size, shoeboxes.data, shoeboxes.background, shoeboxes.mask,
+                             table["xyzcal.mm"][:, 2], zeta, scan, spec.sigma_m, spec.step_m, spec.half,
+                             model.profiles, model.usable, intensity, variance, correlation, ok)
+    table["intensity.prf.value"] = intensity
+    table["intensity.prf.variance"] = variance
+    table["profile.correlation"] = correlation
+    table.unset_flags(np.ones(n, bool), Flags.integrated_prf)
+    table.set_flags(ok, Flags.integrated_prf)
+    table.set_flags(~ok, Flags.failed_during_profile_fitting)

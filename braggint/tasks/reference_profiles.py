@@ -1,0 +1,279 @@
+"""Reference profiles: where they sit on the detector, how they are learned and how they are fitted.
+
+Samplers place reference profiles over the detector and scan
+(``profile.gaussian_rs.fitting.grid_method``): ``regular_grid`` 3 x 3 per
+z step, ``single`` one per z step, ``circular_grid`` a centre and a ring of
+8 per z step.  Positions are pixels and 0-based frames (``xyzcal.px``).
+Profiles are (G, G, G) arrays on the gaussian_rs grid (see
+:mod:`braggint.tasks.profile_grid`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from .profile_grid import forward_transform, frame_fractions
+
+#: Largest number of profiles one reference contributes to (a cell and its 26 neighbours).
+MAX_NEIGHBOURS = 27
+
+
+class Sampler:
+    """Reference-profile positions over an image of ``width`` x ``height`` pixels and frames [z0, z1)."""
+
+    def __init__(self, method: str, width: int, height: int, scan_range: tuple[int, int], num_z: int):
+        if method not in ("single", "regular_grid", "circular_grid"):
+            raise ValueError(f"unknown grid method {method!r}")
+        self.method = method
+        self.width, self.height = width, height
+        self.z0, self.z1 = scan_range
+        self.num_z = num_z
+        self.step_z = (self.z1 - self.z0) / num_z
+        self.per_z = {"single": 1, "regular_grid": 9, "circular_grid": 9}[method]
+        self.centre = np.array([width / 2.0, height / 2.0])
+        self.r1 = min(self.centre) / 3.0
+        self.r2 = self.r1 * math.sqrt(5.0)
+
+    @property
+    def size(self) -> int:
+        return self.per_z * self.num_z
+
+    def _z_index(self, z):
+        return np.clip(np.floor((z - self.z0) / self.step_z).astype(np.int64), 0, self.num_z - 1)
+
+    def _xy_index(self, x, y):
+        if self.method == "single":
+            return np.zeros(len(x), np.int64)
+        if self.method == "regular_grid":
+            ix = np.clip(np.floor(x / (self.width / 3.0)).astype(np.int64), 0, 2)
+            iy = np.clip(np.floor(y / (self.height / 3.0)).astype(np.int64), 0, 2)
+            return ix + 3 * iy
+        dx, dy = x - self.centre[0], y - self.centre[1]
+        ring = np.mod(np.floor(np.arctan2(dy, dx) * 8 / (2 * np.pi) + 0.5).astype(np.int64), 8) + 1
+        return np.where(np.hypot(dx, dy) < self.r1, 0, ring)
+
+    def nearest(self, xyz: np.ndarray) -> np.ndarray:
+        """Index of the profile for each position (n, 3); -1 where DIALS's sampler refuses the position."""
+        x, y, z = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+        index = self._xy_index(x, y) + self.per_z * self._z_index(z)
+        inside = (z >= self.z0) & (z < self.z1)
+        if self.method == "regular_grid":
+            inside &= (x >= 0) & (y >= 0) & (x < self.width) & (y < self.height)
+        return np.where(inside, index, -1)
+
+    def coord(self, index: np.ndarray) -> np.ndarray:
+        """Centres (n, 3) of profiles."""
+        index = np.asarray(index)
+        k = index // self.per_z
+        z = (k + 0.5) * self.step_z + self.z0
+        xy = index % self.per_z
+        if self.method == "single":
+            x = y = np.zeros(len(index))
+        elif self.method == "regular_grid":
+            x = (xy % 3 + 0.5) * self.width / 3.0
+            y = (xy // 3 + 0.5) * self.height / 3.0
+        else:
+            theta = (xy - 1) * 2 * np.pi / 8
+            x = np.where(xy == 0, self.centre[0], self.centre[0] + self.r2 * np.cos(theta))
+            y = np.where(xy == 0, self.centre[1], self.centre[1] + self.r2 * np.sin(theta))
+        return np.column_stack([x, y, z])
+
+    def neighbourhood(self, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(indices (n, 27), weights (n, 27))``: the nearest profile and its neighbours, -1 padded.
+
+        Weights are ``exp(-4 ln 2 d^2)`` with d the distance to the profile
+        centre in sampler steps.
+        """
+        n = len(xyz)
+        nearest = self._xy_index(xyz[:, 0], xyz[:, 1]) + self.per_z * self._z_index(xyz[:, 2])
+        candidates = [nearest]
+        k = nearest // self.per_z
+        xy = nearest % self.per_z
+        if self.method == "circular_grid":
+            zero = k * 9
+            centre = xy == 0
+            for ring in range(1, 9):
+                candidates.append(np.where(centre, zero + ring, -1))
+            candidates.append(np.where(centre, -1, zero))
+            candidates.append(np.where(centre, -1, zero + xy % 8 + 1))
+            candidates.append(np.where(centre, -1, zero + (xy - 2) % 8 + 1))
+        else:
+            ix, iy = (xy % 3, xy // 3) if self.method == "regular_grid" else (np.zeros(n, int), np.zeros(n, int))
+            span = 1 if self.method == "regular_grid" else 0
+            for dk in (-1, 0, 1):
+                for dj in range(-span, span + 1):
+                    for di in range(-span, span + 1):
+                        if dk == dj == di == 0:
+                            continue
+                        kk, jj, ii = k + dk, iy + dj, ix + di
+                        ok = (kk >= 0) & (kk < self.num_z) & (jj >= 0) & (jj <= 2 * span) & (ii >= 0) & (ii <= 2 * span)
+                        candidates.append(np.where(ok, (ii + 3 * jj if span else 0) + self.per_z * kk, -1))
+        indices = np.full((n, MAX_NEIGHBOURS), -1, np.int64)
+        stacked = np.column_stack(candidates)
+        indices[:, :stacked.shape[1]] = stacked
+        weights = np.zeros((n, MAX_NEIGHBOURS))
+        valid = indices >= 0
+        centres = self.coord(np.where(valid, indices, 0).ravel()).reshape(n, MAX_NEIGHBOURS, 3)
+        delta = centres - xyz[:, None, :]
+        if self.method == "circular_grid":
+            d = np.hypot(delta[..., 0], delta[..., 1])
+            d = np.where(indices % 9 == 0, d / (2 * self.r1), d / (2 * (self.r2 - self.r1)))
+        elif self.method == "single":
+            d = np.abs(delta[..., 2] / self.step_z)
+        else:
+            d = np.sqrt((delta[..., 0] / (self.width / 3.0)) ** 2 + (delta[..., 1] / (self.height / 3.0)) ** 2
+                        + (delta[..., 2] / self.step_z) ** 2)
+        weights[valid] = np.exp(-4.0 * np.log(2.0) * d[valid] ** 2)
+        return indices, weights
+
+
+@njit(cache=True)
+def _voxels_to_use(mask, lo, hi):
+    """Valid & Foreground voxels of one shoebox."""
+    part = mask[lo:hi]
+    return (part & 5) == 5
+
+
+@njit(cache=True)
+def accumulate_references(rows, corner_start, gx, gy, offsets, bbox, panel_size, data, background, mask,
+                          phi, zeta, scan, sigma_m, step_e3, half, indices, weights, profiles, counts):
+    """Add each reference row's normalised, background-subtracted grid profile to its profiles.
+
+    ``scan`` = (array_start, phi0, dphi); ``indices``/``weights`` (n, 27)
+    from :meth:`Sampler.neighbourhood` (-1 = none).  ``profiles`` (P, G, G,
+    G) and ``counts`` (P,) are updated in place.
+    """
+    size = 2 * half + 1
+    empty = np.zeros(0, np.float32)
+    for r in rows:
+        lo, hi = offsets[r], offsets[r + 1]
+        x0, x1, y0, y1, z0, z1 = bbox[r]
+        nx, ny, nz = x1 - x0, y1 - y0, z1 - z0
+        zfraction, _ = frame_fractions(z0, nz, scan[0], scan[1], scan[2], phi[r], zeta[r], sigma_m, step_e3, half)
+        grid = np.zeros((size, size, size))
+        unused = np.zeros((1, 1, 1))
+        signal = (data[lo:hi] - background[lo:hi]).astype(np.float64)
+        c0, c1 = corner_start[r], corner_start[r + 1]
+        forward_transform(gx[c0:c1], gy[c0:c1], nz, ny, nx, x0, y0, panel_size[r, 0], panel_size[r, 1], signal,
+                          empty, _voxels_to_use(mask, lo, hi), zfraction, size, grid, unused)
+        total = grid.sum()
+        if total <= 0:
+            continue
+        for k in range(indices.shape[1]):
+            index = indices[r, k]
+            if index >= 0:
+                profiles[index] += grid / total * weights[r, k]
+                counts[index] += 1
+
+
+def finalise_profiles(profiles: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Clip negative cells to zero and normalise every profile that received data to unit sum; returns usable."""
+    usable = counts > 0
+    profiles[profiles < 0] = 0
+    sums = profiles.reshape(len(profiles), -1).sum(axis=1)
+    usable &= sums > 0
+    profiles[usable] /= sums[usable, None, None, None]
+    return usable
+
+
+@njit(cache=True)
+def _fit_one(d, b, m, p, eps, max_iter):
+    """Poisson-weighted least-squares scale of profile p to data d over background b (masked cells)."""
+    sumd = 0.0
+    sumb = 0.0
+    sump = 0.0
+    for i in range(len(d)):
+        if m[i]:
+            sumd += d[i]
+            sumb += b[i]
+            sump += p[i]
+    if sumb < 0 or sumd < 0 or sump <= 0:
+        return False, 0.0, -1.0, 0.0
+    start = sumd - sumb
+    intensity = 0.0
+    converged = False
+    for _ in range(max_iter):
+        num = 0.0
+        den = 0.0
+        for i in range(len(d)):
+            if m[i] and p[i] > 0:
+                v = 1e-10 + abs(b[i]) + abs(start * p[i])
+                num += (d[i] - b[i]) * p[i] / v
+                den += p[i] * p[i] / v
+        if den <= 0:
+            return False, 0.0, -1.0, 0.0
+        intensity = num / den
+        if abs(intensity - start) < eps:
+            converged = True
+            break
+        start = intensity
+    if not converged:
+        intensity = sumd - sumb
+    variance = abs(intensity) + abs(sumb)
+    if variance < intensity:
+        return False, 0.0, -1.0, 0.0
+    # Pearson correlation of model (I p + b) and data over the masked cells.
+    count = 0
+    xb = 0.0
+    yb = 0.0
+    for i in range(len(d)):
+        if m[i]:
+            xb += intensity * p[i] + b[i]
+            yb += d[i]
+            count += 1
+    xb /= count
+    yb /= count
+    sxy = 0.0
+    sxx = 0.0
+    syy = 0.0
+    for i in range(len(d)):
+        if m[i]:
+            dx = intensity * p[i] + b[i] - xb
+            dy = d[i] - yb
+            sxy += dx * dy
+            sxx += dx * dx
+            syy += dy * dy
+    correlation = sxy / (math.sqrt(sxx) * math.sqrt(syy)) if sxx > 0 and syy > 0 else 0.0
+    return True, intensity, variance, correlation
+
+
+@njit(cache=True)
+def fit_reciprocal_space(rows, profile_index, corner_start, gx, gy, offsets, bbox, panel_size, data, background,
+                         mask, phi, zeta, scan, sigma_m, step_e3, half, profiles, usable,
+                         intensity, variance, correlation, ok):
+    """Fit every row in ``rows`` with its reference profile on the grid (results written in place).
+
+    Grid e3 slices that the shoebox's frames do not fully cover (coverage
+    <= 0.99) are left out; the profile keeps its unit sum over the whole
+    grid, so the fitted intensity is the full intensity.
+    """
+    size = 2 * half + 1
+    for r in rows:
+        index = profile_index[r]
+        if index < 0 or not usable[index]:
+            continue
+        lo, hi = offsets[r], offsets[r + 1]
+        x0, x1, y0, y1, z0, z1 = bbox[r]
+        nx, ny, nz = x1 - x0, y1 - y0, z1 - z0
+        zfraction, coverage = frame_fractions(z0, nz, scan[0], scan[1], scan[2], phi[r], zeta[r], sigma_m,
+                                              step_e3, half)
+        grid = np.zeros((size, size, size))
+        bgrid = np.zeros((size, size, size))
+        c0, c1 = corner_start[r], corner_start[r + 1]
+        forward_transform(gx[c0:c1], gy[c0:c1], nz, ny, nx, x0, y0, panel_size[r, 0], panel_size[r, 1],
+                          data[lo:hi].astype(np.float64), background[lo:hi].astype(np.float64),
+                          _voxels_to_use(mask, lo, hi), zfraction, size, grid, bgrid)
+        m = np.zeros((size, size, size), np.bool_)
+        for v in range(size):
+            if coverage[v] > 0.99:
+                m[v] = True
+        success, value, var, corr = _fit_one(grid.ravel(), bgrid.ravel(), m.ravel(), profiles[index].ravel(),
+                                             1e-3, 100)
+        if success:
+            intensity[r] = value
+            variance[r] = var
+            correlation[r] = corr
+            ok[r] = True
