@@ -1,0 +1,115 @@
+"""Strong spots on simulated images: threshold, 3-D connected components, indexing from the truth.
+
+A pixel is strong when its counts exceed the known background by three
+Poisson standard deviations (and at least 2 counts); strong pixels
+connected across neighbouring pixels and frames form a spot; spots of at
+least :data:`MIN_PIXELS` pixels are kept.  Each spot gets the DIALS strong
+spot columns (tight bbox, shoebox with spot pixels Valid|Foreground,
+count-weighted centroid) and, when a predicted reflection lies within 2
+pixels and 2 frames of it, that reflection's hkl and predicted geometry,
+flagged indexed and used_in_refinement.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+from ..models.experiment import Experiment
+from ..models.flags import Flags, MaskCode
+from ..models.reflection_table import ReflectionTable
+from ..models.shoebox import ShoeboxColumn
+
+MIN_PIXELS = 4
+MATCH_PIXELS = 2.0
+MATCH_FRAMES = 2.0
+
+
+def find_strong_spots(experiment: Experiment, frames: list[np.ndarray], background: np.ndarray,
+                      truth: ReflectionTable) -> ReflectionTable:
+    stack = np.stack(frames).astype(np.float32)
+    good = stack >= 0
+    strong = good & (stack > background + 3 * np.sqrt(np.maximum(background, 1.0))) & (stack >= 2)
+    labels, n = ndimage.label(strong, structure=np.ones((3, 3, 3), bool))
+    slices = ndimage.find_objects(labels)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    keep = np.flatnonzero(sizes >= MIN_PIXELS)
+    a0 = experiment.scan.array_range[0]
+    bbox = np.array([[s[2].start, s[2].stop, s[1].start, s[1].stop, s[0].start + a0, s[0].stop + a0]
+                     for s in (slices[i] for i in keep)], dtype=np.int32).reshape(-1, 6)
+    shoeboxes = ShoeboxColumn.empty_boxes(np.zeros(len(keep), np.uint32), bbox, allocate=True)
+    for row, label in enumerate(keep + 1):
+        s = slices[label - 1]
+        data, mask, _ = shoeboxes.arrays(row)
+        data[:] = np.where(good[s], stack[s], 0)
+        mask[:] = np.where(labels[s] == label, np.uint8(MaskCode.Valid | MaskCode.Foreground), 0)
+    # Count-weighted centroids of the background-subtracted spot pixels (voxel centres).
+    rows, z, y, x = shoeboxes.voxel_coordinates()
+    spot = shoeboxes.mask != 0
+    signal = np.where(spot, shoeboxes.data - background[y, x], 0.0).clip(0)
+    n_spots = len(keep)
+    weight = np.bincount(rows, weights=signal, minlength=n_spots)
+    weight = np.where(weight > 0, weight, 1.0)
+    xyz = np.column_stack([np.bincount(rows, weights=signal * (c + 0.5), minlength=n_spots) / weight
+                           for c in (x, y, z)])
+    spread = np.column_stack([np.bincount(rows, weights=signal * (c + 0.5) ** 2, minlength=n_spots) / weight
+                              for c in (x, y, z)]) - xyz**2
+    variance = np.maximum(spread, 0) / weight[:, None] + 1.0 / 12.0
+
+    table = ReflectionTable(n_spots, dict(truth.identifiers))
+    table["bbox"] = bbox
+    table["panel"] = np.zeros(n_spots, np.uint64)
+    table["shoebox"] = shoeboxes
+    table["xyzobs.px.value"] = xyz
+    table["xyzobs.px.variance"] = variance
+    panel = experiment.detector[0]
+    mm = np.column_stack([panel.px_to_mm(xyz[:, :2]), experiment.scan.angle_from_frame(xyz[:, 2])])
+    table["xyzobs.mm.value"] = mm
+    pixel = np.array(panel.pixel_size)
+    dphi = experiment.scan.oscillation_rad[1]
+    table["xyzobs.mm.variance"] = variance * np.concatenate([pixel**2, [dphi**2]])
+    table["intensity.sum.value"] = np.bincount(rows, weights=np.where(spot, shoeboxes.data - background[y, x], 0),
+                                               minlength=n_spots)
+    table["intensity.sum.variance"] = np.bincount(rows, weights=np.where(spot, shoeboxes.data, 0),
+                                                  minlength=n_spots)
+    table["n_signal"] = sizes[keep].astype(np.int32)
+    index_from_truth(table, truth)
+    return table
+
+
+def index_from_truth(table: ReflectionTable, truth: ReflectionTable) -> None:
+    """Give each spot the hkl and predicted geometry of the nearest true reflection, where one is near."""
+    n = table.nrows
+    miller = np.zeros((n, 3), np.int32)
+    ids = np.full(n, -1, np.int32)
+    flags = np.full(n, int(Flags.strong), np.uint64)
+    xyzcal_px = np.zeros((n, 3))
+    xyzcal_mm = np.zeros((n, 3))
+    s1 = np.zeros((n, 3))
+    entering = np.zeros(n, bool)
+    predicted = truth["xyzcal.px"]
+    scale = np.array([1.0, 1.0, MATCH_PIXELS / MATCH_FRAMES])
+    tree = cKDTree(predicted * scale)
+    distance, nearest = tree.query(table["xyzobs.px.value"] * scale, distance_upper_bound=MATCH_PIXELS)
+    found = np.isfinite(distance)
+    # Where two spots claim one reflection, the closer keeps it.
+    order = np.lexsort((distance[found], nearest[found]))
+    rows = np.flatnonzero(found)[order]
+    first = np.concatenate([[True], np.diff(nearest[rows]) != 0])
+    rows = rows[first]
+    best = nearest[rows]
+    miller[rows] = truth["miller_index"][best]
+    ids[rows] = 0
+    flags[rows] |= np.uint64(Flags.indexed | Flags.used_in_refinement)
+    xyzcal_px[rows] = predicted[best]
+    xyzcal_mm[rows] = truth["xyzcal.mm"][best]
+    s1[rows] = truth["s1"][best]
+    entering[rows] = truth["entering"][best]
+    table["miller_index"] = miller
+    table["id"] = ids
+    table["flags"] = flags
+    table["xyzcal.px"] = xyzcal_px
+    table["xyzcal.mm"] = xyzcal_mm
+    table["s1"] = s1
+    table["entering"] = entering
