@@ -21,9 +21,9 @@ from braggint.tasks.background import glm_background
 from braggint.tasks.summation import centroids, pixel_counts, summation
 
 SWEEPS = ["sweep_01", "sweep_02", "sweep_03"]
-#: The parameters of the DIALS run (see the sweep's dials.integrate.phil).
+#: The parameters of the DIALS run (see the sweep's dials.integrate.phil), and DIALS's prf variance.
 DIALS_RUN = ["profile.gaussian_rs.min_spots.overall=10", "profile.gaussian_rs.min_spots.per_degree=5",
-             "integration.mp.nproc=1"]
+             "integration.mp.nproc=1", "integration.profile.variance_model=dials"]
 
 
 def dials_folder(shared_data, sweep):

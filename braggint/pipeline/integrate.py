@@ -25,7 +25,12 @@ from ..models.shoebox import ShoeboxColumn
 from ..tasks import background as background_kernels
 from ..tasks.corrections import detector_efficiency, lorentz_polarization
 from ..tasks.extract import copy_frame, rows_on_frame
-from ..tasks.shoebox_geometry import bounding_boxes, foreground_mask, local_frames, partiality
+from ..tasks.shoebox_geometry import (
+    bounding_boxes,
+    foreground_mask,
+    local_frames,
+    partiality,
+)
 from ..tasks.summation import centroids, pixel_counts, summation
 from .predict import predict_reflections
 from .profile_fitting import fit_profiles, learn_profiles
@@ -185,7 +190,7 @@ def integrate_block(experiment: Experiment, profile: GaussianRSProfile, table: R
         fitting = params.profile.gaussian_rs.fitting
         if table.get_flags(Flags.reference_spot).any():
             model = learn_profiles(experiment, profile, table, shoeboxes, fitting)
-            fit_profiles(experiment, table, shoeboxes, model)
+            fit_profiles(experiment, table, shoeboxes, model, params.integration.profile.variance_model)
         else:
             log.info("Skipping profile modelling - no reference profiles given")
     if keep_shoeboxes:

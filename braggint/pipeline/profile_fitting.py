@@ -132,11 +132,12 @@ def learn_profiles(experiment: Experiment, profile: GaussianRSProfile, table: Re
 
 
 def fit_profiles(experiment: Experiment, table: ReflectionTable, shoeboxes: ShoeboxColumn,
-                 model: ReferenceProfiles) -> None:
+                 model: ReferenceProfiles, variance_model: str = "calibrated") -> None:
     """Profile-fitted intensities of every row (in place): intensity.prf.*, profile.correlation, flags."""
     n = table.nrows
     intensity = np.zeros(n)
     variance = np.full(n, -1.0)
+    fisher = np.full(n, -1.0)
     correlation = np.zeros(n)
     ok = np.zeros(n, bool)
     candidates = np.flatnonzero(~table.get_flags(Flags.dont_integrate))
@@ -147,10 +148,53 @@ def fit_profiles(experiment: Experiment, table: ReflectionTable, shoeboxes: Shoe
         fit_reciprocal_space(candidates, profile_index, corner_start, gx, gy, shoeboxes.offsets, shoeboxes.bbox,
                              panel_size, shoeboxes.data, shoeboxes.background, shoeboxes.mask,
                              table["xyzcal.mm"][:, 2], zeta, scan, spec.sigma_m, spec.step_m, spec.half,
-                             model.profiles, model.usable, intensity, variance, correlation, ok)
+                             model.profiles, model.usable, intensity, variance, fisher, correlation, ok)
+    if variance_model == "calibrated":
+        k = profile_error(table, intensity, fisher, ok)
+        log.info("Profile-fit error model: sigma^2 = Fisher variance + (%.4f I)^2", k)
+        variance = np.where(ok, fisher + (k * intensity) ** 2, variance)
     table["intensity.prf.value"] = intensity
     table["intensity.prf.variance"] = variance
     table["profile.correlation"] = correlation
     table.unset_flags(np.ones(n, bool), Flags.integrated_prf)
     table.set_flags(ok, Flags.integrated_prf)
     table.set_flags(~ok, Flags.failed_during_profile_fitting)
+
+
+#: Reflections used to calibrate the profile error must be this strong by summation.
+CALIBRATION_MIN_SIGNAL = 20.0
+#: Median of a chi-square variable with one degree of freedom.
+CHI2_1_MEDIAN = 0.454936
+
+
+def profile_error(table: ReflectionTable, intensity: np.ndarray, fisher: np.ndarray, ok: np.ndarray) -> float:
+    """Relative error k of the reference profiles, from strong full reflections.
+
+    Without profile error, ``I_sum - I_prf`` has variance about
+    ``V_sum - V_fisher`` (the fit is the efficient estimator); k is the
+    smallest value making the median of ``(I_sum - I_prf)^2 / (V_sum -
+    V_fisher + (k I)^2)`` that of chi-square(1), over reflections with
+    I_sum / sigma_sum above 20 (k = 0 with fewer than 10 of them).
+    """
+    if "intensity.sum.value" not in table:
+        return 0.0
+    i_sum, v_sum = table["intensity.sum.value"], table["intensity.sum.variance"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        strong = (ok & table.get_flags(Flags.integrated_sum) & (table["partiality"] > MIN_REFERENCE_PARTIALITY)
+                  & (i_sum > CALIBRATION_MIN_SIGNAL * np.sqrt(np.maximum(v_sum, 0))) & (intensity > 0))
+    if strong.sum() < 10:
+        return 0.0
+    difference_sq = (i_sum - intensity)[strong] ** 2
+    poisson = np.maximum(v_sum - fisher, 0.1 * fisher)[strong]
+    size_sq = intensity[strong] ** 2
+
+    def median_ratio(k):
+        return np.median(difference_sq / (poisson + k * k * size_sq))
+
+    if median_ratio(0.0) <= CHI2_1_MEDIAN:
+        return 0.0
+    low, high = 0.0, 1.0
+    for _ in range(60):
+        mid = 0.5 * (low + high)
+        low, high = (mid, high) if median_ratio(mid) > CHI2_1_MEDIAN else (low, mid)
+    return high

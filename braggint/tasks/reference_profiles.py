@@ -181,7 +181,12 @@ def finalise_profiles(profiles: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 @njit(cache=True)
 def _fit_one(d, b, m, p, eps, max_iter):
-    """Poisson-weighted least-squares scale of profile p to data d over background b (masked cells)."""
+    """Poisson-weighted least-squares scale of profile p to data d over background b (masked cells).
+
+    Returns ``(ok, I, DIALS's variance |I| + |sum b|, the inverse Fisher
+    information 1 / sum(p^2 / (b + I' p)), correlation)``, I' being the
+    larger of |I|, the counts above background and 1.
+    """
     sumd = 0.0
     sumb = 0.0
     sump = 0.0
@@ -191,9 +196,10 @@ def _fit_one(d, b, m, p, eps, max_iter):
             sumb += b[i]
             sump += p[i]
     if sumb < 0 or sumd < 0 or sump <= 0:
-        return False, 0.0, -1.0, 0.0
+        return False, 0.0, -1.0, -1.0, 0.0
     start = sumd - sumb
     intensity = 0.0
+    den = 0.0
     converged = False
     for _ in range(max_iter):
         num = 0.0
@@ -204,7 +210,7 @@ def _fit_one(d, b, m, p, eps, max_iter):
                 num += (d[i] - b[i]) * p[i] / v
                 den += p[i] * p[i] / v
         if den <= 0:
-            return False, 0.0, -1.0, 0.0
+            return False, 0.0, -1.0, -1.0, 0.0
         intensity = num / den
         if abs(intensity - start) < eps:
             converged = True
@@ -214,7 +220,13 @@ def _fit_one(d, b, m, p, eps, max_iter):
         intensity = sumd - sumb
     variance = abs(intensity) + abs(sumb)
     if variance < intensity:
-        return False, 0.0, -1.0, 0.0
+        return False, 0.0, -1.0, -1.0, 0.0
+    # Evaluated at no less than the counts above background (a fit near zero would claim certainty).
+    level = max(abs(intensity), abs(sumd - sumb), 1.0)
+    information = 0.0
+    for i in range(len(d)):
+        if m[i] and p[i] > 0:
+            information += p[i] * p[i] / (1e-10 + abs(b[i]) + level * p[i])
     # Pearson correlation of model (I p + b) and data over the masked cells.
     count = 0
     xb = 0.0
@@ -237,17 +249,18 @@ def _fit_one(d, b, m, p, eps, max_iter):
             sxx += dx * dx
             syy += dy * dy
     correlation = sxy / (math.sqrt(sxx) * math.sqrt(syy)) if sxx > 0 and syy > 0 else 0.0
-    return True, intensity, variance, correlation
+    return True, intensity, variance, 1.0 / information, correlation
 
 
 @njit(cache=True)
 def fit_reciprocal_space(rows, profile_index, corner_start, gx, gy, offsets, bbox, panel_size, data, background,
                          mask, phi, zeta, scan, sigma_m, step_e3, half, profiles, usable,
-                         intensity, variance, correlation, ok):
+                         intensity, variance, fisher, correlation, ok):
     """Fit every row in ``rows`` with its reference profile on the grid (results written in place).
 
-    Grid e3 slices that the shoebox's frames do not fully cover (coverage
-    <= 0.99) are left out; the profile keeps its unit sum over the whole
+    Both variances are returned: DIALS's (``variance``) and the inverse
+    Fisher information of the fit (``fisher``).  Grid e3 slices that the
+    shoebox's frames do not fully cover (coverage <= 0.99) are left out; the profile keeps its unit sum over the whole
     grid, so the fitted intensity is the full intensity.
     """
     size = 2 * half + 1
@@ -270,10 +283,11 @@ def fit_reciprocal_space(rows, profile_index, corner_start, gx, gy, offsets, bbo
         for v in range(size):
             if coverage[v] > 0.99:
                 m[v] = True
-        success, value, var, corr = _fit_one(grid.ravel(), bgrid.ravel(), m.ravel(), profiles[index].ravel(),
-                                             1e-3, 100)
+        success, value, var, var_fisher, corr = _fit_one(grid.ravel(), bgrid.ravel(), m.ravel(),
+                                                         profiles[index].ravel(), 1e-3, 100)
         if success:
             intensity[r] = value
             variance[r] = var
+            fisher[r] = var_fisher
             correlation[r] = corr
             ok[r] = True
