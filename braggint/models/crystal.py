@@ -49,6 +49,16 @@ class Crystal:
         except (RuntimeError, ValueError) as exc:
             raise InputFileError(f"crystal: invalid space_group_hall_symbol {self.hall_symbol!r}: {exc}")
 
+    def __getstate__(self) -> dict:
+        # gemmi's GroupOps does not pickle; it is rebuilt from the Hall symbol.
+        state = dict(self.__dict__)
+        state.pop("space_group_ops", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.space_group_ops = gemmi.symops_from_hall(self.hall_symbol)
+
     @property
     def A(self) -> np.ndarray:
         """Setting matrix UB (1/Angstrom), shape (3, 3)."""

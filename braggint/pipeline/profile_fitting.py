@@ -108,13 +108,13 @@ def reference_rows(table: ReflectionTable, shoeboxes: ShoeboxColumn, experiment:
     return np.flatnonzero(good)
 
 
-def learn_profiles(experiment: Experiment, profile: GaussianRSProfile, table: ReflectionTable,
-                   shoeboxes: ShoeboxColumn, fitting) -> ReferenceProfiles:
-    """Reference profiles of one experiment from its reference rows (background already modelled)."""
+def accumulate_profiles(experiment: Experiment, profile: GaussianRSProfile, table: ReflectionTable,
+                        shoeboxes: ShoeboxColumn, fitting) -> tuple[np.ndarray, np.ndarray]:
+    """Unnormalised reference-profile sums (P, G, G, G) and reference counts (P,) of one block."""
     spec = GridSpec.for_profile(profile, fitting.grid_size)
     sampler = make_sampler(experiment, fitting)
     size = 2 * spec.half + 1
-    profiles = np.zeros((sampler.size, size, size, size))
+    sums = np.zeros((sampler.size, size, size, size))
     counts = np.zeros(sampler.size, np.int64)
     rows = reference_rows(table, shoeboxes, experiment)
     xyz = table["xyzcal.px"]
@@ -124,11 +124,19 @@ def learn_profiles(experiment: Experiment, profile: GaussianRSProfile, table: Re
         corner_start, gx, gy, panel_size, scan, zeta = _geometry(experiment, table, shoeboxes, spec)
         accumulate_references(rows, corner_start, gx, gy, shoeboxes.offsets, shoeboxes.bbox, panel_size,
                               shoeboxes.data, shoeboxes.background, shoeboxes.mask, table["xyzcal.mm"][:, 2],
-                              zeta, scan, spec.sigma_m, spec.step_m, spec.half, indices, weights, profiles, counts)
+                              zeta, scan, spec.sigma_m, spec.step_m, spec.half, indices, weights, sums, counts)
+    return sums, counts
+
+
+def finish_profiles(experiment: Experiment, profile: GaussianRSProfile, fitting, sums: np.ndarray,
+                    counts: np.ndarray) -> ReferenceProfiles:
+    """Reference profiles from the summed block contributions (negative cells cleared, unit sum)."""
+    profiles = sums.copy()
     usable = finalise_profiles(profiles, counts)
-    log.info("Modelled %d of %d reference profiles from %d reflections", int(usable.sum()), sampler.size,
-             len(rows))
-    return ReferenceProfiles(spec, sampler, profiles, usable, counts)
+    sampler = make_sampler(experiment, fitting)
+    log.info("Modelled %d of %d reference profiles from %d reference contributions", int(usable.sum()),
+             sampler.size, int(counts.sum()))
+    return ReferenceProfiles(GridSpec.for_profile(profile, fitting.grid_size), sampler, profiles, usable, counts)
 
 
 def fit_profiles(experiment: Experiment, table: ReflectionTable, shoeboxes: ShoeboxColumn,

@@ -1,0 +1,158 @@
+"""Per-block shoebox work: choosing and running the background model, copying pixels, processing.
+
+Everything here runs inside one block task on a worker: it reads frames
+one at a time, fills the block's shoeboxes and runs the compiled kernels
+of :mod:`braggint.tasks` on them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import BraggintError
+from ..io.images import ImageSource
+from ..models.experiment import Experiment, ExperimentList
+from ..models.flags import Flags, MaskCode
+from ..models.profile import GaussianRSProfile
+from ..models.reflection_table import ReflectionTable
+from ..models.shoebox import ShoeboxColumn
+from ..tasks import background as background_kernels
+from ..tasks.extract import copy_frame, rows_on_frame
+from ..tasks.shoebox_geometry import foreground_mask
+from ..tasks.summation import centroids, pixel_counts, summation
+
+#: dials.integrate's fixed setting that is not a parameter of its command line.
+VALID_FOREGROUND_THRESHOLD = 0.75
+
+
+def choose_background(params, experiments: ExperimentList) -> str:
+    """``Auto`` is glm when every panel counts photons (type contains PAD, gain 1), else simple."""
+    algorithm = params.integration.background.algorithm
+    if algorithm == "median":
+        raise BraggintError("integration.background.algorithm=median was removed from DIALS (PR #2066) and is "
+                            "not provided; use simple, glm, gmodel or null")
+    if algorithm != "Auto":
+        return algorithm
+    counting = all("PAD" in panel.type and panel.gain == 1.0
+                   for detector in experiments.unique("detector") for panel in detector.panels)
+    return "glm" if counting else "simple"
+
+
+def model_background(algorithm: str, shoeboxes: ShoeboxColumn, background_params, experiment: Experiment):
+    """Run one background algorithm on the shoeboxes; returns ``(ok, extra columns)``."""
+    n = len(shoeboxes)
+    sb = shoeboxes
+    if algorithm == "null":
+        sb.background[:] = 0
+        return np.ones(n, bool), {}
+    if algorithm == "simple":
+        simple = background_params.simple
+        rejector = simple.outlier.algorithm
+        first, second = {
+            "null": (0.0, 0.0),
+            "nsigma": (simple.outlier.nsigma.lower, simple.outlier.nsigma.upper),
+            "truncated": (simple.outlier.truncated.lower, simple.outlier.truncated.upper),
+            "normal": (float(simple.outlier.normal.min_pixels), 0.0),
+            "plane": (simple.outlier.plane.fraction, simple.outlier.plane.n_sigma),
+            "tukey": (simple.outlier.tukey.lower, simple.outlier.tukey.upper),
+        }[rejector]
+        ok, mean, mse, dispersion = background_kernels.simple_background(
+            sb.data, sb.mask, sb.background, sb.offsets, sb.bbox,
+            background_kernels.SIMPLE_MODELS.index(simple.model.algorithm),
+            background_kernels.REJECTORS.index(rejector), first, second, simple.min_pixels)
+        return ok, {"background.mean": mean, "background.mse": mse, "background.dispersion": dispersion}
+    if algorithm == "glm":
+        glm = background_params.glm
+        ok, mean = background_kernels.glm_background(
+            sb.data, sb.mask, sb.background, sb.offsets, sb.bbox,
+            background_kernels.GLM_MODELS.index(glm.model.algorithm), glm.robust.tuning_constant,
+            glm.min_pixels, 100)
+        return ok, {"background.mean": mean}
+    if algorithm == "gmodel":
+        from ..io.background_model import cut_model
+
+        gmodel = background_params.gmodel
+        values = cut_model(gmodel.model, sb)
+        ok, mean, scale = background_kernels.gmodel_background(
+            sb.data, sb.mask, sb.background, sb.offsets, sb.bbox, values, gmodel.robust.algorithm,
+            gmodel.min_pixels)
+        return ok, {"background.mean": mean, "background.scale": scale}
+    raise BraggintError(f"unknown background algorithm {algorithm!r}")
+
+
+def extract_shoeboxes(experiment: Experiment, table: ReflectionTable, frames: range,
+                      images: ImageSource) -> tuple[ShoeboxColumn, np.ndarray]:
+    """Shoeboxes of every row of ``table`` read from ``frames``; also the overloaded rows."""
+    shoeboxes = ShoeboxColumn.empty_boxes(table["panel"], table["bbox"], allocate=True)
+    overloaded = np.zeros(table.nrows, bool)
+    bbox = shoeboxes.bbox
+    panel_of_row = table["panel"].astype(np.int64)
+    for frame in frames:
+        image_number = frame + 1
+        raw = images.raw(image_number)
+        good = images.mask(image_number, raw)
+        corrected = images.corrected_from_raw(raw)
+        for p, panel in enumerate(experiment.detector.panels):
+            rows = rows_on_frame(bbox, panel_of_row, frame, p)
+            if len(rows) == 0:
+                continue
+            copy_frame(corrected[p], good[p], frame, rows, bbox, shoeboxes.offsets, shoeboxes.data, shoeboxes.mask)
+            over = raw[p] > panel.trusted_range[1]
+            if over.any():
+                ys, xs = np.nonzero(over)
+                for r in rows:
+                    x0, x1, y0, y1 = bbox[r, :4]
+                    if np.any((xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)):
+                        overloaded[r] = True
+    return shoeboxes, overloaded
+
+
+def process_shoeboxes(experiment: Experiment, profile: GaussianRSProfile, table: ReflectionTable,
+                      shoeboxes: ShoeboxColumn, overloaded: np.ndarray, background_algorithm: str,
+                      params) -> None:
+    """Masks, background, centroid, summation and pixel counts of extracted shoeboxes (in place)."""
+    n = table.nrows
+    z = table["xyzcal.px"][:, 2]
+    foreground_mask(experiment, profile, shoeboxes, table["s1"], z)
+    table.set_flags(overloaded, Flags.overloaded)
+    sb = shoeboxes
+    rows = sb.voxel_rows()
+    valid = (sb.mask & MaskCode.Valid) != 0
+    fg = (sb.mask & MaskCode.Foreground) != 0
+    bg = (sb.mask & MaskCode.Background) != 0
+    table.set_flags(np.bincount(rows[bg & ~valid], minlength=n) > 0, Flags.background_includes_bad_pixels)
+    table.set_flags(np.bincount(rows[fg & ~valid], minlength=n) > 0, Flags.foreground_includes_bad_pixels)
+    n_fg = np.bincount(rows[fg], minlength=n)
+    n_fg_valid = np.bincount(rows[fg & valid], minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        too_few = np.where(n_fg > 0, n_fg_valid / np.maximum(n_fg, 1), 0.0) < VALID_FOREGROUND_THRESHOLD
+    table.set_flags(too_few, Flags.dont_integrate)
+
+    ok, columns = model_background(background_algorithm, sb, params.integration.background, experiment)
+    table.set_flags(~ok, Flags.failed_during_background_modelling | Flags.dont_integrate)
+    for name, values in columns.items():
+        table[name] = values
+
+    xyz, variance = centroids(sb.data, sb.mask, sb.background, sb.offsets, sb.bbox)
+    table["xyzobs.px.value"] = xyz
+    table["xyzobs.px.variance"] = variance
+    mm = np.zeros_like(xyz)
+    for p in np.unique(table["panel"]):
+        sel = table["panel"] == p
+        mm[sel, :2] = experiment.detector[int(p)].px_to_mm(xyz[sel, :2])
+    scan = experiment.scan
+    mm[:, 2] = scan.angle_from_frame(xyz[:, 2])
+    table["xyzobs.mm.value"] = mm
+    pixel_size = np.array([experiment.detector[int(p)].pixel_size for p in table["panel"]]).reshape(-1, 2)
+    table["xyzobs.mm.variance"] = variance * np.column_stack([pixel_size**2, np.full(n, scan.oscillation_rad[1] ** 2)])
+
+    intensity, var, bg_sum, bg_var, sum_ok = summation(sb.data, sb.mask, sb.background, sb.offsets)
+    table["intensity.sum.value"] = intensity
+    table["intensity.sum.variance"] = var
+    table["background.sum.value"] = bg_sum
+    table["background.sum.variance"] = bg_var
+    table.set_flags(sum_ok, Flags.integrated_sum)
+    table.set_flags(~sum_ok, Flags.failed_during_summation)
+    counts = pixel_counts(sb.mask, sb.offsets)
+    for name, values in zip(("valid", "background", "background_used", "foreground"), counts):
+        table[f"num_pixels.{name}"] = values.astype(np.int32)

@@ -1,0 +1,104 @@
+"""The on-disk working state of a run: shoeboxes in Zarr, block results as tables, for resuming.
+
+Layout of ``<output.reflections>.work/``::
+
+    inputs.sha256              what the run was started from; another input starts afresh
+    shoeboxes.zarr/block_0007/ data, mask, background (flat, chunked), offsets, bbox, panel
+    block_0007.modelled.refl   the block after background and summation (first pass)
+    block_0007.profiles.npz    its reference-profile sums per experiment
+    block_0007.integrated.refl the block after profile fitting (second pass)
+
+A block's files are complete when its ``.refl`` exists: every file is
+written under a temporary name and renamed, the table last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+
+import numpy as np
+
+from ..io.atomic import atomic_open
+from ..io.refl import read_reflections, write_reflections
+from ..models.reflection_table import ReflectionTable
+from ..models.shoebox import ShoeboxColumn
+
+#: Voxels per Zarr chunk of the flat shoebox arrays (4 MiB of float32).
+CHUNK_VOXELS = 1 << 20
+
+
+def inputs_digest(*parts: bytes) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(hashlib.sha256(part).digest())
+    return digest.hexdigest()
+
+
+class WorkStore:
+    """Per-block intermediate results of one run under ``path``."""
+
+    def __init__(self, path: str, digest: str):
+        self.path = path
+        marker = os.path.join(path, "inputs.sha256")
+        if os.path.isdir(path):
+            previous = open(marker).read().strip() if os.path.exists(marker) else ""
+            if previous != digest:
+                shutil.rmtree(path)
+        os.makedirs(path, exist_ok=True)
+        if not os.path.exists(marker):
+            with atomic_open(marker, "w") as handle:
+                handle.write(digest + "\n")
+
+    def _file(self, block: int, kind: str) -> str:
+        return os.path.join(self.path, f"block_{block:04d}.{kind}")
+
+    def has(self, block: int, kind: str) -> bool:
+        return os.path.exists(self._file(block, kind))
+
+    # ----- tables ------------------------------------------------------
+    def save_table(self, block: int, kind: str, table: ReflectionTable) -> None:
+        write_reflections(table, self._file(block, kind))
+
+    def load_table(self, block: int, kind: str) -> ReflectionTable:
+        return read_reflections(self._file(block, kind))
+
+    # ----- profile sums --------------------------------------------------
+    def save_arrays(self, block: int, kind: str, **arrays: np.ndarray) -> None:
+        with atomic_open(self._file(block, kind), "wb") as handle:
+            np.savez(handle, **arrays)
+
+    def load_arrays(self, block: int, kind: str) -> dict[str, np.ndarray]:
+        with np.load(self._file(block, kind)) as archive:
+            return {key: archive[key] for key in archive.files}
+
+    # ----- shoeboxes (Zarr) ------------------------------------------------
+    def _group(self, mode: str):
+        import zarr
+
+        return zarr.open_group(os.path.join(self.path, "shoeboxes.zarr"), mode=mode)
+
+    def save_shoeboxes(self, block: int, shoeboxes: ShoeboxColumn) -> None:
+        root = self._group("a")
+        name = f"block_{block:04d}"
+        if name in root:
+            del root[name]
+        group = root.create_group(name)
+        for key in ("data", "mask", "background"):
+            values = getattr(shoeboxes, key)
+            array = group.create_array(key, shape=values.shape, dtype=values.dtype,
+                                       chunks=(min(CHUNK_VOXELS, max(len(values), 1)),))
+            array[:] = values
+        for key in ("offsets", "bbox", "panel", "has_pixels"):
+            values = getattr(shoeboxes, key)
+            array = group.create_array(key, shape=values.shape, dtype=values.dtype)
+            array[...] = values
+
+    def load_shoeboxes(self, block: int) -> ShoeboxColumn:
+        group = self._group("r")[f"block_{block:04d}"]
+        return ShoeboxColumn(*(np.asarray(group[key][...]) for key in
+                               ("panel", "bbox", "has_pixels", "offsets", "data", "mask", "background")))
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
