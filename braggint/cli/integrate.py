@@ -8,6 +8,7 @@ files; ``-c`` prints the configuration, ``-h`` the help.
 from __future__ import annotations
 
 import datetime
+import shutil
 
 from .. import __version__
 from ..errors import ImageError, InputFileError, ParameterError
@@ -164,8 +165,11 @@ def _run(argv: list[str]) -> int:
     if reflections is not None:
         log.info("Read %d reference reflections from %s", reflections.nrows, cl.reflections[0])
     try:
+        inputs = b"".join(open(path, "rb").read() for path in cl.experiments + cl.reflections)
         table, profiles = integrate(experiments, reflections, working,
-                                    cl.reflections[0] if cl.reflections else "")
+                                    cl.reflections[0] if cl.reflections else "",
+                                    work_path=working.output.reflections + ".work",
+                                    inputs=inputs + params.diff().encode())
     except ProfileModelError as exc:
         log.error("%s", exc)  # pipelines (xia2) look for this line in the log
         raise
@@ -177,6 +181,8 @@ def _run(argv: list[str]) -> int:
     write_reflections(table, working.output.reflections)
     log.info("Saving the experiments to %s", working.output.experiments)
     write_experiments(experiments, working.output.experiments)
+    if not working.integration.debug.output:
+        shutil.rmtree(working.output.reflections + ".work", ignore_errors=True)
     return 0
 
 

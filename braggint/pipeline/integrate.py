@@ -183,8 +183,9 @@ def integrate(experiments: ExperimentList, reference: ReflectionTable | None, pa
               inputs: bytes = b"") -> tuple[ReflectionTable, list[GaussianRSProfile]]:
     """Integrate every experiment; returns the output table (DIALS's row rules) and the profiles.
 
-    ``work_path`` holds the intermediate results (a temporary folder when
-    None, removed afterwards); ``inputs`` identifies the run for resuming.
+    ``work_path`` holds the intermediate results and is left in place for
+    the caller to remove once the outputs are safe (a temporary folder,
+    removed here, when None); ``inputs`` identifies the run for resuming.
     """
     start = time.perf_counter()
     predicted, profiles, rubbish = prepare(experiments, reference, params, reference_path)
@@ -205,7 +206,8 @@ def integrate(experiments: ExperimentList, reference: ReflectionTable | None, pa
     if work_path is None:
         temporary = tempfile.mkdtemp(prefix="braggint-work-")
         work_path = temporary
-    digest = inputs_digest(inputs, pickle.dumps(table["bbox"]), repr(len(blocks)).encode())
+    layout = repr([(b.experiments, b.start, b.stop) for b in blocks]).encode()
+    digest = inputs_digest(inputs, pickle.dumps(table["bbox"]), layout)
     WorkStore(work_path, digest)
     jobs = [BlockJob(block, experiments, profiles, table.select(assignment == block.index), algorithm, params,
                      work_path, digest, keep) for block in blocks]
@@ -242,8 +244,6 @@ def integrate(experiments: ExperimentList, reference: ReflectionTable | None, pa
         rubbish.set_flags(np.ones(rubbish.nrows, bool), Flags.bad_reference)
         rubbish.unset_flags(np.ones(rubbish.nrows, bool), Flags.integrated)
         table.extend(rubbish)
-    if work_path is not None and temporary is None and not integration.debug.output:
-        WorkStore(work_path, digest).remove()
     log.info("Integrated %d reflections (%d by summation, %d by profile fitting) in %.1f s", table.nrows,
              int(table.get_flags(Flags.integrated_sum).sum()), int(table.get_flags(Flags.integrated_prf).sum()),
              time.perf_counter() - start)

@@ -99,6 +99,3 @@ class WorkStore:
         group = self._group("r")[f"block_{block:04d}"]
         return ShoeboxColumn(*(np.asarray(group[key][...]) for key in
                                ("panel", "bbox", "has_pixels", "offsets", "data", "mask", "background")))
-
-    def remove(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)

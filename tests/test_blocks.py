@@ -1,0 +1,59 @@
+"""Block layout, partial splitting and assignment, as DIALS does them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from braggint.models.flags import Flags
+from braggint.models.reflection_table import ReflectionTable
+from braggint.pipeline.blocks import (
+    Block,
+    assign_to_blocks,
+    block_overlap,
+    frame_ranges,
+    split_across_blocks,
+)
+
+
+def test_dials_job_layout():
+    """DIALS's test: 130 frames in blocks of 20 overlapping by 10 give 12 jobs."""
+    ranges = frame_ranges(0, 130, 20, 10)
+    assert ranges == [(i, i + 20) for i in range(0, 111, 10)]
+    assert len(ranges) == 12
+    assert frame_ranges(5, 15, 20, 3) == [(5, 15)]
+    assert frame_ranges(0, 4, 1, 0) == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    # The overlap never exceeds half a block.
+    assert frame_ranges(0, 30, 10, 8)[:2] == [(0, 10), (5, 15)]
+
+
+def table_with(z_ranges, experiment_ids=None):
+    n = len(z_ranges)
+    table = ReflectionTable(n)
+    table["bbox"] = np.array([[0, 5, 0, 5, z0, z1] for z0, z1 in z_ranges], np.int32)
+    table["id"] = np.array(experiment_ids or [0] * n, np.int32)
+    table["flags"] = np.zeros(n, np.uint64)
+    table["intensity.sum.value"] = np.arange(n, dtype=float)
+    return table
+
+
+def test_reflections_crossing_blocks_are_cut_at_block_ends():
+    blocks = [Block(i, (0, 1), a, b) for i, (a, b) in enumerate(frame_ranges(0, 30, 10, 4))]
+    assert [(b.start, b.stop) for b in blocks] == [(0, 10), (6, 16), (12, 22), (18, 28), (24, 30)]
+    table = table_with([(2, 5), (8, 13), (3, 25), (27, 30)])
+    split = split_across_blocks(table, blocks)
+    # Rows fitting a block stay whole; (3, 25) is cut at the ends 10, 16, 22 of the blocks it crosses.
+    assert [tuple(b[4:]) for b in split["bbox"]] == [(2, 5), (8, 13), (3, 10), (10, 16), (16, 22), (22, 25),
+                                                     (27, 30)]
+    assert list(split["partial_id"]) == [0, 1, 2, 2, 2, 2, 3]
+    assert list(split["intensity.sum.value"]) == [0, 1, 2, 2, 2, 2, 3]
+    # Each piece goes to the block holding it whole with the nearest centre.
+    assert list(assign_to_blocks(split, blocks)) == [0, 1, 0, 1, 2, 3, 4]
+
+
+def test_dont_integrate_rows_are_not_assigned_and_overlap_is_the_threshold_depth():
+    blocks = [Block(0, (0, 1), 0, 10)]
+    table = table_with([(1, 3), (2, 9)])
+    table.set_flags(np.array([False, True]), Flags.dont_integrate)
+    assert list(assign_to_blocks(table, blocks)) == [0, -1]
+    depths = table_with([(0, d) for d in (1, 2, 2, 3, 3, 3, 4, 4, 5, 9)])["bbox"]
+    assert block_overlap(depths, 0.95) == 9 and block_overlap(depths, 0.5) == 3

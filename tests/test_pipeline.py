@@ -1,0 +1,97 @@
+"""The block graph: the same table from any number of workers, resuming, and a failing block."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from braggint.io.refl import read_reflections
+from braggint.simulate import PRESETS, simulate
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("pipeline")
+    simulate(PRESETS["tiny"].replace(n_images=8), str(directory))
+    return directory
+
+
+def run(dataset, out, *args):
+    out.mkdir(exist_ok=True)
+    return subprocess.run([os.path.abspath(sys.executable), "-m", "braggint.cli.integrate",
+                           str(dataset / "models.expt"), str(dataset / "strong.refl"), *args],
+                          cwd=out, capture_output=True, text=True, timeout=600)
+
+
+def assert_same_tables(a, b):
+    assert a.nrows == b.nrows and set(a.keys()) == set(b.keys())
+    for name in a.keys():
+        x, y = np.asarray(a[name]), np.asarray(b[name])
+        if x.dtype.kind == "f":
+            np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-12, err_msg=name)
+        else:
+            np.testing.assert_array_equal(x, y, err_msg=name)
+
+
+def test_any_number_of_workers_gives_the_same_table(dataset, tmp_path):
+    tables = {}
+    for nproc in (1, 2):
+        result = run(dataset, tmp_path / f"n{nproc}", f"nproc={nproc}", "block.size=3", "block.units=frames")
+        assert result.returncode == 0, result.stderr
+        tables[nproc] = read_reflections(str(tmp_path / f"n{nproc}" / "integrated.refl"))
+        log = (tmp_path / f"n{nproc}" / "dials.integrate.log").read_text()
+        assert "block 1:" in log and "peak memory" in log
+    assert_same_tables(tables[1], tables[2])
+    # The work store is gone after a successful run.
+    assert not (tmp_path / "n1" / "integrated.refl.work").exists()
+
+
+def test_block_sizes_change_the_pieces_not_the_reflections(dataset, tmp_path):
+    whole = run(dataset, tmp_path / "whole")
+    cut = run(dataset, tmp_path / "cut", "block.size=2", "block.units=frames")
+    assert whole.returncode == 0 and cut.returncode == 0, cut.stderr
+    a = read_reflections(str(tmp_path / "whole" / "integrated.refl"))
+    b = read_reflections(str(tmp_path / "cut" / "integrated.refl"))
+    assert b.nrows > a.nrows  # reflections crossing block ends became partials
+    # Summing the pieces of each partial_id gives back the whole reflections' summation intensities.
+    key_a = {tuple(h) + (bool(e),): i for i, (h, e) in enumerate(zip(a["miller_index"], a["entering"]))}
+    sums: dict = {}
+    for h, e, value in zip(b["miller_index"], b["entering"], b["intensity.sum.value"]):
+        sums[tuple(h) + (bool(e),)] = sums.get(tuple(h) + (bool(e),), 0.0) + value
+    common = [k for k in sums if k in key_a]
+    whole_values = np.array([a["intensity.sum.value"][key_a[k]] for k in common])
+    pieces = np.array([sums[k] for k in common])
+    strong = whole_values > 200
+    assert strong.sum() > 20
+    np.testing.assert_allclose(pieces[strong], whole_values[strong], rtol=0.1)
+
+
+def test_a_failing_block_keeps_the_others_and_the_rerun_resumes(dataset, tmp_path):
+    broken = tmp_path / "data"
+    shutil.copytree(dataset, broken)
+    image = broken / "image_00007.cbf"
+    good_bytes = image.read_bytes()
+    image.write_bytes(good_bytes[:2000])  # truncated: unreadable
+    out = tmp_path / "out"
+    args = ("block.size=2", "block.units=frames", "profile.fitting=False")
+    failed = run(broken, out, *args)
+    assert failed.returncode == 2
+    assert "image_00007.cbf" in failed.stderr and "Traceback" not in failed.stderr
+    work = out / "integrated.refl.work"
+    done = sorted(p.name for p in work.glob("block_*.modelled.refl"))
+    # Blocks of 2 frames overlapping by 1: block 6 holds frames 6-7, image 7 is frame 6.
+    assert "block_0000.modelled.refl" in done and "block_0006.modelled.refl" not in done
+    assert not (out / "integrated.refl").exists()
+    image.write_bytes(good_bytes)
+    resumed = run(broken, out, *args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "already done (resumed)" in (out / "dials.integrate.log").read_text()
+    fresh = run(broken, tmp_path / "fresh", *args)
+    assert fresh.returncode == 0
+    assert_same_tables(read_reflections(str(out / "integrated.refl")),
+                       read_reflections(str(tmp_path / "fresh" / "integrated.refl")))
