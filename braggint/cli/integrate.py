@@ -8,6 +8,7 @@ files; ``-c`` prints the configuration, ``-h`` the help.
 from __future__ import annotations
 
 import datetime
+import os
 import shutil
 
 from .. import __version__
@@ -21,6 +22,7 @@ from ..models.flags import Flags
 from ..models.reflection_table import ReflectionTable
 from ..params import ParameterSet, integrate_master_text
 from ..pipeline.integrate import integrate
+from ..pipeline.selection import apply_scan_ranges
 from ..pipeline.profile_model import ProfileModelError
 from .common import (
     CommandLine,
@@ -164,12 +166,14 @@ def _run(argv: list[str]) -> int:
     log.info("Read %d experiment(s) from %s", len(experiments), cl.experiments[0])
     if reflections is not None:
         log.info("Read %d reference reflections from %s", reflections.nrows, cl.reflections[0])
+    experiments, reflections = apply_scan_ranges(experiments, reflections, working.scan_range)
     try:
         inputs = b"".join(open(path, "rb").read() for path in cl.experiments + cl.reflections)
         table, profiles = integrate(experiments, reflections, working,
                                     cl.reflections[0] if cl.reflections else "",
                                     work_path=working.output.reflections + ".work",
-                                    inputs=inputs + params.diff().encode())
+                                    inputs=inputs + params.diff().encode(),
+                                    output_directory=os.path.dirname(os.path.abspath(working.output.reflections)))
     except ProfileModelError as exc:
         log.error("%s", exc)  # pipelines (xia2) look for this line in the log
         raise
@@ -177,6 +181,8 @@ def _run(argv: list[str]) -> int:
         experiment.profile = profile
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     experiments.history.append(f"{stamp}|{PROGRAM}|{__version__}|integrated")
+    if working.integration.debug.delete_shoeboxes and "shoebox" in table:
+        del table["shoebox"]
     log.info("Saving %d reflections to %s", table.nrows, working.output.reflections)
     write_reflections(table, working.output.reflections)
     log.info("Saving the experiments to %s", working.output.experiments)

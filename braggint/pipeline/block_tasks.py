@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import psutil
 
-from ..io.images import ImageSource
+from ..io.images import ImageSource, load_mask_file
 from ..models.experiment import ExperimentList
 from ..models.flags import Flags
 from ..models.profile import GaussianRSProfile
 from ..models.reflection_table import ReflectionTable
+from ..models.shoebox import ShoeboxColumn
 from .blocks import Block
 from .profile_fitting import ReferenceProfiles, accumulate_profiles, fit_profiles
 from .shoebox_processing import extract_shoeboxes, process_shoeboxes
@@ -40,7 +41,8 @@ class BlockJob:
     params: object
     store_path: str
     store_digest: str
-    keep_shoeboxes: bool
+    excluded_frames: frozenset = frozenset()
+    lookup_mask_path: str | None = None
 
 
 @dataclass
@@ -76,8 +78,10 @@ def model_block(job: BlockJob) -> BlockReport:
     table = job.table
     first = job.experiments[job.block.experiments[0]]
     images = ImageSource(first.imageset, first.detector, first.scan.image_range[0])
+    lookup = load_mask_file(job.lookup_mask_path, first.detector) if job.lookup_mask_path else None
     try:
-        shoeboxes, overloaded = extract_shoeboxes(first, table, range(job.block.start, job.block.stop), images)
+        shoeboxes, overloaded = extract_shoeboxes(first, table, range(job.block.start, job.block.stop), images,
+                                                  job.excluded_frames, lookup)
     finally:
         images.close()
     report.seconds["read and extract"] = time.perf_counter() - start
@@ -95,7 +99,7 @@ def model_block(job: BlockJob) -> BlockReport:
     table, shoeboxes = _reassemble(table, shoeboxes, pieces)
     report.seconds["process"] = time.perf_counter() - start
     start = time.perf_counter()
-    if fitting or job.keep_shoeboxes:
+    if fitting or job.params.integration.debug.output:
         store.save_shoeboxes(index, shoeboxes)
     if report.profile_sums:
         arrays = {}
@@ -140,8 +144,6 @@ def _reassemble(table: ReflectionTable, shoeboxes, pieces):
         return pieces[0][1], pieces[0][2]
     if not pieces:
         return table, shoeboxes
-    from ..models.shoebox import ShoeboxColumn
-
     order = np.argsort(np.concatenate([rows for rows, _, _ in pieces]), kind="stable")
     merged = ReflectionTable(0, dict(table.identifiers))
     for _, part, _ in pieces:

@@ -12,6 +12,7 @@ Intermediate results live in a work store next to the output
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import shutil
 import tempfile
@@ -34,11 +35,14 @@ from ..tasks.shoebox_geometry import (
 )
 from .block_tasks import BlockJob, BlockReport, fit_block, model_block
 from .blocks import assign_to_blocks, plan_blocks, split_across_blocks
+from .debug_output import write_block_shoeboxes, write_reference_profiles
 from .executor import scheduler, worker_count
+from .filters import apply_significance_filter, flag_ice_rings, overlap_filters
 from .predict import predict_reflections
 from .profile_fitting import finish_profiles
 from .profile_model import estimate_profile, profile_from_parameters
 from .reference import mask_neighbouring_pixels, matched_reference, split_reference
+from .selection import excluded_frames
 from .shoebox_processing import choose_background
 from .work_store import WorkStore, inputs_digest
 
@@ -143,8 +147,8 @@ def _tree_sum(items: list, fan_in: int = 4):
 
 
 def run_blocks(jobs: list[BlockJob], experiments: ExperimentList, profiles: list[GaussianRSProfile],
-               params) -> tuple[list[BlockReport], list[BlockReport]]:
-    """Both passes of every block on the configured scheduler."""
+               params) -> tuple[list[BlockReport], list[BlockReport], dict]:
+    """Both passes of every block on the configured scheduler; also the reference profiles."""
     fitting = params.integration.profile.fitting
     with scheduler(params.integration.mp) as where:
         first = [dask.delayed(model_block)(job, dask_key_name=f"model-block-{job.block.index}") for job in jobs]
@@ -159,12 +163,12 @@ def run_blocks(jobs: list[BlockJob], experiments: ExperimentList, profiles: list
             if not references:
                 log.info("Skipping profile modelling - no reference profiles given")
         if not references:
-            return list(reports), []
+            return list(reports), [], {}
         second = [dask.delayed(fit_block)(job, references, dask_key_name=f"fit-block-{job.block.index}")
                   for job in jobs]
         (fitted,) = dask.compute(second, scheduler=where)
         log_reports("profile fitting", fitted)
-        return list(reports), list(fitted)
+        return list(reports), list(fitted), references
 
 
 def log_reports(stage: str, reports) -> None:
@@ -180,7 +184,7 @@ def log_reports(stage: str, reports) -> None:
 
 def integrate(experiments: ExperimentList, reference: ReflectionTable | None, params,
               reference_path: str = "reference", work_path: str | None = None,
-              inputs: bytes = b"") -> tuple[ReflectionTable, list[GaussianRSProfile]]:
+              inputs: bytes = b"", output_directory: str = ".") -> tuple[ReflectionTable, list[GaussianRSProfile]]:
     """Integrate every experiment; returns the output table (DIALS's row rules) and the profiles.
 
     ``work_path`` holds the intermediate results and is left in place for
@@ -189,9 +193,15 @@ def integrate(experiments: ExperimentList, reference: ReflectionTable | None, pa
     """
     start = time.perf_counter()
     predicted, profiles, rubbish = prepare(experiments, reference, params, reference_path)
+    integration = params.integration
+    if integration.filter.ice_rings:
+        flag_ice_rings(predicted)
+    if integration.filter.max_shoebox_overlap is not None and integration.filter.max_shoebox_overlap < 1.0:
+        log.warning("integration.filter.max_shoebox_overlap has no effect (DIALS never applied it); use "
+                    "integration.overlaps_filter")
+    excluded = excluded_frames(experiments, params.exclude_images)
     algorithm = choose_background(params, experiments)
     log.info("Using %s background modelling", algorithm)
-    integration = params.integration
     njobs, nproc = worker_count(integration.mp)
     blocks = plan_blocks(experiments, predicted, params, njobs * nproc)
     table = split_across_blocks(predicted, blocks)
@@ -210,12 +220,20 @@ def integrate(experiments: ExperimentList, reference: ReflectionTable | None, pa
     digest = inputs_digest(inputs, pickle.dumps(table["bbox"]), layout)
     WorkStore(work_path, digest)
     jobs = [BlockJob(block, experiments, profiles, table.select(assignment == block.index), algorithm, params,
-                     work_path, digest, keep) for block in blocks]
+                     work_path, digest, excluded, integration.lookup.mask) for block in blocks]
     try:
-        first, second = run_blocks(jobs, experiments, profiles, params)
+        first, second, references = run_blocks(jobs, experiments, profiles, params)
         store = WorkStore(work_path, digest)
         kind = "integrated.refl" if second else "modelled.refl"
         results = [store.load_table(block.index, kind) for block in blocks]
+        debug = integration.debug
+        if debug.reference.output and references:
+            write_reference_profiles(os.path.join(output_directory, debug.reference.filename), references)
+        if debug.output and debug.separate_files:
+            for block, part in zip(blocks, results):
+                part = part.select(np.arange(part.nrows))
+                part["shoebox"] = store.load_shoeboxes(block.index)
+                write_block_shoeboxes(output_directory, block.index, part, params)
         for number, row_selection in ((b.index, assignment == b.index) for b in blocks):
             part = results[number]
             for name in part.keys():
@@ -240,6 +258,12 @@ def integrate(experiments: ExperimentList, reference: ReflectionTable | None, pa
         table["shoebox"] = boxes.select(position[integrated])
     else:
         table = table.select(integrated)
+    overlaps = integration.overlaps_filter
+    if overlaps.foreground_foreground.enable or overlaps.foreground_background.enable:
+        table = table.select(~overlap_filters(table, overlaps.foreground_foreground.enable,
+                                              overlaps.foreground_background.enable))
+    if params.significance_filter.enable:
+        table = apply_significance_filter(table, params.significance_filter)
     if params.output.include_bad_reference and rubbish.nrows:
         rubbish.set_flags(np.ones(rubbish.nrows, bool), Flags.bad_reference)
         rubbish.unset_flags(np.ones(rubbish.nrows, bool), Flags.integrated)

@@ -80,9 +80,14 @@ def model_background(algorithm: str, shoeboxes: ShoeboxColumn, background_params
     raise BraggintError(f"unknown background algorithm {algorithm!r}")
 
 
-def extract_shoeboxes(experiment: Experiment, table: ReflectionTable, frames: range,
-                      images: ImageSource) -> tuple[ShoeboxColumn, np.ndarray]:
-    """Shoeboxes of every row of ``table`` read from ``frames``; also the overloaded rows."""
+def extract_shoeboxes(experiment: Experiment, table: ReflectionTable, frames: range, images: ImageSource,
+                      excluded_frames: frozenset = frozenset(),
+                      lookup_mask: list[np.ndarray] | None = None) -> tuple[ShoeboxColumn, np.ndarray]:
+    """Shoeboxes of every row of ``table`` read from ``frames``; also the overloaded rows.
+
+    Pixels of ``excluded_frames`` (0-based) are invalid, as are pixels
+    False in ``lookup_mask`` (one boolean image per panel).
+    """
     shoeboxes = ShoeboxColumn.empty_boxes(table["panel"], table["bbox"], allocate=True)
     overloaded = np.zeros(table.nrows, bool)
     bbox = shoeboxes.bbox
@@ -96,15 +101,25 @@ def extract_shoeboxes(experiment: Experiment, table: ReflectionTable, frames: ra
             rows = rows_on_frame(bbox, panel_of_row, frame, p)
             if len(rows) == 0:
                 continue
+            if frame in excluded_frames:
+                good[p] = np.zeros_like(good[p])
+            elif lookup_mask is not None:
+                good[p] = good[p] & lookup_mask[p]
             copy_frame(corrected[p], good[p], frame, rows, bbox, shoeboxes.offsets, shoeboxes.data, shoeboxes.mask)
             over = raw[p] > panel.trusted_range[1]
             if over.any():
-                ys, xs = np.nonzero(over)
-                for r in rows:
-                    x0, x1, y0, y1 = bbox[r, :4]
-                    if np.any((xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)):
-                        overloaded[r] = True
+                overloaded[rows] |= _boxes_touching(over, bbox[rows])
     return shoeboxes, overloaded
+
+
+def _boxes_touching(pixels: np.ndarray, bbox: np.ndarray) -> np.ndarray:
+    """Which boxes (x0, x1, y0, y1, ...) contain at least one True pixel (summed-area table)."""
+    table = np.zeros((pixels.shape[0] + 1, pixels.shape[1] + 1), np.int64)
+    table[1:, 1:] = np.cumsum(np.cumsum(pixels, axis=0), axis=1)
+    height, width = pixels.shape
+    x0, x1 = np.clip(bbox[:, 0], 0, width), np.clip(bbox[:, 1], 0, width)
+    y0, y1 = np.clip(bbox[:, 2], 0, height), np.clip(bbox[:, 3], 0, height)
+    return (table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]) > 0
 
 
 def process_shoeboxes(experiment: Experiment, profile: GaussianRSProfile, table: ReflectionTable,
