@@ -35,9 +35,9 @@ def params(**overrides):
 def small(tmp_path_factory):
     result = simulate(PRESETS["small"], str(tmp_path_factory.mktemp("small")))
     # Predict to the resolution the simulator drew reflections to.
-    table, profiles = integrate(ExperimentList([result.experiment]), result.strong,
-                                params(**{"prediction.d_min": PRESETS["small"].d_min}))
-    return result, table, profiles
+    run = integrate(ExperimentList([result.experiment]), result.strong,
+                    params(**{"prediction.d_min": PRESETS["small"].d_min}))
+    return result, run.table, run.profiles
 
 
 def truth_rows(table, truth):

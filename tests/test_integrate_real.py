@@ -7,6 +7,7 @@ and pixel counts reproduce DIALS's columns.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -37,10 +38,12 @@ def integrated_sweep(request, shared_data, tmp_path_factory):
     out = tmp_path_factory.mktemp(request.param)
     result = subprocess.run(
         [os.path.abspath(sys.executable), "-m", "braggint.cli.integrate", str(folder / "refined.expt"),
-         str(folder / "refined.refl"), *DIALS_RUN], cwd=out, capture_output=True, text=True, timeout=600)
+         str(folder / "refined.refl"), *DIALS_RUN, "output.report=report.json", "output.html=report.html",
+         "output.mtz=integrated.mtz"], cwd=out, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     return (read_reflections(str(out / "integrated.refl")), read_reflections(str(folder / "integrated.refl")),
-            read_experiments(str(out / "integrated.expt")), read_experiments(str(folder / "integrated.expt")))
+            read_experiments(str(out / "integrated.expt")), read_experiments(str(folder / "integrated.expt")),
+            out, folder)
 
 
 def matched_rows(ours, dials):
@@ -57,7 +60,7 @@ def matched_rows(ours, dials):
 
 
 def test_summation_results_agree_with_dials(integrated_sweep):
-    ours, dials, _, _ = integrated_sweep
+    ours, dials, *_ = integrated_sweep
     dials_sum = dials.select(dials.get_flags(Flags.integrated_sum))
     o, d = matched_rows(ours, dials_sum)
     # Every reflection DIALS integrated by summation is integrated by braggint, and nothing else.
@@ -83,7 +86,7 @@ def test_summation_results_agree_with_dials(integrated_sweep):
 
 
 def test_profile_fitting_agrees_with_dials(integrated_sweep):
-    ours, dials, _, _ = integrated_sweep
+    ours, dials, *_ = integrated_sweep
     o, d = matched_rows(ours, dials)
     # Every DIALS row is there (also those integrated by profile fitting only), with DIALS's flags.
     assert len(d) == dials.nrows == ours.nrows
@@ -100,7 +103,7 @@ def test_profile_fitting_agrees_with_dials(integrated_sweep):
 
 
 def test_output_experiments_carry_the_profile_model(integrated_sweep):
-    _, _, ours, dials = integrated_sweep
+    _, _, ours, dials, *_ = integrated_sweep
     assert ours[0].profile.sigma_b == pytest.approx(dials[0].profile.sigma_b, rel=1e-6)
     assert ours[0].profile.sigma_m == pytest.approx(dials[0].profile.sigma_m, rel=1e-4)
     assert ours.history[-1].endswith("|integrated")
@@ -133,3 +136,55 @@ def test_kernels_reproduce_dials_rows(shared_data, sweep):
     for counted, name in zip(pixel_counts(sb.mask, sb.offsets),
                              ("valid", "background", "background_used", "foreground")):
         np.testing.assert_array_equal(counted, table[f"num_pixels.{name}"])
+
+
+def dials_log_table(log_text: str, title: str) -> list[list[str]]:
+    """The data rows of a table DIALS printed in its log (cells stripped)."""
+    lines = log_text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == title)
+    rows, seen_rule = [], 0
+    for line in lines[start + 1:]:
+        if line.startswith("+"):
+            seen_rule += 1
+            if seen_rule == 2:
+                break
+            continue
+        if line.startswith("|-"):
+            rows = []  # the header ends at the |---- rule
+            continue
+        if line.startswith("|"):
+            rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+@pytest.mark.parametrize("name, title", [("integration.image.summary", "Summary vs image number"),
+                                         ("integration.resolution.summary", "Summary vs resolution"),
+                                         ("integration.overall.summary", "Summary for experiment 0")])
+def test_report_tables_match_dials_log(integrated_sweep, name, title):
+    *_, out, folder = integrated_sweep
+    report = json.loads((out / "report.json").read_text())
+    ours = [list(row.values()) for row in report["tables"][name]["rows"]]
+    dials = dials_log_table((folder / "dials.integrate.log").read_text(), title)
+    assert len(ours) == len(dials) > 0
+    for mine, theirs in zip(ours, dials):
+        for a, b in zip(mine, theirs):
+            try:
+                # DIALS's prf variance differs by ~1e-4 relative from ours: I/sigma may move in the last digit.
+                assert float(a) == pytest.approx(float(b), abs=0.011)
+            except ValueError:
+                assert a == b
+
+
+def test_html_and_mtz_outputs(integrated_sweep):
+    import gemmi
+
+    ours, _, experiments, _, out, _ = integrated_sweep
+    page = (out / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<svg" in page and "Summary vs image number" in page
+    mtz = gemmi.read_mtz_file(str(out / "integrated.mtz"))
+    assert mtz.nreflections == int(ours.get_flags(Flags.integrated, all=False).sum())
+    assert {"H", "K", "L", "M/ISYM", "BATCH", "I", "SIGI", "IPR", "ISUM"} <= set(mtz.column_labels())
+    batches = np.array(mtz.column_with_label("BATCH"), dtype=int)
+    first, last = experiments[0].scan.image_range
+    assert batches.min() >= first and batches.max() <= last
+    assert len(mtz.batches) == last - first + 1

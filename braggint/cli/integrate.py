@@ -21,7 +21,10 @@ from ..models.experiment import ExperimentList
 from ..models.flags import Flags
 from ..models.reflection_table import ReflectionTable
 from ..params import ParameterSet, integrate_master_text
+from ..io.html_report import write_html_report
+from ..io.mtz import write_mtz
 from ..pipeline.integrate import integrate
+from ..pipeline.report import report_json, report_xml
 from ..pipeline.selection import apply_scan_ranges
 from ..pipeline.profile_model import ProfileModelError
 from .common import (
@@ -169,7 +172,7 @@ def _run(argv: list[str]) -> int:
     experiments, reflections = apply_scan_ranges(experiments, reflections, working.scan_range)
     try:
         inputs = b"".join(open(path, "rb").read() for path in cl.experiments + cl.reflections)
-        table, profiles = integrate(experiments, reflections, working,
+        result = integrate(experiments, reflections, working,
                                     cl.reflections[0] if cl.reflections else "",
                                     work_path=working.output.reflections + ".work",
                                     inputs=inputs + params.diff().encode(),
@@ -177,8 +180,11 @@ def _run(argv: list[str]) -> int:
     except ProfileModelError as exc:
         log.error("%s", exc)  # pipelines (xia2) look for this line in the log
         raise
-    for experiment, profile in zip(experiments, profiles):
+    table = result.table
+    for experiment, profile in zip(experiments, result.profiles):
         experiment.profile = profile
+    for report_table in result.report_tables:
+        log.info("\n%s", report_table.as_text())
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     experiments.history.append(f"{stamp}|{PROGRAM}|{__version__}|integrated")
     if working.integration.debug.delete_shoeboxes and "shoebox" in table:
@@ -187,9 +193,26 @@ def _run(argv: list[str]) -> int:
     write_reflections(table, working.output.reflections)
     log.info("Saving the experiments to %s", working.output.experiments)
     write_experiments(experiments, working.output.experiments)
+    write_extra_outputs(working.output, experiments, result)
     if not working.integration.debug.output:
         shutil.rmtree(working.output.reflections + ".work", ignore_errors=True)
     return 0
+
+
+def write_extra_outputs(output, experiments, result) -> None:
+    """``output.report`` (JSON or XML), ``output.html`` and ``output.mtz`` when asked for."""
+    if output.report:
+        text = (report_xml(result.report_tables) if output.report.endswith(".xml")
+                else report_json(result.report_tables, result.report_arrays))
+        with atomic_open(output.report, "w") as handle:
+            handle.write(text)
+        log.info("Saved the integration report to %s", output.report)
+    if output.html:
+        write_html_report(output.html, experiments, result.report_tables, result.references)
+        log.info("Saved the HTML report to %s", output.html)
+    if output.mtz:
+        rows = write_mtz(experiments, result.table, output.mtz)
+        log.info("Saved %d unmerged intensities to %s", rows, output.mtz)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass, field
 import pickle
 import shutil
 import tempfile
@@ -41,6 +42,7 @@ from .filters import apply_significance_filter, flag_ice_rings, overlap_filters
 from .predict import predict_reflections
 from .profile_fitting import finish_profiles
 from .profile_model import estimate_profile, profile_from_parameters
+from .report import Table, integration_report, profile_report
 from .reference import mask_neighbouring_pixels, matched_reference, split_reference
 from .selection import excluded_frames
 from .shoebox_processing import choose_background
@@ -114,6 +116,15 @@ def apply_corrections(experiments: ExperimentList, table: ReflectionTable) -> No
         table["qe"] = qe
 
 
+@dataclass
+class IntegrationResult:
+    table: ReflectionTable
+    profiles: list[GaussianRSProfile]
+    report_tables: list[Table]
+    report_arrays: dict = field(default_factory=dict)
+    references: dict = field(default_factory=dict)
+
+
 def partiality_of_rows(experiments: ExperimentList, profiles: list[GaussianRSProfile],
                        table: ReflectionTable) -> np.ndarray:
     """The ``partiality`` column: each row's share of its rocking curve inside its bbox frames."""
@@ -184,8 +195,8 @@ def log_reports(stage: str, reports) -> None:
 
 def integrate(experiments: ExperimentList, reference: ReflectionTable | None, params,
               reference_path: str = "reference", work_path: str | None = None,
-              inputs: bytes = b"", output_directory: str = ".") -> tuple[ReflectionTable, list[GaussianRSProfile]]:
-    """Integrate every experiment; returns the output table (DIALS's row rules) and the profiles.
+              inputs: bytes = b"", output_directory: str = ".") -> IntegrationResult:
+    """Integrate every experiment: the output table (DIALS's row rules), profiles and report.
 
     ``work_path`` holds the intermediate results and is left in place for
     the caller to remove once the outputs are safe (a temporary folder,
@@ -223,6 +234,8 @@ def integrate(experiments: ExperimentList, reference: ReflectionTable | None, pa
                      work_path, digest, excluded, integration.lookup.mask) for block in blocks]
     try:
         first, second, references = run_blocks(jobs, experiments, profiles, params)
+        peak = max([r.peak_memory for r in first + second] or [0])
+        log.info("Largest peak memory of a block task: %.0f MB", peak / 1e6)
         store = WorkStore(work_path, digest)
         kind = "integrated.refl" if second else "modelled.refl"
         results = [store.load_table(block.index, kind) for block in blocks]
@@ -249,7 +262,13 @@ def integrate(experiments: ExperimentList, reference: ReflectionTable | None, pa
         if temporary is not None:
             shutil.rmtree(temporary, ignore_errors=True)
     apply_corrections(experiments, table)
+    tables = integration_report(experiments, table)
+    arrays = {}
+    if references:
+        profile_table, arrays = profile_report(references)
+        tables.append(profile_table)
     integrated = table.get_flags(Flags.integrated, all=False)
+    log.info("Removing %d unintegrated reflections of %d total", int((~integrated).sum()), table.nrows)
     if shoeboxes is not None:
         boxes, rows_with_boxes = shoeboxes
         position = np.full(table.nrows, -1)
@@ -271,4 +290,4 @@ def integrate(experiments: ExperimentList, reference: ReflectionTable | None, pa
     log.info("Integrated %d reflections (%d by summation, %d by profile fitting) in %.1f s", table.nrows,
              int(table.get_flags(Flags.integrated_sum).sum()), int(table.get_flags(Flags.integrated_prf).sum()),
              time.perf_counter() - start)
-    return table, profiles
+    return IntegrationResult(table, profiles, tables, arrays, references)

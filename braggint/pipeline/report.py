@@ -1,0 +1,214 @@
+"""The integration report: DIALS's summary tables (log, ``output.report`` JSON or XML).
+
+Tables ``integration.image.summary`` (per image, binned by the calculated
+frame), ``integration.resolution.summary`` (20 shells of equal
+reciprocal-space volume) and ``integration.overall.summary`` (overall, the
+lowest- and the highest-resolution shell), with DIALS's column keys, plus
+``profile.summary`` and the reference-profile arrays.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from xml.dom import minidom
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from ..models.experiment import ExperimentList
+from ..models.flags import Flags
+from ..models.reflection_table import ReflectionTable
+from ..tasks.shoebox_geometry import FULL_PARTIALITY
+
+IMAGE_COLUMNS = [("id", "ID"), ("image", "Image"), ("n_full", "# full"), ("n_part", "# part"),
+                 ("n_over", "# over"), ("n_ice", "# ice"), ("n_sum", "# sum"), ("n_prf", "# prf"),
+                 ("ibg", "Ibg"), ("ios_sum", "I/sigI\n (sum)"), ("ios_prf", "I/sigI\n (prf)"),
+                 ("cc_prf", "CC prf"), ("rmsd_xy", "RMSD XY")]
+OVERALL_ITEMS = [
+    ("dmin", "%.2f", "dmin"), ("dmax", "%.2f", "dmax"), ("number fully recorded", "%d", "n_full"),
+    ("number partially recorded", "%d", "n_partial"),
+    ("number with invalid background pixels", "%d", "n_invalid_bg"),
+    ("number with invalid foreground pixels", "%d", "n_invalid_fg"),
+    ("number with overloaded pixels", "%d", "n_overload"), ("number in powder rings", "%d", "n_ice"),
+    ("number processed with summation", "%d", "n_summed"),
+    ("number processed with profile fitting", "%d", "n_fitted"),
+    ("number failed in background modelling", "%d", "n_failed_background"),
+    ("number failed in summation", "%d", "n_failed_summation"),
+    ("number failed in profile fitting", "%d", "n_failed_fitting"), ("ibg", "%.2f", "mean_background"),
+    ("i/sigi (summation)", "%.2f", "ios_sum"), ("i/sigi (profile fitting)", "%.2f", "ios_prf"),
+    ("cc prf", "%.2f", "cc_prf"), ("cc_pearson sum/prf", "%.2f", "cc_pearson_sum_prf"),
+    ("cc_spearman sum/prf", "%.2f", "cc_spearman_sum_prf"),
+]
+
+
+@dataclass
+class Table:
+    name: str
+    title: str
+    cols: list[tuple[str, str]]
+    rows: list[list[str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"title": self.title, "cols": dict(self.cols),
+                "rows": [{key: value for (key, _), value in zip(self.cols, row)} for row in self.rows]}
+
+    def as_text(self) -> str:
+        headers = [label.replace("\n", "") for _, label in self.cols]
+        widths = [max(len(h), *(len(r[i]) for r in self.rows)) if self.rows else len(h)
+                  for i, h in enumerate(headers)]
+        line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
+        return "\n".join([self.title, line(headers), "  ".join("-" * w for w in widths)]
+                         + [line(r) for r in self.rows]) + "\n"
+
+
+def _statistics(table: ReflectionTable, groups: np.ndarray, n_groups: int) -> dict[str, np.ndarray]:
+    """Per-group counts and means (DIALS's definitions) for group indices ``groups`` (-1 = none)."""
+    def count(mask):
+        return np.bincount(groups[mask & (groups >= 0)], minlength=n_groups)[:n_groups]
+
+    def mean(values, mask):
+        sel = mask & (groups >= 0)
+        total = np.bincount(groups[sel], weights=values[sel], minlength=n_groups)[:n_groups]
+        n = count(mask)
+        return np.where(n > 0, total / np.maximum(n, 1), 0.0)
+
+    flags = table.get_flags
+    summed, fitted = flags(Flags.integrated_sum), flags(Flags.integrated_prf)
+    full = table["partiality"] >= FULL_PARTIALITY if "partiality" in table else np.ones(table.nrows, bool)
+    n = table.nrows
+    ios = {}
+    for kind in ("sum", "prf"):
+        if f"intensity.{kind}.value" in table:
+            variance = table[f"intensity.{kind}.variance"]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ios[kind] = np.where(variance > 0, table[f"intensity.{kind}.value"] / np.sqrt(
+                    np.abs(variance)), 0.0)
+        else:
+            ios[kind] = np.zeros(n)
+    rmsd = np.hypot(*(table["xyzcal.px"][:, :2] - table["xyzobs.px.value"][:, :2]).T) \
+        if "xyzobs.px.value" in table else np.zeros(n)
+    background = table["background.mean"] if "background.mean" in table else np.zeros(n)
+    correlation = table["profile.correlation"] if "profile.correlation" in table else np.zeros(n)
+    integrated = summed | fitted
+    return {
+        "n_full": count(full), "n_partial": count(~full), "n_overload": count(flags(Flags.overloaded)),
+        "n_ice": count(flags(Flags.in_powder_ring)), "n_summed": count(summed), "n_fitted": count(fitted),
+        "n_invalid_bg": count(flags(Flags.background_includes_bad_pixels)),
+        "n_invalid_fg": count(flags(Flags.foreground_includes_bad_pixels)),
+        "n_failed_background": count(flags(Flags.failed_during_background_modelling)),
+        "n_failed_summation": count(flags(Flags.failed_during_summation)),
+        "n_failed_fitting": count(flags(Flags.failed_during_profile_fitting)),
+        "mean_background": mean(background, integrated), "ios_sum": mean(ios["sum"], summed),
+        "ios_prf": mean(ios["prf"], fitted), "cc_prf": mean(correlation, fitted), "rmsd_xy": mean(rmsd, summed),
+    }
+
+
+def resolution_edges(d: np.ndarray, n_bins: int = 20) -> np.ndarray:
+    """Shell edges in d (ascending) of equal reciprocal-space volume between the extremes of ``d``."""
+    d_star_sq = 1.0 / d**2
+    low, high = d_star_sq.min(), d_star_sq.max()
+    span = high - low
+    low, high = max(low - 1e-6 * span, 0.0), high + 1e-6 * span
+    cubes = np.linspace(low**1.5, high**1.5, n_bins + 1)
+    return np.sort(1.0 / np.sqrt(cubes ** (2.0 / 3.0)))
+
+
+def bin_index(edges: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """DIALS's binning: the last edge not above the value; values below the first edge join bin 0,
+    values at or beyond the last edge fall in the (unreported) overflow bin ``len(edges) - 1``."""
+    return np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 1)
+
+
+def _correlations(table: ReflectionTable, rows: np.ndarray) -> tuple[float, float]:
+    both = rows & table.get_flags(Flags.integrated_sum) & table.get_flags(Flags.integrated_prf)
+    if both.sum() < 2 or "intensity.prf.value" not in table:
+        return 0.0, 0.0
+    a, b = table["intensity.sum.value"][both], table["intensity.prf.value"][both]
+    pearson = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else 0.0
+    spearman = float(spearmanr(a, b).statistic) if a.std() > 0 and b.std() > 0 else 0.0
+    return pearson, spearman
+
+
+def integration_report(experiments: ExperimentList, table: ReflectionTable) -> list[Table]:
+    """DIALS's three integration tables over the final table (before unintegrated rows are dropped)."""
+    image = Table("integration.image.summary", "Summary vs image number", IMAGE_COLUMNS)
+    resolution = Table("integration.resolution.summary", "Summary vs resolution",
+                       [("id", "ID"), ("dmin", "d min")] + IMAGE_COLUMNS[2:])
+    overall_tables = []
+    keys = ["n_full", "n_partial", "n_overload", "n_ice", "n_summed", "n_fitted", "mean_background", "ios_sum",
+            "ios_prf", "cc_prf", "rmsd_xy"]
+    formats = ["%d"] * 6 + ["%.2f"] * 5
+    for number, experiment in enumerate(experiments):
+        part = table.select(table["id"] == number)
+        if part.nrows == 0:
+            continue
+        a0, a1 = experiment.scan.array_range
+        groups = bin_index(np.arange(a0, a1 + 1, dtype=float), part["xyzcal.px"][:, 2])
+        stats = _statistics(part, groups, a1 - a0)
+        for i in range(a1 - a0):
+            image.rows.append([str(number), str(a0 + i + 1)] + [f % stats[k][i] for k, f in zip(keys, formats)])
+        edges = resolution_edges(part["d"])
+        shell = bin_index(edges, part["d"])
+        stats = _statistics(part, shell, len(edges) - 1)
+        for i in range(len(edges) - 1):
+            resolution.rows.append([str(number), f"{edges[i]:.2f}"] + [f % stats[k][i] for k, f in zip(keys, formats)])
+        overall = Table("integration.overall.summary", f"Summary for experiment {number}",
+                        [("item", "Item"), ("overall", "Overall"), ("low", "Low"), ("high", "High")])
+        columns = {}
+        n_shells = len(edges) - 1
+        for label, selection, (low_edge, high_edge) in (
+                ("overall", np.ones(part.nrows, bool), (edges[0], edges[-1])),
+                ("low", shell == n_shells - 1, (edges[n_shells - 1], edges[n_shells])),
+                ("high", shell == 0, (edges[0], edges[1]))):
+            values = {k: v[0] for k, v in _statistics(part, np.where(selection, 0, -1), 1).items()}
+            values["dmin"], values["dmax"] = low_edge, high_edge
+            values["cc_pearson_sum_prf"], values["cc_spearman_sum_prf"] = _correlations(part, selection)
+            columns[label] = values
+        for description, fmt, key in OVERALL_ITEMS:
+            overall.rows.append([description] + [fmt % columns[c][key] for c in ("overall", "low", "high")])
+        overall_tables.append(overall)
+    return [image, resolution] + overall_tables
+
+
+def profile_report(references: dict) -> tuple[Table, dict]:
+    """The "Summary of profile model" table and the profile arrays (``profile.model.<id>.<profile>``)."""
+    table = Table("profile.summary", "Summary of profile model",
+                  [("id", "ID"), ("profile", "Profile"), ("created", "Created"), ("x", "X (px)"),
+                   ("y", "Y (px)"), ("z", "Z (im)"), ("n_reflections", "# reflections")])
+    arrays = {}
+    for number, model in references.items():
+        centres = model.sampler.coord(np.arange(model.sampler.size))
+        for j in range(model.sampler.size):
+            x, y, z = centres[j]
+            table.rows.append([str(number), str(j), str(bool(model.usable[j])), f"{x:.2f}", f"{y:.2f}",
+                               f"{z + 1:.2f}", str(int(model.counts[j]))])
+            if model.usable[j]:
+                arrays[f"profile.model.{number}.{j}"] = {
+                    "title": f"Profile model (id: {number}, profile: {j})",
+                    "shape": list(model.profiles[j].shape), "data": model.profiles[j].ravel().tolist()}
+    return table, arrays
+
+
+def report_dict(tables: list[Table], arrays: dict) -> dict:
+    return {"tables": {t.name: t.as_dict() for t in tables}, "arrays": arrays}
+
+
+def report_xml(tables: list[Table]) -> str:
+    document = minidom.getDOMImplementation().createDocument(None, "report", None)
+    root = document.documentElement
+    for table in tables:
+        node = document.createElement("table")
+        node.setAttribute("name", table.name)
+        node.setAttribute("title", table.title)
+        for row in table.rows:
+            row_node = document.createElement("row")
+            for (key, _), value in zip(table.cols, row):
+                row_node.setAttribute(key, value)
+            node.appendChild(row_node)
+        root.appendChild(node)
+    return document.toprettyxml(indent="  ")
+
+
+def report_json(tables: list[Table], arrays: dict) -> str:
+    return json.dumps(report_dict(tables, arrays), indent=2)
