@@ -25,7 +25,7 @@ from ..models.reflection_table import ReflectionTable
 from ..models.shoebox import ShoeboxColumn
 from .blocks import Block
 from .profile_fitting import ReferenceProfiles, accumulate_profiles, fit_profiles
-from .shoebox_processing import extract_shoeboxes, process_shoeboxes
+from .shoebox_processing import fill_from_frame, process_shoeboxes, read_frame
 from .work_store import WorkStore
 
 
@@ -61,8 +61,30 @@ def _store(job: BlockJob) -> WorkStore:
     return WorkStore(job.store_path, job.store_digest)
 
 
+#: Finished shoeboxes are written to the store in groups of about this many voxels (~18 MB in memory).
+STORE_GROUP_VOXELS = 2_000_000
+
+
+@dataclass
+class _Part:
+    """Reflections of a block that start on the same frame, filled together and processed together."""
+
+    number: int
+    rows: np.ndarray      # indices into the block table
+    end: int              # the frame after the last one any of them needs
+    shoeboxes: ShoeboxColumn
+    overloaded: np.ndarray
+
+
+def _parts_by_start(table: ReflectionTable) -> dict[int, np.ndarray]:
+    """Rows of the block grouped by the first frame of their bbox."""
+    z0 = table["bbox"][:, 4]
+    return {int(frame): np.flatnonzero(z0 == frame) for frame in np.unique(z0)}
+
+
 def model_block(job: BlockJob) -> BlockReport:
-    """First pass over one block; results in the store, reference-profile sums returned."""
+    """First pass over one block, streaming: a group of reflections is processed, stored and freed as
+    soon as the frames it needs have been read, so memory holds only the reflections in flight."""
     store = _store(job)
     index = job.block.index
     report = BlockReport(index, job.table.nrows)
@@ -74,46 +96,102 @@ def model_block(job: BlockJob) -> BlockReport:
             report.profile_sums = {int(k.split("_")[1]): (arrays[k], arrays["counts_" + k.split("_")[1]])
                                    for k in arrays if k.startswith("sums_")}
         return report
-    start = time.perf_counter()
     table = job.table
+    keep_pixels = fitting or job.params.integration.debug.output
     first = job.experiments[job.block.experiments[0]]
     images = ImageSource(first.imageset, first.detector, first.scan.image_range[0])
     lookup = load_mask_file(job.lookup_mask_path, first.detector) if job.lookup_mask_path else None
+    starts = _parts_by_start(table)
+    alive: list[_Part] = []
+    done: list[tuple[np.ndarray, ReflectionTable]] = []
+    part_of_row = np.full(table.nrows, -1, np.int64)  # the stored group holding each row's shoebox
+    position_in_part = np.full(table.nrows, -1, np.int64)  # and where in that group
+    pending: list[tuple[np.ndarray, ShoeboxColumn]] = []
+    stored_groups = 0
+
+    def flush():
+        nonlocal stored_groups
+        if not pending:
+            return
+        clock = time.perf_counter()
+        rows = np.concatenate([rows for rows, _ in pending])
+        part_of_row[rows] = stored_groups
+        position_in_part[rows] = np.arange(len(rows))
+        store.save_shoeboxes(index, ShoeboxColumn.concatenate([c for _, c in pending]), stored_groups)
+        pending.clear()
+        stored_groups += 1
+        timing["write"] += time.perf_counter() - clock
+
+    timing = {"read": 0.0, "extract": 0.0, "process": 0.0, "write": 0.0}
     try:
-        shoeboxes, overloaded = extract_shoeboxes(first, table, range(job.block.start, job.block.stop), images,
-                                                  job.excluded_frames, lookup)
+        for frame_number in range(job.block.start, job.block.stop):
+            if frame_number in starts:
+                rows = starts[frame_number]
+                alive.append(_Part(len(done) + len(alive), rows, int(table["bbox"][rows, 5].max()),
+                                   ShoeboxColumn.empty_boxes(table["panel"][rows], table["bbox"][rows],
+                                                             allocate=True), np.zeros(len(rows), bool)))
+            if not alive:
+                continue
+            clock = time.perf_counter()
+            frame = read_frame(images, frame_number, job.excluded_frames, lookup)
+            timing["read"] += time.perf_counter() - clock
+            clock = time.perf_counter()
+            for part in alive:
+                fill_from_frame(first, part.shoeboxes, frame_number, frame, part.overloaded)
+            timing["extract"] += time.perf_counter() - clock
+            for part in [p for p in alive if p.end == frame_number + 1]:
+                alive.remove(part)
+                part_table, shoeboxes = _process_part(job, table, part, report, timing)
+                done.append((part.rows, part_table))
+                if keep_pixels:
+                    pending.append((part.rows, shoeboxes))
+                    if sum(len(c.data) for _, c in pending) >= STORE_GROUP_VOXELS:
+                        flush()
+        flush()
     finally:
         images.close()
-    report.seconds["read and extract"] = time.perf_counter() - start
-    start = time.perf_counter()
-    pieces = []
-    for number in np.unique(table["id"]) if table.nrows else []:
-        rows = np.flatnonzero(table["id"] == number)
-        part, boxes = table.select(rows), shoeboxes.select(rows)
-        experiment, profile = job.experiments[int(number)], job.profiles[int(number)]
-        process_shoeboxes(experiment, profile, part, boxes, overloaded[rows], job.background_algorithm, job.params)
-        if fitting and part.get_flags(Flags.reference_spot).any():
-            report.profile_sums[int(number)] = accumulate_profiles(experiment, profile, part, boxes,
-                                                                   job.params.profile.gaussian_rs.fitting)
-        pieces.append((rows, part, boxes))
-    table, shoeboxes = _reassemble(table, shoeboxes, pieces)
-    report.seconds["process"] = time.perf_counter() - start
-    start = time.perf_counter()
-    if fitting or job.params.integration.debug.output:
-        store.save_shoeboxes(index, shoeboxes)
+    clock = time.perf_counter()
+    order = np.argsort(np.concatenate([rows for rows, _ in done]), kind="stable") if done else np.zeros(0, int)
+    merged = ReflectionTable(0, dict(table.identifiers))
+    for _, part_table in done:
+        merged.extend(part_table)
+    merged = merged.select(order) if done else table
     if report.profile_sums:
         arrays = {}
         for number, (sums, counts) in report.profile_sums.items():
             arrays[f"sums_{number}"], arrays[f"counts_{number}"] = sums, counts
         store.save_arrays(index, "profiles.npz", **arrays)
-    store.save_table(index, "modelled.refl", table)
-    report.seconds["write"] = time.perf_counter() - start
+    store.save_arrays(index, "parts.npz", part_of_row=part_of_row, position_in_part=position_in_part)
+    store.save_table(index, "modelled.refl", merged)
+    timing["write"] += time.perf_counter() - clock
+    report.seconds = {name: seconds for name, seconds in timing.items()}
     report.peak_memory = _peak_memory()
     return report
 
 
+def _process_part(job: BlockJob, table: ReflectionTable, part: _Part, report: BlockReport,
+                  timing: dict) -> tuple[ReflectionTable, ShoeboxColumn]:
+    """Process one finished group of reflections; returns its rows of the table and its shoeboxes."""
+    clock = time.perf_counter()
+    part_table = table.select(part.rows)
+    pieces = []
+    for number, rows, sub_table, boxes in _per_experiment(part_table, part.shoeboxes):
+        experiment, profile = job.experiments[int(number)], job.profiles[int(number)]
+        process_shoeboxes(experiment, profile, sub_table, boxes, part.overloaded[rows], job.background_algorithm,
+                          job.params)
+        if job.params.integration.profile.fitting and sub_table.get_flags(Flags.reference_spot).any():
+            sums = accumulate_profiles(experiment, profile, sub_table, boxes, job.params.profile.gaussian_rs.fitting)
+            previous = report.profile_sums.get(int(number))
+            report.profile_sums[int(number)] = sums if previous is None else (previous[0] + sums[0],
+                                                                             previous[1] + sums[1])
+        pieces.append((rows, sub_table, boxes))
+    part_table, shoeboxes = _reassemble(part_table, part.shoeboxes, pieces)
+    timing["process"] += time.perf_counter() - clock
+    return part_table, shoeboxes
+
+
 def fit_block(job: BlockJob, references: dict[int, ReferenceProfiles]) -> BlockReport:
-    """Second pass over one block: profile fitting from the stored shoeboxes."""
+    """Second pass over one block: profile fitting from the stored shoeboxes, one group at a time."""
     store = _store(job)
     index = job.block.index
     report = BlockReport(index, job.table.nrows)
@@ -122,20 +200,38 @@ def fit_block(job: BlockJob, references: dict[int, ReferenceProfiles]) -> BlockR
         return report
     start = time.perf_counter()
     table = store.load_table(index, "modelled.refl")
-    shoeboxes = store.load_shoeboxes(index)
-    pieces = []
-    for number in np.unique(table["id"]) if table.nrows else []:
-        rows = np.flatnonzero(table["id"] == number)
-        part, boxes = table.select(rows), shoeboxes.select(rows)
-        if int(number) in references:
-            fit_profiles(job.experiments[int(number)], part, boxes, references[int(number)],
-                         job.params.integration.profile.variance_model)
-        pieces.append((rows, part, boxes))
-    table, _ = _reassemble(table, shoeboxes, pieces)
+    parts = store.load_arrays(index, "parts.npz")
+    part_of_row, position_in_part = parts["part_of_row"], parts["position_in_part"]
+    for number in np.unique(part_of_row[part_of_row >= 0]):
+        rows = np.flatnonzero(part_of_row == number)
+        rows = rows[np.argsort(position_in_part[rows])]
+        part = table.select(rows)
+        shoeboxes = store.load_shoeboxes(index, int(number))
+        pieces = []
+        for experiment_id, sub_rows, sub_table, boxes in _per_experiment(part, shoeboxes):
+            if int(experiment_id) in references:
+                fit_profiles(job.experiments[int(experiment_id)], sub_table, boxes, references[int(experiment_id)])
+            pieces.append((sub_rows, sub_table, boxes))
+        part, _ = _reassemble(part, shoeboxes, pieces)
+        for name in part.keys():
+            if name not in table:
+                table[name] = np.zeros((table.nrows,) + np.shape(part[name])[1:], dtype=np.asarray(part[name]).dtype)
+            table[name][rows] = part[name]
     store.save_table(index, "integrated.refl", table)
     report.seconds["profile fitting"] = time.perf_counter() - start
     report.peak_memory = _peak_memory()
     return report
+
+
+def _per_experiment(table: ReflectionTable, shoeboxes: ShoeboxColumn):
+    """``(experiment id, rows, table part, shoebox part)`` per experiment; no copies for one experiment."""
+    numbers = np.unique(table["id"]) if table.nrows else []
+    if len(numbers) == 1:
+        yield numbers[0], np.arange(table.nrows), table, shoeboxes
+        return
+    for number in numbers:
+        rows = np.flatnonzero(table["id"] == number)
+        yield number, rows, table.select(rows), shoeboxes.select(rows)
 
 
 def _reassemble(table: ReflectionTable, shoeboxes, pieces):

@@ -40,7 +40,7 @@ from .debug_output import write_block_shoeboxes, write_reference_profiles
 from .executor import scheduler, worker_count
 from .filters import apply_significance_filter, flag_ice_rings, overlap_filters
 from .predict import predict_reflections
-from .profile_fitting import finish_profiles
+from .profile_fitting import calibrate_variances, finish_profiles
 from .profile_model import estimate_profile, profile_from_parameters
 from .report import Table, integration_report, profile_report
 from .reference import mask_neighbouring_pixels, matched_reference, split_reference
@@ -245,7 +245,7 @@ def integrate(experiments: ExperimentList, reference: ReflectionTable | None, pa
         if debug.output and debug.separate_files:
             for block, part in zip(blocks, results):
                 part = part.select(np.arange(part.nrows))
-                part["shoebox"] = store.load_shoeboxes(block.index)
+                part["shoebox"] = store.load_block_shoeboxes(block.index)
                 write_block_shoeboxes(output_directory, block.index, part, params)
         for number, row_selection in ((b.index, assignment == b.index) for b in blocks):
             part = results[number]
@@ -255,12 +255,13 @@ def integrate(experiments: ExperimentList, reference: ReflectionTable | None, pa
                 table[name][row_selection] = part[name]
         shoeboxes = None
         if keep:
-            boxes = [store.load_shoeboxes(block.index) for block in blocks]
+            boxes = [store.load_block_shoeboxes(block.index) for block in blocks]
             order = np.argsort(np.concatenate([np.flatnonzero(assignment == b.index) for b in blocks]), kind="stable")
             shoeboxes = (ShoeboxColumn.concatenate(boxes).select(order), np.flatnonzero(assignment >= 0))
     finally:
         if temporary is not None:
             shutil.rmtree(temporary, ignore_errors=True)
+    calibrate_variances(table, integration.profile.variance_model)
     apply_corrections(experiments, table)
     tables = integration_report(experiments, table)
     arrays = {}

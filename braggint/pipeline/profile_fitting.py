@@ -139,9 +139,17 @@ def finish_profiles(experiment: Experiment, profile: GaussianRSProfile, fitting,
     return ReferenceProfiles(GridSpec.for_profile(profile, fitting.grid_size), sampler, profiles, usable, counts)
 
 
+#: Transient column (removed before output): the inverse Fisher information of each fit.
+FISHER_COLUMN = "intensity.prf.variance_fisher"
+
+
 def fit_profiles(experiment: Experiment, table: ReflectionTable, shoeboxes: ShoeboxColumn,
-                 model: ReferenceProfiles, variance_model: str = "calibrated") -> None:
-    """Profile-fitted intensities of every row (in place): intensity.prf.*, profile.correlation, flags."""
+                 model: ReferenceProfiles) -> None:
+    """Profile-fitted intensities of every row (in place): intensity.prf.*, profile.correlation, flags.
+
+    ``intensity.prf.variance`` is DIALS's; :func:`calibrate_variances`
+    replaces it once every block is fitted when variance_model=calibrated.
+    """
     n = table.nrows
     intensity = np.zeros(n)
     variance = np.full(n, -1.0)
@@ -157,16 +165,31 @@ def fit_profiles(experiment: Experiment, table: ReflectionTable, shoeboxes: Shoe
                              panel_size, shoeboxes.data, shoeboxes.background, shoeboxes.mask,
                              table["xyzcal.mm"][:, 2], zeta, scan, spec.sigma_m, spec.step_m, spec.half,
                              model.profiles, model.usable, intensity, variance, fisher, correlation, ok)
-    if variance_model == "calibrated":
-        k = profile_error(table, intensity, fisher, ok)
-        log.info("Profile-fit error model: sigma^2 = Fisher variance + (%.4f I)^2", k)
-        variance = np.where(ok, fisher + (k * intensity) ** 2, variance)
+    table[FISHER_COLUMN] = fisher
     table["intensity.prf.value"] = intensity
     table["intensity.prf.variance"] = variance
     table["profile.correlation"] = correlation
     table.unset_flags(np.ones(n, bool), Flags.integrated_prf)
     table.set_flags(ok, Flags.integrated_prf)
     table.set_flags(~ok, Flags.failed_during_profile_fitting)
+
+
+def calibrate_variances(table: ReflectionTable, variance_model: str) -> None:
+    """Apply ``variance_model`` per experiment and drop the transient Fisher column (in place)."""
+    if FISHER_COLUMN not in table:
+        return
+    if variance_model == "calibrated":
+        fitted = table.get_flags(Flags.integrated_prf)
+        variance = table["intensity.prf.variance"].copy()
+        for number in np.unique(table["id"]):
+            rows = table["id"] == number
+            part = table.select(rows)
+            k = profile_error(part, part["intensity.prf.value"], part[FISHER_COLUMN], fitted[rows])
+            log.info("Profile-fit error model of experiment %d: sigma^2 = Fisher variance + (%.4f I)^2", number, k)
+            chosen = rows & fitted
+            variance[chosen] = table[FISHER_COLUMN][chosen] + (k * table["intensity.prf.value"][chosen]) ** 2
+        table["intensity.prf.variance"] = variance
+    del table[FISHER_COLUMN]
 
 
 #: Reflections used to calibrate the profile error must be this strong by summation.

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from xml.dom import minidom
 
 import numpy as np
-from scipy.stats import spearmanr
 
 from ..models.experiment import ExperimentList
 from ..models.flags import Flags
@@ -120,13 +119,24 @@ def bin_index(edges: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 1)
 
 
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks with ties averaged (for Spearman's correlation)."""
+    order = np.argsort(values, kind="mergesort")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(len(values), dtype=float)
+    unique, inverse = np.unique(values, return_inverse=True)
+    sums = np.bincount(inverse, weights=ranks)
+    counts = np.bincount(inverse)
+    return (sums / counts)[inverse]
+
+
 def _correlations(table: ReflectionTable, rows: np.ndarray) -> tuple[float, float]:
     both = rows & table.get_flags(Flags.integrated_sum) & table.get_flags(Flags.integrated_prf)
     if both.sum() < 2 or "intensity.prf.value" not in table:
         return 0.0, 0.0
     a, b = table["intensity.sum.value"][both], table["intensity.prf.value"][both]
     pearson = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else 0.0
-    spearman = float(spearmanr(a, b).statistic) if a.std() > 0 and b.std() > 0 else 0.0
+    spearman = float(np.corrcoef(_ranks(a), _ranks(b))[0, 1]) if a.std() > 0 and b.std() > 0 else 0.0
     return pearson, spearman
 
 

@@ -7,19 +7,21 @@ of :mod:`braggint.tasks` on them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..errors import BraggintError
 from ..io.images import ImageSource
 from ..models.experiment import Experiment, ExperimentList
-from ..models.flags import Flags, MaskCode
+from ..models.flags import Flags
 from ..models.profile import GaussianRSProfile
 from ..models.reflection_table import ReflectionTable
 from ..models.shoebox import ShoeboxColumn
 from ..tasks import background as background_kernels
 from ..tasks.extract import copy_frame, rows_on_frame
 from ..tasks.shoebox_geometry import foreground_mask
-from ..tasks.summation import centroids, pixel_counts, summation
+from ..tasks.summation import centroids, mask_statistics, pixel_counts, summation
 
 #: dials.integrate's fixed setting that is not a parameter of its command line.
 VALID_FOREGROUND_THRESHOLD = 0.75
@@ -80,36 +82,42 @@ def model_background(algorithm: str, shoeboxes: ShoeboxColumn, background_params
     raise BraggintError(f"unknown background algorithm {algorithm!r}")
 
 
-def extract_shoeboxes(experiment: Experiment, table: ReflectionTable, frames: range, images: ImageSource,
-                      excluded_frames: frozenset = frozenset(),
-                      lookup_mask: list[np.ndarray] | None = None) -> tuple[ShoeboxColumn, np.ndarray]:
-    """Shoeboxes of every row of ``table`` read from ``frames``; also the overloaded rows.
+@dataclass
+class Frame:
+    """One image, per panel: raw counts, trusted mask (True = good) and corrected counts."""
 
-    Pixels of ``excluded_frames`` (0-based) are invalid, as are pixels
-    False in ``lookup_mask`` (one boolean image per panel).
-    """
-    shoeboxes = ShoeboxColumn.empty_boxes(table["panel"], table["bbox"], allocate=True)
-    overloaded = np.zeros(table.nrows, bool)
+    raw: list[np.ndarray]
+    good: list[np.ndarray]
+    corrected: list[np.ndarray]
+
+
+def read_frame(images: ImageSource, frame: int, excluded_frames: frozenset = frozenset(),
+               lookup_mask: list[np.ndarray] | None = None) -> Frame:
+    """Frame ``frame`` (0-based); every pixel of an excluded frame, and pixels False in the lookup mask,
+    are untrusted."""
+    raw = images.raw(frame + 1)
+    good = images.mask(frame + 1, raw)
+    if frame in excluded_frames:
+        good = [np.zeros_like(g) for g in good]
+    elif lookup_mask is not None:
+        good = [g & m for g, m in zip(good, lookup_mask)]
+    return Frame(raw, good, images.corrected_from_raw(raw))
+
+
+def fill_from_frame(experiment: Experiment, shoeboxes: ShoeboxColumn, frame_number: int, frame: Frame,
+                    overloaded: np.ndarray) -> None:
+    """Copy one frame into the shoeboxes whose z-range holds it; mark rows touching overloaded pixels."""
     bbox = shoeboxes.bbox
-    panel_of_row = table["panel"].astype(np.int64)
-    for frame in frames:
-        image_number = frame + 1
-        raw = images.raw(image_number)
-        good = images.mask(image_number, raw)
-        corrected = images.corrected_from_raw(raw)
-        for p, panel in enumerate(experiment.detector.panels):
-            rows = rows_on_frame(bbox, panel_of_row, frame, p)
-            if len(rows) == 0:
-                continue
-            if frame in excluded_frames:
-                good[p] = np.zeros_like(good[p])
-            elif lookup_mask is not None:
-                good[p] = good[p] & lookup_mask[p]
-            copy_frame(corrected[p], good[p], frame, rows, bbox, shoeboxes.offsets, shoeboxes.data, shoeboxes.mask)
-            over = raw[p] > panel.trusted_range[1]
-            if over.any():
-                overloaded[rows] |= _boxes_touching(over, bbox[rows])
-    return shoeboxes, overloaded
+    panel_of_row = shoeboxes.panel.astype(np.int64)
+    for p, panel in enumerate(experiment.detector.panels):
+        rows = rows_on_frame(bbox, panel_of_row, frame_number, p)
+        if len(rows) == 0:
+            continue
+        copy_frame(frame.corrected[p], frame.good[p], frame_number, rows, bbox, shoeboxes.offsets,
+                   shoeboxes.data, shoeboxes.mask)
+        over = frame.raw[p] > panel.trusted_range[1]
+        if over.any():
+            overloaded[rows] |= _boxes_touching(over, bbox[rows])
 
 
 def _boxes_touching(pixels: np.ndarray, bbox: np.ndarray) -> np.ndarray:
@@ -131,16 +139,10 @@ def process_shoeboxes(experiment: Experiment, profile: GaussianRSProfile, table:
     foreground_mask(experiment, profile, shoeboxes, table["s1"], z)
     table.set_flags(overloaded, Flags.overloaded)
     sb = shoeboxes
-    rows = sb.voxel_rows()
-    valid = (sb.mask & MaskCode.Valid) != 0
-    fg = (sb.mask & MaskCode.Foreground) != 0
-    bg = (sb.mask & MaskCode.Background) != 0
-    table.set_flags(np.bincount(rows[bg & ~valid], minlength=n) > 0, Flags.background_includes_bad_pixels)
-    table.set_flags(np.bincount(rows[fg & ~valid], minlength=n) > 0, Flags.foreground_includes_bad_pixels)
-    n_fg = np.bincount(rows[fg], minlength=n)
-    n_fg_valid = np.bincount(rows[fg & valid], minlength=n)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        too_few = np.where(n_fg > 0, n_fg_valid / np.maximum(n_fg, 1), 0.0) < VALID_FOREGROUND_THRESHOLD
+    bad_background, bad_foreground, n_fg, n_fg_valid = mask_statistics(sb.mask, sb.offsets)
+    table.set_flags(bad_background, Flags.background_includes_bad_pixels)
+    table.set_flags(bad_foreground, Flags.foreground_includes_bad_pixels)
+    too_few = np.where(n_fg > 0, n_fg_valid / np.maximum(n_fg, 1), 0.0) < VALID_FOREGROUND_THRESHOLD
     table.set_flags(too_few, Flags.dont_integrate)
 
     ok, columns = model_background(background_algorithm, sb, params.integration.background, experiment)

@@ -3,7 +3,8 @@
 Layout of ``<output.reflections>.work/``::
 
     inputs.sha256              what the run was started from; another input starts afresh
-    shoeboxes.zarr/block_0007/ data, mask, background (flat, chunked), offsets, bbox, panel
+    shoeboxes.zarr/block_0007_part_00012/  data, mask, background (flat, chunked), offsets, bbox, panel
+    block_0007.parts.npz       which part (group of reflections starting on one frame) holds each row
     block_0007.modelled.refl   the block after background and summation (first pass)
     block_0007.profiles.npz    its reference-profile sums per experiment
     block_0007.integrated.refl the block after profile fitting (second pass)
@@ -27,6 +28,13 @@ from ..models.shoebox import ShoeboxColumn
 
 #: Voxels per Zarr chunk of the flat shoebox arrays (4 MiB of float32).
 CHUNK_VOXELS = 1 << 20
+
+
+def _fast_codec():
+    """LZ4 with bit-shuffling (Blosc): fast enough that storing shoeboxes costs little beside processing."""
+    from zarr.codecs import BloscCodec
+
+    return [BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle")]
 
 
 def inputs_digest(*parts: bytes) -> str:
@@ -79,23 +87,36 @@ class WorkStore:
 
         return zarr.open_group(os.path.join(self.path, "shoeboxes.zarr"), mode=mode)
 
-    def save_shoeboxes(self, block: int, shoeboxes: ShoeboxColumn) -> None:
+    def save_shoeboxes(self, block: int, shoeboxes: ShoeboxColumn, part: int = 0) -> None:
+        """Store the shoeboxes of part ``part`` of a block (a group of its reflections)."""
         root = self._group("a")
-        name = f"block_{block:04d}"
+        name = f"block_{block:04d}_part_{part:05d}"
         if name in root:
             del root[name]
         group = root.create_group(name)
         for key in ("data", "mask", "background"):
             values = getattr(shoeboxes, key)
             array = group.create_array(key, shape=values.shape, dtype=values.dtype,
-                                       chunks=(min(CHUNK_VOXELS, max(len(values), 1)),))
+                                       chunks=(min(CHUNK_VOXELS, max(len(values), 1)),), compressors=_fast_codec())
             array[:] = values
         for key in ("offsets", "bbox", "panel", "has_pixels"):
             values = getattr(shoeboxes, key)
             array = group.create_array(key, shape=values.shape, dtype=values.dtype)
             array[...] = values
 
-    def load_shoeboxes(self, block: int) -> ShoeboxColumn:
-        group = self._group("r")[f"block_{block:04d}"]
+    def load_shoeboxes(self, block: int, part: int = 0) -> ShoeboxColumn:
+        group = self._group("r")[f"block_{block:04d}_part_{part:05d}"]
         return ShoeboxColumn(*(np.asarray(group[key][...]) for key in
                                ("panel", "bbox", "has_pixels", "offsets", "data", "mask", "background")))
+
+    def load_block_shoeboxes(self, block: int) -> ShoeboxColumn:
+        """All shoeboxes of a block, in the block's row order."""
+        parts = self.load_arrays(block, "parts.npz")
+        part_of_row, position = parts["part_of_row"], parts["position_in_part"]
+        numbers = np.unique(part_of_row[part_of_row >= 0])
+        column = ShoeboxColumn.concatenate([self.load_shoeboxes(block, int(n)) for n in numbers])
+        # Concatenated position of every row: groups in order, rows by their place in the group.
+        sizes = np.array([(part_of_row == n).sum() for n in numbers])
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        where = starts[np.searchsorted(numbers, part_of_row)] + position
+        return column.select(where)

@@ -12,8 +12,6 @@ Valid|Background).
 from __future__ import annotations
 
 import numpy as np
-from scipy.ndimage import convolve1d
-from scipy.optimize import minimize_scalar
 from scipy.special import erf
 
 from ..models.detector import Detector
@@ -83,12 +81,39 @@ def _fraction(e_plus, e_minus, sigma):
 
 
 def _minimise_log_sigma(target, low: float, high: float) -> float:
-    """sigma minimising ``target(log sigma)``, searched from the bracket [low, high] (radians)."""
-    result = minimize_scalar(target, bracket=(np.log(low), np.log(high)), method="brent",
-                             options={"xtol": 1e-8})
-    if not np.isfinite(result.x):
+    """sigma minimising ``target(log sigma)``: downhill from the pair [low, high] (radians) until the
+    minimum is bracketed, then golden-section search to 1e-8 in log sigma."""
+    golden = (np.sqrt(5.0) - 1.0) / 2.0
+    a, b = np.log(low), np.log(high)
+    fa, fb = target(a), target(b)
+    if fb > fa:
+        a, b, fa, fb = b, a, fb, fa
+    c = b + (b - a) / golden
+    fc = target(c)
+    for _ in range(200):
+        if fc >= fb:
+            break
+        a, b, fa, fb = b, c, fb, fc
+        c = b + (b - a) / golden
+        fc = target(c)
+    else:
         raise EstimationError("the reflecting-range estimate did not converge")
-    return float(np.exp(result.x))
+    left, right = min(a, c), max(a, c)
+    x1, x2 = right - golden * (right - left), left + golden * (right - left)
+    f1, f2 = target(x1), target(x2)
+    while right - left > 1e-8:
+        if f1 < f2:
+            right, x2, f2 = x2, x1, f1
+            x1 = right - golden * (right - left)
+            f1 = target(x1)
+        else:
+            left, x1, f1 = x1, x2, f2
+            x2 = left + golden * (right - left)
+            f2 = target(x2)
+    best = 0.5 * (left + right)
+    if not np.isfinite(best):
+        raise EstimationError("the reflecting-range estimate did not converge")
+    return float(np.exp(best))
 
 
 def reflecting_range(scan: Scan, shoeboxes: ShoeboxColumn, phi: np.ndarray, zeta: np.ndarray,
@@ -138,4 +163,5 @@ def smooth_per_frame(values: np.ndarray, taps: int = 51) -> np.ndarray:
     offsets = np.arange(-half, half + 1)
     kernel = np.exp(-0.5 * (offsets / (half / 3.0)) ** 2)
     kernel /= kernel.sum()
-    return np.sqrt(convolve1d(np.asarray(values, float) ** 2, kernel, mode="nearest"))
+    padded = np.pad(np.asarray(values, float) ** 2, half, mode="edge")
+    return np.sqrt(np.convolve(padded, kernel, mode="valid"))

@@ -9,14 +9,20 @@ sigma_m`` along e3 (rotation).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from numba import njit
 from scipy.special import erf
 
 from ..models.experiment import Experiment
 from ..models.flags import MaskCode
 from ..models.profile import GaussianRSProfile
 from ..models.shoebox import ShoeboxColumn
-from .coordinates import LocalFrames, unit
+from .coordinates import LocalFrames
+
+_FOREGROUND = np.uint8(MaskCode.Foreground)
+_BACKGROUND = np.uint8(MaskCode.Background)
 
 #: erf(3 / sqrt(2)): the partiality above which DIALS reports a reflection as full.
 FULL_PARTIALITY = 0.997300203936740
@@ -107,29 +113,55 @@ def corner_coordinates(experiment: Experiment, shoeboxes: ShoeboxColumn, s1, z):
     """
     s1 = np.atleast_2d(np.asarray(s1, dtype=float))
     bbox = shoeboxes.bbox.astype(np.int64)
-    nx, ny = bbox[:, 1] - bbox[:, 0], bbox[:, 3] - bbox[:, 2]
     frames = local_frames(experiment, s1, np.asarray(z, dtype=float))
-    n_corner = (nx + 1) * (ny + 1)
-    corner_row = np.repeat(np.arange(len(bbox)), n_corner)
+    n_corner = (bbox[:, 1] - bbox[:, 0] + 1) * (bbox[:, 3] - bbox[:, 2] + 1)
     corner_start = np.concatenate([[0], np.cumsum(n_corner)]).astype(np.int64)
-    local = np.arange(int(corner_start[-1])) - corner_start[:-1][corner_row]
-    cx = bbox[corner_row, 0] + local % (nx + 1)[corner_row]
-    cy = bbox[corner_row, 2] + local // (nx + 1)[corner_row]
-    lab = np.empty((len(cx), 3))
-    for p in np.unique(shoeboxes.panel):
-        panel_model = experiment.detector[int(p)]
-        rows = shoeboxes.panel == p
-        corner_rows = rows[corner_row]
-        xy_spot, _ = panel_model.ray_intersection(s1[rows])
-        depth = np.zeros(len(bbox))
-        depth[rows] = panel_model.spot_depth(panel_model.mm_to_px(xy_spot))
-        lab[corner_rows] = panel_model.pixel_lab_coord_at_depth(
-            np.column_stack([cx[corner_rows], cy[corner_rows]]), depth[corner_row[corner_rows]])
-    diff = unit(lab) * np.linalg.norm(experiment.beam.s0) - s1[corner_row]
-    s1_length = np.linalg.norm(s1, axis=1)[corner_row]
-    c1 = np.einsum("ij,ij->i", diff, frames.e1[corner_row]) / s1_length
-    c2 = np.einsum("ij,ij->i", diff, frames.e2[corner_row]) / s1_length
+    detector = experiment.detector
+    frames_of_panels = [panel.global_frame for panel in detector.panels]
+    origin = np.array([f[2] for f in frames_of_panels])
+    fast = np.array([f[0] for f in frames_of_panels])
+    slow = np.array([f[1] for f in frames_of_panels])
+    pixel = np.array([panel.pixel_size for panel in detector.panels], dtype=float)
+    parallax = np.array([panel.parallax_params is not None for panel in detector.panels])
+    panel_of_row = shoeboxes.panel.astype(np.int64)
+    depth = np.zeros(len(bbox))
+    for p in np.unique(panel_of_row):
+        rows = panel_of_row == p
+        model = detector[int(p)]
+        xy_spot, _ = model.ray_intersection(s1[rows])
+        depth[rows] = model.spot_depth(model.mm_to_px(xy_spot))
+    c1 = np.empty(int(corner_start[-1]))
+    c2 = np.empty(int(corner_start[-1]))
+    _corner_offsets(bbox, panel_of_row, origin, fast, slow, pixel, parallax, depth, s1, frames.e1, frames.e2,
+                    float(np.linalg.norm(experiment.beam.s0)), corner_start, c1, c2)
     return corner_start, c1, c2
+
+
+@njit(cache=True)
+def _corner_offsets(bbox, panel_of_row, origin, fast, slow, pixel, parallax, depth, s1, e1, e2, s0_length,
+                    corner_start, c1, c2):
+    for r in range(len(bbox)):
+        p = panel_of_row[r]
+        nx1 = bbox[r, 1] - bbox[r, 0] + 1
+        ny1 = bbox[r, 3] - bbox[r, 2] + 1
+        s1_length = math.sqrt(s1[r, 0] ** 2 + s1[r, 1] ** 2 + s1[r, 2] ** 2)
+        for j in range(ny1):
+            for i in range(nx1):
+                x_mm = (bbox[r, 0] + i) * pixel[p, 0]
+                y_mm = (bbox[r, 2] + j) * pixel[p, 1]
+                if parallax[p]:
+                    lab0 = origin[p] + fast[p] * x_mm + slow[p] * y_mm
+                    norm0 = math.sqrt(lab0[0] ** 2 + lab0[1] ** 2 + lab0[2] ** 2)
+                    x_mm -= (lab0[0] * fast[p, 0] + lab0[1] * fast[p, 1] + lab0[2] * fast[p, 2]) / norm0 * depth[r]
+                    y_mm -= (lab0[0] * slow[p, 0] + lab0[1] * slow[p, 1] + lab0[2] * slow[p, 2]) / norm0 * depth[r]
+                lab = origin[p] + fast[p] * x_mm + slow[p] * y_mm
+                scale = s0_length / math.sqrt(lab[0] ** 2 + lab[1] ** 2 + lab[2] ** 2)
+                d0 = lab[0] * scale - s1[r, 0]
+                d1 = lab[1] * scale - s1[r, 1]
+                d2 = lab[2] * scale - s1[r, 2]
+                c = corner_start[r] + j * nx1 + i
+                c1[c] = (d0 * e1[r, 0] + d1 * e1[r, 1] + d2 * e1[r, 2]) / s1_length
+                c2[c] = (d0 * e2[r, 0] + d1 * e2[r, 1] + d2 * e2[r, 2]) / s1_length
 
 
 def foreground_mask(experiment: Experiment, profile: GaussianRSProfile, shoeboxes: ShoeboxColumn,
@@ -144,20 +176,31 @@ def foreground_mask(experiment: Experiment, profile: GaussianRSProfile, shoeboxe
     if len(shoeboxes) == 0:
         return
     bbox = shoeboxes.bbox.astype(np.int64)
-    nx = bbox[:, 1] - bbox[:, 0]
     sigma_b, _ = sigmas_at_frames(profile, experiment, np.asarray(z, dtype=float))
     delta_b2 = (profile.n_sigma * sigma_b) ** 2
     corner_start, c1, c2 = corner_coordinates(experiment, shoeboxes, s1, z)
     corner_row = np.repeat(np.arange(len(bbox)), np.diff(corner_start))
     d2 = (c1**2 + c2**2) / delta_b2[corner_row]
 
-    # Per pixel: the minimum over its four corners.
-    row, vz, vy, vx = shoeboxes.voxel_coordinates()
-    j, i = vy - bbox[row, 2], vx - bbox[row, 0]
-    stride = (nx + 1)[row]
-    base = corner_start[:-1][row] + j * stride + i
-    nearest = np.minimum(np.minimum(d2[base], d2[base + 1]), np.minimum(d2[base + stride], d2[base + stride + 1]))
     a0, a1 = experiment.scan.array_range
-    inside = (vz >= a0) & (vz < a1)
-    code = np.where(nearest <= 1.0, np.uint8(MaskCode.Foreground), np.uint8(MaskCode.Background))
-    shoeboxes.mask[inside] |= code[inside]
+    _apply_foreground(d2, corner_start, bbox, shoeboxes.offsets, shoeboxes.mask, a0, a1)
+
+
+@njit(cache=True)
+def _apply_foreground(d2, corner_start, bbox, offsets, mask, a0, a1):
+    """OR Foreground where the smallest corner value of a pixel is <= 1, else Background (frames in [a0, a1))."""
+    foreground, background = _FOREGROUND, _BACKGROUND
+    for r in range(len(offsets) - 1):
+        if offsets[r + 1] == offsets[r]:
+            continue
+        nx, ny, z0, nz = bbox[r, 1] - bbox[r, 0], bbox[r, 3] - bbox[r, 2], bbox[r, 4], bbox[r, 5] - bbox[r, 4]
+        stride = nx + 1
+        base = corner_start[r]
+        for j in range(ny):
+            for i in range(nx):
+                c = base + j * stride + i
+                nearest = min(min(d2[c], d2[c + 1]), min(d2[c + stride], d2[c + stride + 1]))
+                code = foreground if nearest <= 1.0 else background
+                for k in range(nz):
+                    if a0 <= z0 + k < a1:
+                        mask[offsets[r] + (k * ny + j) * nx + i] |= code

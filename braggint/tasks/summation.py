@@ -124,3 +124,26 @@ def pixel_counts(mask, offsets):
                 if m & _FOREGROUND:
                     counts[3, r] += 1
     return counts[0], counts[1], counts[2], counts[3]
+
+
+@njit(cache=True)
+def mask_statistics(mask, offsets):
+    """Per shoebox: ``(any invalid background, any invalid foreground, # foreground, # valid foreground)``."""
+    n = len(offsets) - 1
+    bad_background = np.zeros(n, np.bool_)
+    bad_foreground = np.zeros(n, np.bool_)
+    n_foreground = np.zeros(n, np.int64)
+    n_valid_foreground = np.zeros(n, np.int64)
+    for r in range(n):
+        for i in range(offsets[r], offsets[r + 1]):
+            m = mask[i]
+            valid = (m & _VALID) != 0
+            if m & _BACKGROUND and not valid:
+                bad_background[r] = True
+            if m & _FOREGROUND:
+                n_foreground[r] += 1
+                if valid:
+                    n_valid_foreground[r] += 1
+                else:
+                    bad_foreground[r] = True
+    return bad_background, bad_foreground, n_foreground, n_valid_foreground
