@@ -33,14 +33,12 @@ from ..tasks.predict import predict_static
 from . import images as image_writer
 from .physics import draw_photons, expected_profile, local_offsets
 from .spec import SimulationSpec
-from .spotfinder import find_strong_spots
+from .spotfinder import StreamingSpotFinder, spot_table
 
 log = logging.getLogger("braggint")
 
 #: Photons drawn at once (bounds the simulator's working memory).
 PHOTONS_PER_CHUNK = 2_000_000
-#: Largest photon-count volume (all frames) the simulator holds.
-MAX_VOLUME_BYTES = 4 * 2**30
 
 #: Ice-ring resolutions (Angstrom) of hexagonal ice.
 ICE_RINGS = (3.897, 3.669, 3.441, 2.671, 2.249)
@@ -185,16 +183,12 @@ def simulate(spec: SimulationSpec, directory: str) -> SimulationResult:
     intensity, lp, qe = expected_intensities(rng, spec, experiment, rays)
     counts = rng.poisson(intensity)
     a0, a1 = experiment.scan.array_range
-    volume_bytes = spec.n_images * spec.nx * spec.ny * 4
-    if volume_bytes > MAX_VOLUME_BYTES:
-        raise ValueError(f"{spec.n_images} images of {spec.nx} x {spec.ny} pixels need "
-                         f"{volume_bytes / 2**30:.1f} GiB in memory; the simulator holds at most "
-                         f"{MAX_VOLUME_BYTES / 2**30:.0f} GiB (fewer images or a smaller detector)")
-    photons = np.zeros((spec.n_images, spec.ny * spec.nx), np.int32)
+    n_pixels = spec.nx * spec.ny
     n = len(counts)
     recorded = np.zeros(n, np.int64)
     centroid_sum = np.zeros((n, 3))
     width_sum = np.zeros((n, 2))  # sum over recorded photons of c1^2 + c2^2 and c3^2
+    hits, hit_counts = [], []  # per chunk: (frame * n_pixels + pixel, photons) of every pixel hit
     # Reflections in chunks of about PHOTONS_PER_CHUNK photons bound the memory of the photon arrays.
     ends = np.searchsorted(np.cumsum(counts), np.arange(PHOTONS_PER_CHUNK, counts.sum() + PHOTONS_PER_CHUNK,
                                                         PHOTONS_PER_CHUNK))
@@ -214,36 +208,46 @@ def simulate(spec: SimulationSpec, directory: str) -> SimulationResult:
         width_sum[:, 1] += np.bincount(owner, weights=offsets[:, 2] ** 2, minlength=n)
         ix, iy = np.floor(xy_px[:, 0]).astype(np.int64), np.floor(xy_px[:, 1]).astype(np.int64)
         iz = np.floor(frame).astype(np.int64) - a0
-        hit, times = np.unique(iz * (spec.nx * spec.ny) + iy * spec.nx + ix, return_counts=True)
-        photons.ravel()[hit] += times.astype(np.int32)
+        key, times = np.unique(iz * n_pixels + iy * spec.nx + ix, return_counts=True)
+        hits.append(key)
+        hit_counts.append(times.astype(np.int32))
         recorded += np.bincount(owner, minlength=n)
         for axis, values in enumerate((xy_px[:, 0], xy_px[:, 1], frame)):
             centroid_sum[:, axis] += np.bincount(owner, weights=values, minlength=n)
         start_row = end_row
+    keys = np.concatenate(hits) if hits else np.zeros(0, np.int64)
+    order = np.argsort(keys, kind="stable")
+    keys, times = keys[order], (np.concatenate(hit_counts) if hit_counts else np.zeros(0, np.int32))[order]
+    del hits, hit_counts, order
+    frame_edges = np.searchsorted(keys, np.arange(spec.n_images + 1) * n_pixels)
 
-    # Images: Poisson background plus the photons, times the gain; gaps, dead and hot pixels.
+    # Images, one at a time: Poisson background plus the photons, times the gain; gaps, dead and hot pixels.
     level = background_map(spec, experiment)
     gaps = ~experiment.detector[0].static_mask()
-    dead = rng.choice(spec.nx * spec.ny, spec.dead_pixels, replace=False) if spec.dead_pixels else []
-    hot = rng.choice(spec.nx * spec.ny, spec.hot_pixels, replace=False) if spec.hot_pixels else []
-    frames = []
+    dead = rng.choice(n_pixels, spec.dead_pixels, replace=False) if spec.dead_pixels else []
+    hot = rng.choice(n_pixels, spec.hot_pixels, replace=False) if spec.hot_pixels else []
+    finder = StreamingSpotFinder(experiment, level * spec.gain)
+    writer = image_writer.ImageWriter(spec, experiment, directory)
     for k in range(spec.n_images):
-        image = rng.poisson(level) + photons[k].reshape(spec.ny, spec.nx)
+        lo, hi = frame_edges[k], frame_edges[k + 1]
+        photons = np.rint(np.bincount(keys[lo:hi] - k * n_pixels, weights=times[lo:hi],
+                                      minlength=n_pixels)).astype(np.int64)
+        image = rng.poisson(level) + photons.reshape(spec.ny, spec.nx)
         if spec.gain != 1.0:
             image = np.rint(image * spec.gain)
         image = np.minimum(image, spec.overload + 1).astype(np.int32)
         image[gaps] = -1
         image.ravel()[dead] = -2
         image.ravel()[hot] = min(spec.overload, 50_000)
-        frames.append(image)
-    image_writer.write_images(spec, experiment, frames, directory)
+        writer.write(k, image)
+        finder.add(image)
+    writer.close()
 
-    del photons
     with np.errstate(invalid="ignore", divide="ignore"):
         centroid = centroid_sum / recorded[:, None]
     truth = truth_table(spec, experiment, rays, intensity, lp, qe, counts, recorded, centroid, sigma_m)
     truth["photons.width_sq"] = width_sum
-    strong = find_strong_spots(experiment, frames, level * spec.gain, truth)
+    strong = spot_table(experiment, *finder.finish(), level * spec.gain, truth)
     write_experiments(experiments, os.path.join(directory, "models.expt"))
     write_reflections(strong, os.path.join(directory, "strong.refl"))
     write_reflections(truth, os.path.join(directory, "truth.refl"))

@@ -49,24 +49,40 @@ def write_cbf(path: str, image: np.ndarray, header_contents: str) -> None:
     os.replace(temporary, path)
 
 
-def write_images(spec: SimulationSpec, experiment: Experiment, frames: list[np.ndarray], directory: str) -> None:
-    if spec.format == "cbf":
-        for index, image in enumerate(frames):
-            name = spec.template.replace("#####", f"{index + 1:05d}")
-            write_cbf(os.path.join(directory, name), image, pilatus_header(spec, experiment, index))
-        return
-    if spec.format != "nexus":
-        raise ValueError(f"unknown image format {spec.format!r} (cbf or nexus)")
-    import h5py
-    import hdf5plugin
+class ImageWriter:
+    """Writes frames one at a time: a miniCBF per frame, or frames appended to one HDF5 data file."""
 
-    stack = np.stack(frames)
-    data_path = os.path.join(directory, "data_000001.h5")
-    with atomic_open(data_path, "wb") as handle:
-        with h5py.File(handle, "w") as h5:
-            h5.create_dataset("data", data=stack, chunks=(1,) + stack.shape[1:], **hdf5plugin.Bitshuffle())
-    master = os.path.join(directory, "master.h5")
-    with atomic_open(master, "wb") as handle:
-        with h5py.File(handle, "w") as h5:
-            group = h5.create_group("entry/data")
-            group["data_000001"] = h5py.ExternalLink("data_000001.h5", "/data")
+    def __init__(self, spec: SimulationSpec, experiment: Experiment, directory: str):
+        if spec.format not in ("cbf", "nexus"):
+            raise ValueError(f"unknown image format {spec.format!r} (cbf or nexus)")
+        self.spec, self.experiment, self.directory = spec, experiment, directory
+        self._h5 = None
+        if spec.format == "nexus":
+            import h5py
+            import hdf5plugin
+
+            self._data_path = os.path.join(directory, "data_000001.h5")
+            self._h5 = h5py.File(self._data_path + ".part", "w")
+            shape = (spec.n_images, spec.ny, spec.nx)
+            self._dataset = self._h5.create_dataset("data", shape=shape, dtype=np.int32,
+                                                    chunks=(1, spec.ny, spec.nx), **hdf5plugin.Bitshuffle())
+
+    def write(self, index: int, image: np.ndarray) -> None:
+        if self._h5 is None:
+            name = self.spec.template.replace("#####", f"{index + 1:05d}")
+            write_cbf(os.path.join(self.directory, name), image, pilatus_header(self.spec, self.experiment, index))
+        else:
+            self._dataset[index] = image
+
+    def close(self) -> None:
+        if self._h5 is None:
+            return
+        import h5py
+
+        self._h5.close()
+        os.replace(self._data_path + ".part", self._data_path)
+        master = os.path.join(self.directory, "master.h5")
+        with atomic_open(master, "wb") as handle:
+            with h5py.File(handle, "w") as h5:
+                group = h5.create_group("entry/data")
+                group["data_000001"] = h5py.ExternalLink("data_000001.h5", "/data")

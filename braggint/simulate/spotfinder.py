@@ -26,29 +26,70 @@ MATCH_PIXELS = 2.0
 MATCH_FRAMES = 2.0
 
 
-def find_strong_spots(experiment: Experiment, frames: list[np.ndarray], background: np.ndarray,
-                      truth: ReflectionTable) -> ReflectionTable:
-    stack = np.stack(frames).astype(np.float32)
-    good = stack >= 0
-    strong = good & (stack > background + 3 * np.sqrt(np.maximum(background, 1.0))) & (stack >= 2)
-    labels, n = ndimage.label(strong, structure=np.ones((3, 3, 3), bool))
-    slices = ndimage.find_objects(labels)
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    keep = np.flatnonzero(sizes >= MIN_PIXELS)
-    a0 = experiment.scan.array_range[0]
-    bbox = np.array([[s[2].start, s[2].stop, s[1].start, s[1].stop, s[0].start + a0, s[0].stop + a0]
-                     for s in (slices[i] for i in keep)], dtype=np.int32).reshape(-1, 6)
-    shoeboxes = ShoeboxColumn.empty_boxes(np.zeros(len(keep), np.uint32), bbox, allocate=True)
-    for row, label in enumerate(keep + 1):
-        s = slices[label - 1]
-        data, mask, _ = shoeboxes.arrays(row)
-        data[:] = np.where(good[s], stack[s], 0)
-        mask[:] = np.where(labels[s] == label, np.uint8(MaskCode.Valid | MaskCode.Foreground), 0)
-    # Count-weighted centroids of the background-subtracted spot pixels (voxel centres).
+class StreamingSpotFinder:
+    """Finds spots while frames arrive, holding only a window of frames.
+
+    Frames are labelled in windows of ``window + overlap`` frames; a spot is
+    taken from the window where it starts within the first ``window`` frames
+    and ends before the window's last frame (or the scan's end), so every
+    spot shorter than ``overlap`` frames is found exactly once.
+    """
+
+    def __init__(self, experiment: Experiment, background: np.ndarray, window: int = 12, overlap: int = 10):
+        self.experiment = experiment
+        self.background = background.astype(np.float32)
+        self.threshold = self.background + 3 * np.sqrt(np.maximum(self.background, 1.0))
+        self.window, self.overlap = window, overlap
+        self.frames: list[np.ndarray] = []
+        self.first = experiment.scan.array_range[0]  # frame number of self.frames[0]
+        self.pieces: list[ShoeboxColumn] = []
+        self.sizes: list[np.ndarray] = []
+
+    def add(self, image: np.ndarray) -> None:
+        self.frames.append(image.astype(np.float32))
+        if len(self.frames) == self.window + self.overlap:
+            self._label(final=False)
+
+    def finish(self) -> tuple[ShoeboxColumn, np.ndarray]:
+        """All spots found: their shoeboxes and pixel counts."""
+        if self.frames:
+            self._label(final=True)
+        if not self.pieces:
+            return ShoeboxColumn.empty_boxes(np.zeros(0), np.zeros((0, 6)), allocate=True), np.zeros(0, int)
+        return ShoeboxColumn.concatenate(self.pieces), np.concatenate(self.sizes)
+
+    def _label(self, final: bool) -> None:
+        stack = np.stack(self.frames)
+        good = stack >= 0
+        strong = good & (stack > self.threshold) & (stack >= 2)
+        labels, n = ndimage.label(strong, structure=np.ones((3, 3, 3), bool))
+        slices = ndimage.find_objects(labels)
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+        accept_start = len(self.frames) if final else self.window
+        keep = [i for i, sl in enumerate(slices) if sizes[i] >= MIN_PIXELS and sl[0].start < accept_start
+                and (final or sl[0].stop < len(self.frames))]
+        bbox = np.array([[sl[2].start, sl[2].stop, sl[1].start, sl[1].stop, sl[0].start + self.first,
+                          sl[0].stop + self.first] for sl in (slices[i] for i in keep)], np.int32).reshape(-1, 6)
+        column = ShoeboxColumn.empty_boxes(np.zeros(len(keep), np.uint32), bbox, allocate=True)
+        for row, index in enumerate(keep):
+            sl = slices[index]
+            data, mask, _ = column.arrays(row)
+            data[:] = np.where(good[sl], stack[sl], 0)
+            mask[:] = np.where(labels[sl] == index + 1, np.uint8(MaskCode.Valid | MaskCode.Foreground), 0)
+        self.pieces.append(column)
+        self.sizes.append(sizes[keep] if keep else np.zeros(0, int))
+        if not final:
+            self.frames = self.frames[self.window:]
+            self.first += self.window
+
+
+def spot_table(experiment: Experiment, shoeboxes: ShoeboxColumn, sizes: np.ndarray, background: np.ndarray,
+               truth: ReflectionTable) -> ReflectionTable:
+    """The strong-spot table of found spots: centroids (background-subtracted, voxel centres), sums, indexing."""
     rows, z, y, x = shoeboxes.voxel_coordinates()
     spot = shoeboxes.mask != 0
     signal = np.where(spot, shoeboxes.data - background[y, x], 0.0).clip(0)
-    n_spots = len(keep)
+    n_spots = len(shoeboxes)
     weight = np.bincount(rows, weights=signal, minlength=n_spots)
     weight = np.where(weight > 0, weight, 1.0)
     xyz = np.column_stack([np.bincount(rows, weights=signal * (c + 0.5), minlength=n_spots) / weight
@@ -56,9 +97,8 @@ def find_strong_spots(experiment: Experiment, frames: list[np.ndarray], backgrou
     spread = np.column_stack([np.bincount(rows, weights=signal * (c + 0.5) ** 2, minlength=n_spots) / weight
                               for c in (x, y, z)]) - xyz**2
     variance = np.maximum(spread, 0) / weight[:, None] + 1.0 / 12.0
-
     table = ReflectionTable(n_spots, dict(truth.identifiers))
-    table["bbox"] = bbox
+    table["bbox"] = shoeboxes.bbox
     table["panel"] = np.zeros(n_spots, np.uint64)
     table["shoebox"] = shoeboxes
     table["xyzobs.px.value"] = xyz
@@ -73,7 +113,7 @@ def find_strong_spots(experiment: Experiment, frames: list[np.ndarray], backgrou
                                                minlength=n_spots)
     table["intensity.sum.variance"] = np.bincount(rows, weights=np.where(spot, shoeboxes.data, 0),
                                                   minlength=n_spots)
-    table["n_signal"] = sizes[keep].astype(np.int32)
+    table["n_signal"] = sizes.astype(np.int32)
     index_from_truth(table, truth)
     return table
 
