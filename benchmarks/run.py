@@ -1,0 +1,248 @@
+"""braggint benchmarks: decode floor, throughput, scaling, memory, stage breakdown, DIALS side by side.
+
+    python benchmarks/run.py [--cases small,sweep100,sweep400] [--workers 1,2] [--no-dials]
+                             [--data benchmarks/data] [--out benchmarks/results]
+
+Datasets are simulated on demand into ``--data`` (never committed) and
+reused.  Every case is measured in the same run: the time to read and
+decode every image (the floor), braggint's wall time and peak memory
+(whole process tree) per worker count, DIALS 3.12.1's on the same input
+when ``dials.integrate`` is on PATH, and the accuracy of both against the
+simulator's truth.  One JSON record per run is written to ``--out``;
+``--report`` renders docs/performance.md from the latest record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from braggint import __version__  # noqa: E402
+from braggint.io.expt import read_experiments  # noqa: E402
+from braggint.io.images import ImageSource  # noqa: E402
+from braggint.io.refl import read_reflections  # noqa: E402
+from braggint.models.flags import Flags  # noqa: E402
+from braggint.simulate import PRESETS, simulate  # noqa: E402
+
+CASES = {
+    "small": PRESETS["small"],
+    "sweep100": PRESETS["small"].replace(n_images=100, seed=1),
+    "sweep400": PRESETS["small"].replace(n_images=400, seed=1),
+    "large": PRESETS["large"],
+}
+
+
+def dataset(name: str, root: Path) -> Path:
+    directory = root / name
+    if not (directory / "truth.refl").exists():
+        spec = CASES[name]
+        print(f"simulating {name} ({spec.n_images} images of {spec.nx} x {spec.ny}) ...", flush=True)
+        result = simulate(spec, str(directory))
+        (directory / "simulation.json").write_text(json.dumps({"seconds": result.seconds}))
+    return directory
+
+
+def decode_floor(directory: Path) -> float:
+    """Seconds to read and decode every image once (one core)."""
+    experiment = read_experiments(str(directory / "models.expt"))[0]
+    images = ImageSource(experiment.imageset, experiment.detector, experiment.scan.image_range[0])
+    start = time.perf_counter()
+    for number in range(experiment.scan.image_range[0], experiment.scan.image_range[1] + 1):
+        images.raw(number)
+    return time.perf_counter() - start
+
+
+def timed(command: list[str], cwd: Path, env: dict | None = None) -> dict:
+    """Wall seconds and peak resident memory (largest process of the tree, KB) of a command."""
+    start = time.perf_counter()
+    result = subprocess.run(["/usr/bin/time", "-f", "%M", *command], cwd=cwd, capture_output=True, text=True,
+                            env=env)
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-2000:]}")
+    peak_kb = int(result.stderr.strip().splitlines()[-1])
+    return {"wall_s": wall, "peak_rss_mb": peak_kb / 1024}
+
+
+def stage_times(log: str) -> dict:
+    """Sum of braggint's per-block stage timings from its log."""
+    totals: dict[str, float] = {}
+    for line in log.splitlines():
+        if re.match(r"\s*block \d+:", line):
+            for name, seconds in re.findall(r"([a-z ]+) ([0-9.]+) s", line.split(";", 1)[1]):
+                totals[name.strip()] = totals.get(name.strip(), 0.0) + float(seconds)
+    match = re.search(r"Integrated \d+ reflections .* in ([0-9.]+) s", log)
+    if match:
+        totals["integration total"] = float(match.group(1))
+    return totals
+
+
+def accuracy(integrated: Path, truth: Path) -> dict:
+    """Against the simulator's truth, fully recorded reflections integrated both ways."""
+    table, true = read_reflections(str(integrated)), read_reflections(str(truth))
+    key = {(tuple(h), bool(e)): i for i, (h, e) in enumerate(zip(true["miller_index"], true["entering"]))}
+    rows = np.array([key.get((tuple(h), bool(e)), -1) for h, e in zip(table["miller_index"], table["entering"])])
+    known = rows >= 0
+    full = known & (true["partiality.true"][np.where(known, rows, 0)] > 0.99)
+    full &= table.get_flags(Flags.integrated_sum) & table.get_flags(Flags.integrated_prf)
+    target = true["intensity.true"][rows[full]]
+    out = {"n": int(full.sum())}
+    weak = target / np.sqrt(table["intensity.sum.variance"][full]) < 3
+    for kind in ("sum", "prf"):
+        value = table[f"intensity.{kind}.value"][full]
+        sigma = np.sqrt(table[f"intensity.{kind}.variance"][full])
+        strong = target / sigma > 5
+        out[kind] = {
+            "correlation": float(np.corrcoef(value[strong], target[strong])[0, 1]),
+            "median_relative_error": float(np.median(np.abs(value - target)[strong] / target[strong])),
+            "sd_normalised_error": float(np.std((value - target) / sigma)),
+            "rms_error_weak": float(np.sqrt(np.mean((value - target)[weak] ** 2))),
+        }
+    return out
+
+
+def run_case(name: str, data: Path, workers: list[int], with_dials: bool) -> dict:
+    directory = dataset(name, data)
+    spec = CASES[name]
+    record = {"case": name, "images": spec.n_images, "detector": [spec.nx, spec.ny],
+              "decode_floor_s": decode_floor(directory), "braggint": {}, "dials": {}}
+    simulation = directory / "simulation.json"
+    if simulation.exists():
+        record["simulation_s"] = json.loads(simulation.read_text())["seconds"]
+    inputs = [str(directory / "models.expt"), str(directory / "strong.refl")]
+    d_min = f"prediction.d_min={spec.d_min}"
+    for n in workers:
+        work = directory / f"braggint_n{n}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir()
+        measured = timed([str(Path(sys.executable).parent / "braggint.integrate"), *inputs, d_min,
+                          f"integration.mp.nproc={n}"], work)
+        measured["stages"] = stage_times((work / "dials.integrate.log").read_text())
+        measured["accuracy"] = accuracy(work / "integrated.refl", directory / "truth.refl")
+        measured["integrated"] = read_reflections(str(work / "integrated.refl")).nrows
+        record["braggint"][str(n)] = measured
+        print(f"{name} braggint nproc={n}: {measured['wall_s']:.1f} s, {measured['peak_rss_mb']:.0f} MB", flush=True)
+        if with_dials:
+            work = directory / f"dials_n{n}"
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir()
+            measured = timed(["dials.integrate", *inputs, d_min, f"nproc={n}"], work)
+            measured["accuracy"] = accuracy(work / "integrated.refl", directory / "truth.refl")
+            measured["integrated"] = read_reflections(str(work / "integrated.refl")).nrows
+            record["dials"][str(n)] = measured
+            print(f"{name} DIALS nproc={n}: {measured['wall_s']:.1f} s, {measured['peak_rss_mb']:.0f} MB",
+                  flush=True)
+    return record
+
+
+def versions() -> dict:
+    import dask
+    import numba
+
+    out = {"braggint": __version__, "python": platform.python_version(), "numpy": np.__version__,
+           "numba": numba.__version__, "dask": dask.__version__}
+    dials = shutil.which("dials.version")
+    if dials:
+        text = subprocess.run([dials], capture_output=True, text=True).stdout
+        match = re.search(r"DIALS ([0-9.]+)", text)
+        out["dials"] = match.group(1) if match else text.strip()[:40]
+    return out
+
+
+def render(record: dict, path: Path) -> None:
+    """docs/performance.md from one benchmark record (tables and inline SVG plots)."""
+    from braggint.io.html_report import svg_lines
+
+    lines = ["# Performance", "",
+             f"Measured {record['date']} on {record['machine']['cores']} cores "
+             f"({record['machine']['platform']}), braggint {record['versions']['braggint']}"
+             + (f", DIALS {record['versions']['dials']}" if "dials" in record["versions"] else "") + ".",
+             "Regenerate with `python benchmarks/run.py` (simulates the datasets on first use).", "",
+             "Ratios are from one run on one machine; wall times include start-up and writing outputs.", "",
+             "| case | images | decode floor (s) | workers | braggint (s) | braggint / decode | peak MB | "
+             "DIALS (s) | DIALS peak MB | braggint / DIALS time | braggint / DIALS memory |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for case in record["cases"]:
+        for n, ours in case["braggint"].items():
+            theirs = case["dials"].get(n)
+            lines.append(
+                f"| {case['case']} | {case['images']} | {case['decode_floor_s']:.2f} | {n} | {ours['wall_s']:.1f} | "
+                f"{ours['wall_s'] / case['decode_floor_s']:.1f} | {ours['peak_rss_mb']:.0f} | "
+                + (f"{theirs['wall_s']:.1f} | {theirs['peak_rss_mb']:.0f} | {ours['wall_s'] / theirs['wall_s']:.2f} | "
+                   f"{ours['peak_rss_mb'] / theirs['peak_rss_mb']:.2f} |" if theirs else "- | - | - | - |"))
+    lines += ["", "## Accuracy against the simulator's truth (fully recorded reflections)", "",
+              "| case | program | kind | correlation | median rel. error | sd((I-I_true)/sigma) | RMS error, weak |",
+              "|---|---|---|---|---|---|---|"]
+    for case in record["cases"]:
+        for program in ("braggint", "dials"):
+            if "1" not in case[program]:
+                continue
+            acc = case[program]["1"]["accuracy"]
+            for kind in ("sum", "prf"):
+                a = acc[kind]
+                lines.append(f"| {case['case']} | {program} | {kind} | {a['correlation']:.5f} | "
+                             f"{a['median_relative_error']:.4f} | {a['sd_normalised_error']:.3f} | "
+                             f"{a['rms_error_weak']:.2f} |")
+    lines += ["", "## Stage breakdown (braggint, one worker, seconds summed over blocks)", "",
+              "| case | " + " | ".join(["read", "extract", "process", "write", "profile fitting",
+                                        "integration total"]) + " |", "|---|---|---|---|---|---|---|"]
+    for case in record["cases"]:
+        stages = case["braggint"].get("1", {}).get("stages", {})
+        lines.append(f"| {case['case']} | " + " | ".join(f"{stages.get(k, 0):.2f}" for k in
+                     ["read", "extract", "process", "write", "profile fitting", "integration total"]) + " |")
+    sweeps = [c for c in record["cases"] if c["case"].startswith("sweep") or c["case"] == "small"]
+    if len(sweeps) > 1:
+        images = np.array([c["images"] for c in sweeps], float)
+        series = {"braggint peak MB": np.array([c["braggint"]["1"]["peak_rss_mb"] for c in sweeps])}
+        if all("1" in c["dials"] for c in sweeps):
+            series["DIALS peak MB"] = np.array([c["dials"]["1"]["peak_rss_mb"] for c in sweeps])
+        lines += ["", "## Peak memory against sweep length (one worker)", "",
+                  svg_lines("Peak memory against images", images, series, "images", "MB")]
+        series = {"braggint": np.array([c["braggint"]["1"]["wall_s"] for c in sweeps])}
+        if all("1" in c["dials"] for c in sweeps):
+            series["DIALS"] = np.array([c["dials"]["1"]["wall_s"] for c in sweeps])
+        series["decode floor"] = np.array([c["decode_floor_s"] for c in sweeps])
+        lines += ["", svg_lines("Wall time against images", images, series, "images", "seconds")]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", default="small,sweep100")
+    parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--no-dials", action="store_true")
+    parser.add_argument("--data", default=str(REPO / "benchmarks" / "data"))
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    parser.add_argument("--report", default=str(REPO / "docs" / "performance.md"))
+    args = parser.parse_args()
+    data, out = Path(args.data), Path(args.out)
+    data.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    with_dials = not args.no_dials and shutil.which("dials.integrate") is not None
+    workers = [int(w) for w in args.workers.split(",")]
+    record = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "machine": {"cores": os.cpu_count(), "platform": platform.platform()}, "versions": versions(),
+              "cases": [run_case(name, data, workers, with_dials) for name in args.cases.split(",")]}
+    stamp = record["date"].replace(":", "").replace("-", "")
+    (out / f"benchmark-{stamp}.json").write_text(json.dumps(record, indent=2))
+    render(record, Path(args.report))
+    print(f"wrote {out / f'benchmark-{stamp}.json'} and {args.report}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""braggint.serve: the integration service (HTTP API, SQLite job queue, runner)."""

@@ -1,0 +1,132 @@
+"""braggint.serve: submit, progress, results, idempotency, authentication, path checks, restarts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+
+import pytest
+
+from braggint.service.app import serve
+from braggint.service.client import Client, ServiceError
+from braggint.service.config import ServiceConfig, hash_token
+from braggint.service.jobs import JobStore
+from braggint.simulate import PRESETS, simulate
+
+TOKEN = "test-token-1234"
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    simulate(PRESETS["tiny"].replace(n_images=4), str(root / "sweep"))
+    return root
+
+
+def start(config: ServiceConfig):
+    server = serve(config)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    host, port = server.server_address[:2]
+    return server, Client(f"http://{host}:{port}", TOKEN, timeout=10)
+
+
+def stop(server):
+    server.shutdown()
+    server.service.runner.stop()
+    server.server_close()
+
+
+@pytest.fixture
+def service(data_root, tmp_path):
+    config = ServiceConfig(state_dir=str(tmp_path / "state"), data_roots=[os.path.realpath(data_root)],
+                           token_sha256=[hash_token(TOKEN)], port=0, max_concurrent_jobs=1)
+    server, client = start(config)
+    yield client, config, data_root
+    stop(server)
+
+
+def test_a_job_runs_to_completion_with_progress_and_outputs(service):
+    client, _, root = service
+    job = client.submit(str(root / "sweep" / "models.expt"), str(root / "out1"),
+                        reflections=str(root / "sweep" / "strong.refl"), parameters=["block.size=2",
+                                                                                      "block.units=frames"])
+    assert job["state"] == "queued"
+    done = client.wait(job["id"], timeout=300, poll=0.2)
+    assert done["state"] == "succeeded", done
+    assert done["progress"]["blocks_total"] and done["progress"]["blocks_done"] >= done["progress"]["blocks_total"]
+    outputs = client.outputs(job["id"])["files"]
+    assert os.path.exists(outputs["integrated.refl"]) and os.path.exists(outputs["integrated.expt"])
+    assert "integration.image.summary" in client.report(job["id"])["tables"]
+    assert "Integrated" in client.log(job["id"])
+    assert [j["id"] for j in client.jobs(state="succeeded")] == [job["id"]]
+
+
+def test_idempotency_key_returns_the_same_job(service):
+    client, _, root = service
+    first = client.submit(str(root / "sweep" / "models.expt"), str(root / "out2"), idempotency_key="run-42",
+                          reflections=str(root / "sweep" / "strong.refl"))
+    again = client.submit(str(root / "sweep" / "models.expt"), str(root / "out2"), idempotency_key="run-42")
+    assert again["id"] == first["id"]
+    client.cancel(first["id"])
+
+
+def test_requests_are_checked(service, tmp_path):
+    client, config, root = service
+    expt = str(root / "sweep" / "models.expt")
+    with pytest.raises(ServiceError) as error:
+        Client(client.url, "wrong-token").jobs()
+    assert error.value.status == 401
+    for path in ("/etc/passwd", str(root / ".." / "elsewhere" / "models.expt")):
+        with pytest.raises(ServiceError) as error:
+            client.submit(path, str(root / "out"))
+        assert error.value.status in (400, 403)
+    # A link inside the data root pointing outside it is refused too.
+    outside = tmp_path / "outside.expt"
+    shutil.copy(expt, outside)
+    link = root / "link.expt"
+    if not link.exists():
+        link.symlink_to(outside)
+    with pytest.raises(ServiceError) as error:
+        client.submit(str(link), str(root / "out"))
+    assert error.value.status == 403 and "outside" in str(error.value)
+    with pytest.raises(ServiceError) as error:
+        client.submit(expt, str(root / "out"), parameters=["nproc=many"])
+    assert error.value.status == 400 and "nproc" in str(error.value)
+    with pytest.raises(ServiceError) as error:
+        client._call("GET", "/jobs/" + "0" * 32)
+    assert error.value.status == 404
+
+
+def test_jobs_survive_a_restart(data_root, tmp_path):
+    config = ServiceConfig(state_dir=str(tmp_path / "state"), data_roots=[os.path.realpath(data_root)],
+                           token_sha256=[hash_token(TOKEN)], port=0)
+    os.makedirs(config.state_dir)
+    # A previous service process died while this job was running.
+    store = JobStore(os.path.join(config.state_dir, "jobs.sqlite"))
+    request = {"experiments": str(data_root / "sweep" / "models.expt"),
+               "reflections": str(data_root / "sweep" / "strong.refl"), "parameters": ["profile.fitting=False"]}
+    job, _ = store.submit(request, str(data_root / "out3"), 0, None)
+    assert store.claim_next()["state"] == "running"
+    server, client = start(config)
+    try:
+        done = client.wait(job["id"], timeout=300, poll=0.2)
+        assert done["state"] == "succeeded" and done["attempts"] == 2
+    finally:
+        stop(server)
+
+
+def test_cancel_a_queued_job(service):
+    client, _, root = service
+    blocker = client.submit(str(root / "sweep" / "models.expt"), str(root / "out4"),
+                            reflections=str(root / "sweep" / "strong.refl"))
+    queued = client.submit(str(root / "sweep" / "models.expt"), str(root / "out5"), priority=-1,
+                           reflections=str(root / "sweep" / "strong.refl"))
+    cancelled = client.cancel(queued["id"])
+    assert cancelled["state"] == "cancelled"
+    client.wait(blocker["id"], timeout=300, poll=0.2)
+    time.sleep(0.5)
+    assert client.job(queued["id"])["state"] == "cancelled"
+    assert not os.path.exists(root / "out5" / "integrated.refl")
