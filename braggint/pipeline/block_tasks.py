@@ -76,10 +76,17 @@ class _Part:
     overloaded: np.ndarray
 
 
-def _parts_by_start(table: ReflectionTable) -> dict[int, np.ndarray]:
-    """Rows of the block grouped by the first frame of their bbox."""
-    z0 = table["bbox"][:, 4]
-    return {int(frame): np.flatnonzero(z0 == frame) for frame in np.unique(z0)}
+def _parts_by_start(table: ReflectionTable) -> dict[int, list[np.ndarray]]:
+    """Rows of the block grouped by the first frame of their bbox and then by depth (frames, in powers
+    of two), so that the members of a group finish within a factor of two of each other and a few
+    long reflections do not keep many short ones in memory."""
+    z0 = table["bbox"][:, 4].astype(np.int64)
+    depth_class = np.ceil(np.log2(np.maximum(table["bbox"][:, 5] - z0, 1))).astype(np.int64)
+    groups: dict[int, list[np.ndarray]] = {}
+    for frame in np.unique(z0):
+        at_frame = np.flatnonzero(z0 == frame)
+        groups[int(frame)] = [at_frame[depth_class[at_frame] == c] for c in np.unique(depth_class[at_frame])]
+    return groups
 
 
 def model_block(job: BlockJob) -> BlockReport:
@@ -125,8 +132,7 @@ def model_block(job: BlockJob) -> BlockReport:
     timing = {"read": 0.0, "extract": 0.0, "process": 0.0, "write": 0.0}
     try:
         for frame_number in range(job.block.start, job.block.stop):
-            if frame_number in starts:
-                rows = starts[frame_number]
+            for rows in starts.get(frame_number, []):
                 alive.append(_Part(len(done) + len(alive), rows, int(table["bbox"][rows, 5].max()),
                                    ShoeboxColumn.empty_boxes(table["panel"][rows], table["bbox"][rows],
                                                              allocate=True), np.zeros(len(rows), bool)))

@@ -73,22 +73,38 @@ def pixel_miller_indices(experiment, panel: int, x: np.ndarray, y: np.ndarray, z
     return r @ np.linalg.inv(gonio.fixed_rotation @ experiment.crystal.A).T
 
 
+#: Voxels of strong-spot shoeboxes handled at once by the neighbour masking (bounds its memory).
+NEIGHBOUR_CHUNK = 500_000
+
+
 def mask_neighbouring_pixels(reference: ReflectionTable, experiments: ExperimentList) -> int:
     """Set Valid|Background on pixels closer to another hkl (in place); returns shoeboxes changed."""
     shoeboxes = reference["shoebox"]
-    row, z, y, x = shoeboxes.voxel_coordinates()
-    hkl = reference["miller_index"][row]
-    other = np.zeros(len(row), dtype=bool)
-    experiment_of_voxel = reference["id"][row]
-    for number in np.unique(experiment_of_voxel):
-        experiment = experiments[int(number)]
-        for panel in np.unique(shoeboxes.panel):
-            sel = (experiment_of_voxel == number) & (shoeboxes.panel[row] == panel)
-            for edge in (0.0, 1.0):
-                h = pixel_miller_indices(experiment, int(panel), x[sel] + 0.5, y[sel] + 0.5, z[sel] + edge)
-                other[sel] |= (np.floor(h + 0.5).astype(np.int64) != hkl[sel]).any(axis=1)
-    shoeboxes.mask[other] = np.uint8(MaskCode.Valid | MaskCode.Background)
-    changed = int(np.unique(row[other]).size)
+    changed_rows = np.zeros(reference.nrows, bool)
+    code = np.uint8(MaskCode.Valid | MaskCode.Background)
+    # Whole shoeboxes at a time, NEIGHBOUR_CHUNK voxels or so per chunk.
+    ends = np.searchsorted(shoeboxes.offsets, np.arange(NEIGHBOUR_CHUNK, shoeboxes.offsets[-1] + NEIGHBOUR_CHUNK,
+                                                        NEIGHBOUR_CHUNK))
+    first = 0
+    for last in np.unique(np.clip(ends, 1, reference.nrows)):
+        rows_here = np.arange(first, last)
+        part = shoeboxes.select(rows_here)
+        row, z, y, x = part.voxel_coordinates()
+        hkl = reference["miller_index"][rows_here][row]
+        other = np.zeros(len(row), dtype=bool)
+        experiment_of_voxel = reference["id"][rows_here][row]
+        for number in np.unique(experiment_of_voxel):
+            experiment = experiments[int(number)]
+            for panel in np.unique(part.panel):
+                sel = (experiment_of_voxel == number) & (part.panel[row] == panel)
+                for edge in (0.0, 1.0):
+                    h = pixel_miller_indices(experiment, int(panel), x[sel] + 0.5, y[sel] + 0.5, z[sel] + edge)
+                    other[sel] |= (np.floor(h + 0.5).astype(np.int64) != hkl[sel]).any(axis=1)
+        flat = shoeboxes.offsets[first] + np.flatnonzero(other)
+        shoeboxes.mask[flat] = code
+        changed_rows[rows_here[np.unique(row[other])]] = True
+        first = last
+    changed = int(changed_rows.sum())
     log.info(" masked neighbouring pixels in %d shoeboxes", changed)
     return changed
 

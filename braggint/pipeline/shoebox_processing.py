@@ -89,6 +89,7 @@ class Frame:
     raw: list[np.ndarray]
     good: list[np.ndarray]
     corrected: list[np.ndarray]
+    overloaded: list[np.ndarray | None]  # per panel: summed-area table of pixels above the trusted range
 
 
 def read_frame(images: ImageSource, frame: int, excluded_frames: frozenset = frozenset(),
@@ -101,7 +102,11 @@ def read_frame(images: ImageSource, frame: int, excluded_frames: frozenset = fro
         good = [np.zeros_like(g) for g in good]
     elif lookup_mask is not None:
         good = [g & m for g, m in zip(good, lookup_mask)]
-    return Frame(raw, good, images.corrected_from_raw(raw))
+    overloaded = []
+    for panel, counts in zip(images.detector.panels, raw):
+        over = counts > panel.trusted_range[1]
+        overloaded.append(_summed_area(over) if over.any() else None)
+    return Frame(raw, good, images.corrected_from_raw(raw), overloaded)
 
 
 def fill_from_frame(experiment: Experiment, shoeboxes: ShoeboxColumn, frame_number: int, frame: Frame,
@@ -115,16 +120,20 @@ def fill_from_frame(experiment: Experiment, shoeboxes: ShoeboxColumn, frame_numb
             continue
         copy_frame(frame.corrected[p], frame.good[p], frame_number, rows, bbox, shoeboxes.offsets,
                    shoeboxes.data, shoeboxes.mask)
-        over = frame.raw[p] > panel.trusted_range[1]
-        if over.any():
-            overloaded[rows] |= _boxes_touching(over, bbox[rows])
+        if frame.overloaded[p] is not None:
+            overloaded[rows] |= _boxes_touching(frame.overloaded[p], bbox[rows])
 
 
-def _boxes_touching(pixels: np.ndarray, bbox: np.ndarray) -> np.ndarray:
-    """Which boxes (x0, x1, y0, y1, ...) contain at least one True pixel (summed-area table)."""
+def _summed_area(pixels: np.ndarray) -> np.ndarray:
+    """Summed-area table (rows + 1, columns + 1) of a boolean image."""
     table = np.zeros((pixels.shape[0] + 1, pixels.shape[1] + 1), np.int64)
     table[1:, 1:] = np.cumsum(np.cumsum(pixels, axis=0), axis=1)
-    height, width = pixels.shape
+    return table
+
+
+def _boxes_touching(table: np.ndarray, bbox: np.ndarray) -> np.ndarray:
+    """Which boxes (x0, x1, y0, y1, ...) hold at least one counted pixel of a summed-area table."""
+    height, width = table.shape[0] - 1, table.shape[1] - 1
     x0, x1 = np.clip(bbox[:, 0], 0, width), np.clip(bbox[:, 1], 0, width)
     y0, y1 = np.clip(bbox[:, 2], 0, height), np.clip(bbox[:, 3], 0, height)
     return (table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]) > 0
