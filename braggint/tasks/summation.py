@@ -78,20 +78,27 @@ def centroids(data, mask, background, offsets, bbox):
         nx, ny = x1 - x0, y1 - y0
         sw = 0.0
         sw2 = 0.0
-        s1 = np.zeros(3)
-        s2 = np.zeros(3)
+        sx = sy = sz = 0.0
+        sxx = syy = szz = 0.0
         for i in range(offsets[r], offsets[r + 1]):
             m = mask[i]
             if (m & _FOREGROUND) and (m & _VALID) and not (m & _OVERLAPPED):
                 w = data[i] - background[i]
                 if w > 0:
                     local = i - offsets[r]
-                    c = np.array([x0 + local % nx + 0.5, y0 + (local // nx) % ny + 0.5,
-                                  z0 + local // (nx * ny) + 0.5])
+                    cx = x0 + local % nx + 0.5
+                    cy = y0 + (local // nx) % ny + 0.5
+                    cz = z0 + local // (nx * ny) + 0.5
                     sw += w
                     sw2 += w * w
-                    s1 += w * c
-                    s2 += w * c * c
+                    sx += w * cx
+                    sy += w * cy
+                    sz += w * cz
+                    sxx += w * cx * cx
+                    syy += w * cy * cy
+                    szz += w * cz * cz
+        s1 = np.array([sx, sy, sz])
+        s2 = np.array([sxx, syy, szz])
         if sw <= 0:
             xyz[r] = np.array([(x0 + x1) / 2.0, (y0 + y1) / 2.0, (z0 + z1) / 2.0])
             continue
