@@ -130,3 +130,46 @@ def test_cancel_a_queued_job(service):
     time.sleep(0.5)
     assert client.job(queued["id"])["state"] == "cancelled"
     assert not os.path.exists(root / "out5" / "integrated.refl")
+
+
+def test_service_output_equals_the_command_line(service, tmp_path):
+    import subprocess
+    import sys
+
+    from braggint.io.refl import read_reflections
+
+    client, _, root = service
+    expt, refl = str(root / "sweep" / "models.expt"), str(root / "sweep" / "strong.refl")
+    job = client.wait(client.submit(expt, str(root / "out6"), reflections=refl)["id"], timeout=300, poll=0.2)
+    assert job["state"] == "succeeded"
+    result = subprocess.run([sys.executable, "-m", "braggint.cli.integrate", expt, refl], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    a = read_reflections(str(root / "out6" / "integrated.refl"))
+    b = read_reflections(str(tmp_path / "integrated.refl"))
+    assert a.nrows == b.nrows and set(a.keys()) == set(b.keys())
+    for name in a.keys():
+        assert (a[name] == b[name]).all(), name
+
+
+def test_malformed_and_oversize_requests(service):
+    import json
+    import urllib.error
+    import urllib.request
+
+    client, _, root = service
+
+    def post(body: bytes):
+        request = urllib.request.Request(client.url + "/jobs", data=body, method="POST",
+                                         headers={"Authorization": f"Bearer {TOKEN}"})
+        try:
+            urllib.request.urlopen(request, timeout=10)
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())["error"]
+        return 200, ""
+
+    assert post(b"{not json") == (400, post(b"{not json")[1]) and "not JSON" in post(b"{not json")[1]
+    code, message = post(json.dumps({"experiments": "/x", "output_dir": "/y", "colour": "red"}).encode())
+    assert code == 400 and "colour" in message
+    code, message = post(b"[" + b"1," * 600_000 + b"1]")
+    assert code == 413 and "1 MiB" in message

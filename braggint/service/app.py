@@ -224,6 +224,11 @@ def make_handler(service: Service):
                 if method == "POST":
                     length = int(self.headers.get("Content-Length") or 0)
                     if length > 1 << 20:
+                        # Drain a moderately large body so that the client reads the answer, not a reset.
+                        remaining = min(length, 16 << 20)
+                        while remaining > 0:
+                            remaining -= len(self.rfile.read(min(remaining, 1 << 16)) or b"x" * remaining)
+                        self.close_connection = True
                         raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "request body over 1 MiB")
                     raw = self.rfile.read(length) if length else b"{}"
                     try:
