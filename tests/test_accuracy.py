@@ -100,3 +100,21 @@ def test_profile_model_recovers_the_spot_widths(small):
     # DIALS's basic estimator counts every frame on which a spot has a pixel above the spot-finding
     # threshold, however faint: it comes out wider than the rocking curve (as it does in DIALS).
     assert models["basic"].sigma_m > 1.2 * models["extended"].sigma_m
+
+
+def test_detector_space_fitting_runs_and_tracks_the_truth(small):
+    """fit_method=detector_space maps the reference profiles back onto each shoebox's pixels."""
+    result, table, _ = small
+    run = integrate(ExperimentList([result.experiment]), result.strong,
+                    params(**{"prediction.d_min": PRESETS["small"].d_min, "fit_method": "detector_space"}))
+    fitted = run.table.get_flags(Flags.integrated_prf)
+    assert fitted.sum() > 0.5 * table.get_flags(Flags.integrated_prf).sum()
+    rows = truth_rows(run.table, result.truth)
+    full = fitted & (result.truth["partiality.true"][rows] > 0.99)
+    true_i = result.truth["intensity.true"][rows][full]
+    value = run.table["intensity.prf.value"][full]
+    strong = true_i / np.sqrt(run.table["intensity.prf.variance"][full]) > 5
+    correlation = np.corrcoef(value[strong], true_i[strong])[0, 1]
+    print(f"detector space: n={full.sum()} corr={correlation:.5f} "
+          f"median|rel err|={np.median(np.abs(value - true_i)[strong] / true_i[strong]):.4f}")
+    assert correlation > 0.999

@@ -216,7 +216,8 @@ def fit_block(job: BlockJob, references: dict[int, ReferenceProfiles]) -> BlockR
         pieces = []
         for experiment_id, sub_rows, sub_table, boxes in _per_experiment(part, shoeboxes):
             if int(experiment_id) in references:
-                fit_profiles(job.experiments[int(experiment_id)], sub_table, boxes, references[int(experiment_id)])
+                fit_profiles(job.experiments[int(experiment_id)], sub_table, boxes, references[int(experiment_id)],
+                             job.params.profile.gaussian_rs.fitting.fit_method)
             pieces.append((sub_rows, sub_table, boxes))
         part, _ = _reassemble(part, shoeboxes, pieces)
         for name in part.keys():

@@ -26,6 +26,7 @@ from ..tasks.reference_profiles import (
     Sampler,
     accumulate_references,
     finalise_profiles,
+    fit_detector_space,
     fit_reciprocal_space,
 )
 from ..tasks.shoebox_geometry import corner_coordinates
@@ -144,7 +145,7 @@ FISHER_COLUMN = "intensity.prf.variance_fisher"
 
 
 def fit_profiles(experiment: Experiment, table: ReflectionTable, shoeboxes: ShoeboxColumn,
-                 model: ReferenceProfiles) -> None:
+                 model: ReferenceProfiles, fit_method: str = "reciprocal_space") -> None:
     """Profile-fitted intensities of every row (in place): intensity.prf.*, profile.correlation, flags.
 
     ``intensity.prf.variance`` is DIALS's; :func:`calibrate_variances`
@@ -161,7 +162,8 @@ def fit_profiles(experiment: Experiment, table: ReflectionTable, shoeboxes: Shoe
         spec = model.spec
         corner_start, gx, gy, panel_size, scan, zeta = _geometry(experiment, table, shoeboxes, spec)
         profile_index = model.sampler.nearest(table["xyzcal.px"])
-        fit_reciprocal_space(candidates, profile_index, corner_start, gx, gy, shoeboxes.offsets, shoeboxes.bbox,
+        fitter = fit_detector_space if fit_method == "detector_space" else fit_reciprocal_space
+        fitter(candidates, profile_index, corner_start, gx, gy, shoeboxes.offsets, shoeboxes.bbox,
                              panel_size, shoeboxes.data, shoeboxes.background, shoeboxes.mask,
                              table["xyzcal.mm"][:, 2], zeta, scan, spec.sigma_m, spec.step_m, spec.half,
                              model.profiles, model.usable, intensity, variance, fisher, correlation, ok)

@@ -66,15 +66,17 @@ def _overlap(qx, qy, x0, y0, buf_x, buf_y, tmp_x, tmp_y):
 
 @njit(cache=True)
 def frame_fractions(z0, nz, array_start, phi0, dphi, phi, zeta, sigma_m, step_e3, half):
-    """``(forward (nz, G), coverage (G,))`` for one reflection.
+    """``(forward (nz, G), coverage (G,), reverse (G, nz))`` for one reflection.
 
     ``forward[k, v]``: the share of frame z0+k's counts belonging to e3
-    slice v; ``coverage[v]``: the part of slice v's Gaussian weight that
-    the shoebox frames record (a slice is usable when it exceeds 0.99).
+    slice v; ``reverse[v, k]``: the share of slice v's Gaussian weight that
+    falls on frame z0+k; ``coverage[v]`` = sum over k of reverse[v, k]
+    (a slice is usable when it exceeds 0.99).
     """
     size = 2 * half + 1
     forward = np.zeros((nz, size))
     coverage = np.zeros(size)
+    reverse = np.zeros((size, nz))
     scale = abs(zeta) / (math.sqrt(2.0) * sigma_m)
     for k in range(nz):
         a = phi0 + (z0 + k - array_start) * dphi
@@ -93,7 +95,8 @@ def frame_fractions(z0, nz, array_start, phi0, dphi, phi, zeta, sigma_m, step_e3
                     forward[k, v] = part / whole
                 if slice_weight != 0.0:
                     coverage[v] += part / slice_weight
-    return forward, coverage
+                    reverse[v, k] = part / slice_weight
+    return forward, coverage, reverse
 
 
 @njit(cache=True)
@@ -147,3 +150,47 @@ def forward_transform(gx, gy, nz, ny, nx, x0, y0, width, height, data, backgroun
                             b_value = background[voxel] * fraction
                             for kk in range(size):
                                 bgrid[kk, jj, ii] += b_value * zfraction[k, kk]
+
+
+@njit(cache=True)
+def reverse_transform(gx, gy, nz, ny, nx, x0, y0, width, height, grid, reverse, size):
+    """The grid profile mapped back onto the shoebox's pixels (nz * ny * nx, flat).
+
+    Each cell shares its content among the pixels by the area of the pixel's
+    quadrilateral inside the cell (cells have unit area), and each e3 slice
+    among the frames by ``reverse``.  Pixels outside the panel get 0.
+    """
+    out = np.zeros(nz * ny * nx)
+    qx = np.empty(4)
+    qy = np.empty(4)
+    buf_x = np.empty(16)
+    buf_y = np.empty(16)
+    tmp_x = np.empty(16)
+    tmp_y = np.empty(16)
+    stride = nx + 1
+    for j in range(ny):
+        if y0 + j < 0 or y0 + j >= height:
+            continue
+        for i in range(nx):
+            if x0 + i < 0 or x0 + i >= width:
+                continue
+            c = j * stride + i
+            qx[0], qy[0] = gx[c], gy[c]
+            qx[1], qy[1] = gx[c + 1], gy[c + 1]
+            qx[2], qy[2] = gx[c + stride + 1], gy[c + stride + 1]
+            qx[3], qy[3] = gx[c + stride], gy[c + stride]
+            ix0 = max(int(math.floor(qx.min())), 0)
+            ix1 = min(int(math.floor(qx.max())), size - 1)
+            iy0 = max(int(math.floor(qy.min())), 0)
+            iy1 = min(int(math.floor(qy.max())), size - 1)
+            for jj in range(iy0, iy1 + 1):
+                for ii in range(ix0, ix1 + 1):
+                    area = _overlap(qx, qy, float(ii), float(jj), buf_x, buf_y, tmp_x, tmp_y)
+                    if area <= 0.0:
+                        continue
+                    for k in range(nz):
+                        total = 0.0
+                        for v in range(size):
+                            total += grid[v, jj, ii] * reverse[v, k]
+                        out[(k * ny + j) * nx + i] += area * total
+    return out

@@ -15,7 +15,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .profile_grid import forward_transform, frame_fractions
+from .profile_grid import forward_transform, frame_fractions, reverse_transform
 
 #: Largest number of profiles one reference contributes to (a cell and its 26 neighbours).
 MAX_NEIGHBOURS = 27
@@ -152,7 +152,8 @@ def accumulate_references(rows, corner_start, gx, gy, offsets, bbox, panel_size,
         lo, hi = offsets[r], offsets[r + 1]
         x0, x1, y0, y1, z0, z1 = bbox[r]
         nx, ny, nz = x1 - x0, y1 - y0, z1 - z0
-        zfraction, _ = frame_fractions(z0, nz, scan[0], scan[1], scan[2], phi[r], zeta[r], sigma_m, step_e3, half)
+        zfraction, _, _ = frame_fractions(z0, nz, scan[0], scan[1], scan[2], phi[r], zeta[r], sigma_m, step_e3,
+                                          half)
         grid = np.zeros((size, size, size))
         unused = np.zeros((1, 1, 1))
         signal = (data[lo:hi] - background[lo:hi]).astype(np.float64)
@@ -271,8 +272,8 @@ def fit_reciprocal_space(rows, profile_index, corner_start, gx, gy, offsets, bbo
         lo, hi = offsets[r], offsets[r + 1]
         x0, x1, y0, y1, z0, z1 = bbox[r]
         nx, ny, nz = x1 - x0, y1 - y0, z1 - z0
-        zfraction, coverage = frame_fractions(z0, nz, scan[0], scan[1], scan[2], phi[r], zeta[r], sigma_m,
-                                              step_e3, half)
+        zfraction, coverage, _ = frame_fractions(z0, nz, scan[0], scan[1], scan[2], phi[r], zeta[r], sigma_m,
+                                                 step_e3, half)
         grid = np.zeros((size, size, size))
         bgrid = np.zeros((size, size, size))
         c0, c1 = corner_start[r], corner_start[r + 1]
@@ -285,6 +286,45 @@ def fit_reciprocal_space(rows, profile_index, corner_start, gx, gy, offsets, bbo
                 m[v] = True
         success, value, var, var_fisher, corr = _fit_one(grid.ravel(), bgrid.ravel(), m.ravel(),
                                                          profiles[index].ravel(), 1e-3, 100)
+        if success:
+            intensity[r] = value
+            variance[r] = var
+            fisher[r] = var_fisher
+            correlation[r] = corr
+            ok[r] = True
+
+
+@njit(cache=True)
+def fit_detector_space(rows, profile_index, corner_start, gx, gy, offsets, bbox, panel_size, data, background,
+                       mask, phi, zeta, scan, sigma_m, step_e3, half, profiles, usable,
+                       intensity, variance, fisher, correlation, ok):
+    """Fit every row with its reference profile mapped back onto the shoebox's own pixels.
+
+    Only rows whose bbox lies inside the panel and whose foreground pixels
+    are all valid are fitted (as DIALS's detector-space fitter demands);
+    the fit runs over the Valid & Foreground pixels with the shoebox's
+    background.
+    """
+    size = 2 * half + 1
+    for r in rows:
+        index = profile_index[r]
+        if index < 0 or not usable[index]:
+            continue
+        x0, x1, y0, y1, z0, z1 = bbox[r]
+        if x0 < 0 or y0 < 0 or x1 > panel_size[r, 0] or y1 > panel_size[r, 1]:
+            continue
+        lo, hi = offsets[r], offsets[r + 1]
+        m = mask[lo:hi]
+        use = (m & 5) == 5
+        if ((m & 4) != 0).sum() != use.sum():
+            continue
+        nx, ny, nz = x1 - x0, y1 - y0, z1 - z0
+        _, _, reverse = frame_fractions(z0, nz, scan[0], scan[1], scan[2], phi[r], zeta[r], sigma_m, step_e3, half)
+        c0, c1 = corner_start[r], corner_start[r + 1]
+        p = reverse_transform(gx[c0:c1], gy[c0:c1], nz, ny, nx, x0, y0, panel_size[r, 0], panel_size[r, 1],
+                              profiles[index], reverse, size)
+        success, value, var, var_fisher, corr = _fit_one(data[lo:hi].astype(np.float64),
+                                                         background[lo:hi].astype(np.float64), use, p, 1e-3, 100)
         if success:
             intensity[r] = value
             variance[r] = var
