@@ -173,3 +173,52 @@ def test_malformed_and_oversize_requests(service):
     assert code == 400 and "colour" in message
     code, message = post(b"[" + b"1," * 600_000 + b"1]")
     assert code == 413 and "1 MiB" in message
+
+
+def test_killing_the_service_loses_nothing(data_root, tmp_path):
+    """SIGKILL the service with one job running and one queued; after a restart both finish, once each."""
+    import signal
+    import subprocess
+    import sys
+
+    state = tmp_path / "state"
+    config_file = tmp_path / "service.toml"
+    port = 18765 + os.getpid() % 1000
+    config_file.write_text(f'state_dir = "{state}"\ndata_roots = ["{os.path.realpath(data_root)}"]\n'
+                           f'token_sha256 = ["{hash_token(TOKEN)}"]\nport = {port}\nmax_concurrent_jobs = 1\n')
+
+    def launch():
+        process = subprocess.Popen([sys.executable, "-m", "braggint.cli.serve", str(config_file)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = Client(f"http://127.0.0.1:{port}", TOKEN, timeout=10)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                client._call("GET", "/health")
+                return process, client
+            except Exception:  # noqa: BLE001 - not listening yet
+                time.sleep(0.2)
+        raise AssertionError("the service did not start")
+
+    process, client = launch()
+    expt, refl = str(data_root / "sweep" / "models.expt"), str(data_root / "sweep" / "strong.refl")
+    running = client.submit(expt, str(data_root / "kill1"), reflections=refl, parameters=["block.size=1",
+                                                                                         "block.units=frames"])
+    queued = client.submit(expt, str(data_root / "kill2"), reflections=refl)
+    deadline = time.time() + 60
+    while client.job(running["id"])["state"] != "running" and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    process, client = launch()
+    try:
+        for job in (running, queued):
+            done = client.wait(job["id"], timeout=300, poll=0.2)
+            assert done["state"] == "succeeded", done
+        # A job killed mid-run is started again once (it resumes from its finished blocks); none more often.
+        attempts = [client.job(j["id"])["attempts"] for j in (running, queued)]
+        assert max(attempts) <= 2 and min(attempts) >= 1
+        assert len(client.jobs()) == 2
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)

@@ -47,6 +47,17 @@ def progress(output_dir: str) -> dict:
             "stage": stage}
 
 
+def _die_with_parent() -> None:
+    """In the job's process (Linux): be killed when the service dies, so that a restarted service can
+    resume the job from its finished blocks without another copy still writing."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 class Runner:
     def __init__(self, store: JobStore, max_concurrent: int):
         self.store = store
@@ -93,7 +104,7 @@ class Runner:
                 handle.write(request["phil"])
         with open(os.path.join(output_dir, "service.stderr"), "w") as stderr:
             process = subprocess.Popen(command_for(request), cwd=output_dir, stdout=subprocess.DEVNULL,
-                                       stderr=stderr, start_new_session=True)
+                                       stderr=stderr, start_new_session=True, preexec_fn=_die_with_parent)
             with self._lock:
                 self._processes[job["id"]] = process
             code = process.wait()
