@@ -172,7 +172,9 @@ def _run(argv: list[str]) -> int:
     experiments, reflections = apply_scan_ranges(experiments, reflections, working.scan_range)
     try:
         inputs = b"".join(open(path, "rb").read() for path in cl.experiments + cl.reflections)
-        result = integrate(experiments, reflections, working,
+        holder = [reflections]
+        del reflections  # integrate() frees the strong spots' shoeboxes once the profile model is built
+        result = integrate(experiments, holder.pop(), working,
                                     cl.reflections[0] if cl.reflections else "",
                                     work_path=working.output.reflections + ".work",
                                     inputs=inputs + params.diff().encode(),

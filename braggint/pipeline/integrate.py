@@ -11,6 +11,7 @@ Intermediate results live in a work store next to the output
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 from dataclasses import dataclass, field
@@ -64,12 +65,15 @@ def prepare(experiments: ExperimentList, reference: ReflectionTable | None, para
     matched = None
     if reference is not None:
         reference, rubbish = split_reference(reference, reference_path)
+        if not params.output.include_bad_reference:
+            rubbish = ReflectionTable()  # nothing will be appended: free its shoeboxes now
         mask_neighbouring_pixels(reference, experiments)
     log.info("Predicting reflections")
     predicted = predict_reflections(experiments, params.prediction)
     log.info("Predicted %d reflections", predicted.nrows)
     if reference is not None:
         matched = matched_reference(predicted, reference, reference_path)
+        reference = None  # the matched rows are all that is needed from here on
     gaussian_rs = params.profile.gaussian_rs
     profiles = []
     for number, experiment in enumerate(experiments):
@@ -114,6 +118,22 @@ def apply_corrections(experiments: ExperimentList, table: ReflectionTable) -> No
     table["lp"] = lp
     if with_qe:
         table["qe"] = qe
+
+
+def release_memory() -> None:
+    """Hand memory freed by large temporaries back to the operating system (glibc only; else nothing)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's per-thread malloc arenas (I/O threads otherwise each keep freed memory of their own)."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
 
 
 @dataclass
@@ -203,7 +223,10 @@ def integrate(experiments: ExperimentList, reference: ReflectionTable | None, pa
     removed here, when None); ``inputs`` identifies the run for resuming.
     """
     start = time.perf_counter()
+    limit_malloc_arenas()
     predicted, profiles, rubbish = prepare(experiments, reference, params, reference_path)
+    reference = None  # the strong spots' shoeboxes are not needed any more (callers pass ownership)
+    release_memory()
     integration = params.integration
     if integration.filter.ice_rings:
         flag_ice_rings(predicted)

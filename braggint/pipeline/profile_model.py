@@ -30,16 +30,17 @@ class ProfileModelError(BraggintError):
     """The profile model cannot be built from what was given."""
 
 
-def select_for_sigma(reference: ReflectionTable, target: int = TARGET_SPOTS) -> ReflectionTable:
-    """All rows when fewer than ``target``; otherwise the used_in_refinement rows topped up with every k-th other."""
+def sigma_rows(reference: ReflectionTable, target: int = TARGET_SPOTS) -> np.ndarray:
+    """Rows for the sigma estimates: all when fewer than ``target``; otherwise the used_in_refinement rows,
+    topped up with every k-th other row when they are fewer than ``target``."""
     if reference.nrows < target:
-        return reference
+        return np.arange(reference.nrows)
     used = reference.get_flags(Flags.used_in_refinement)
     if used.sum() >= target:
-        return reference.select(used)
+        return np.flatnonzero(used)
     others = np.flatnonzero(~used)
     step = int(np.floor(len(others) / (target - used.sum())))
-    return reference.select(np.concatenate([np.flatnonzero(used), others[::max(step, 1)]]))
+    return np.concatenate([np.flatnonzero(used), others[::max(step, 1)]])
 
 
 def check_spot_count(n_spots: int, experiment: Experiment, gaussian_rs) -> None:
@@ -110,12 +111,13 @@ def estimate_profile(experiment: Experiment, reference: ReflectionTable, gaussia
     if user_b is not None and user_m is not None:
         return GaussianRSProfile(n_sigma, user_b, user_m)
     n_all = reference.nrows
-    frames = local_frames(experiment, reference["s1"], reference["xyzcal.px"][:, 2])
-    reference = reference.select(np.arange(reference.nrows))
-    reference["zeta"] = frames.zeta
+    zeta = local_frames(experiment, reference["s1"], reference["xyzcal.px"][:, 2]).zeta
+    rows = np.arange(reference.nrows)
     if not gaussian_rs.scan_varying:
-        reference = select_for_sigma(reference)
-    reference = reference.select(np.abs(reference["zeta"]) >= gaussian_rs.filter.min_zeta)
+        rows = sigma_rows(reference)
+    rows = rows[np.abs(zeta[rows]) >= gaussian_rs.filter.min_zeta]
+    reference = reference.select(rows)  # the one copy of the spots used
+    reference["zeta"] = zeta[rows]
     log.info("Using %d / %d reflections for sigma calculation", reference.nrows, n_all)
     try:
         if gaussian_rs.scan_varying:

@@ -22,6 +22,8 @@ from ..models.shoebox import ShoeboxColumn
 #: Mask value of a spot pixel: exactly Valid | Foreground.
 SPOT_PIXEL = int(MaskCode.Valid | MaskCode.Foreground)
 _TINY = 1e-10
+#: Voxels of strong-spot shoeboxes handled at once (bounds the memory of the estimate).
+CHUNK_VOXELS = 500_000
 
 
 class EstimationError(ValueError):
@@ -37,20 +39,31 @@ def beam_divergence(detector: Detector, shoeboxes: ShoeboxColumn, centres: np.nd
     vector: predicted s1 or the observed centroid's lab position).  Spots
     with ``sum(c) <= 1`` are skipped; the result is ``sqrt(mean(v))``.
     """
-    row, _, y, x = shoeboxes.voxel_coordinates()
-    keep = shoeboxes.mask != 0
-    row, y, x = row[keep], y[keep], x[keep]
-    counts = shoeboxes.data[keep].astype(float)
-    lab = np.empty((len(row), 3))
-    for p in np.unique(shoeboxes.panel):
-        sel = shoeboxes.panel[row] == p
-        lab[sel] = detector[int(p)].pixel_lab_coord(np.column_stack([x[sel] + 0.5, y[sel] + 0.5]))
-    centre = centres[row]
-    cos_angle = np.einsum("ij,ij->i", lab, centre) / (np.linalg.norm(lab, axis=1) * np.linalg.norm(centre, axis=1))
-    angle = np.arccos(np.clip(cos_angle, -1.0, 1.0))
     n = len(shoeboxes)
-    total = np.bincount(row, weights=counts, minlength=n)
-    weighted = np.bincount(row, weights=counts * angle**2, minlength=n)
+    total = np.zeros(n)
+    weighted = np.zeros(n)
+    # Whole shoeboxes at a time, about CHUNK_VOXELS voxels per chunk, to bound the memory.
+    ends = np.searchsorted(shoeboxes.offsets, np.arange(CHUNK_VOXELS, shoeboxes.offsets[-1] + CHUNK_VOXELS,
+                                                        CHUNK_VOXELS))
+    first = 0
+    for last in np.unique(np.clip(ends, 1, n)):
+        rows_here = np.arange(first, last)
+        part = shoeboxes.select(rows_here)
+        row, _, y, x = part.voxel_coordinates()
+        keep = part.mask != 0
+        row, y, x = row[keep], y[keep], x[keep]
+        counts = part.data[keep].astype(float)
+        lab = np.empty((len(row), 3))
+        for p in np.unique(part.panel):
+            sel = part.panel[row] == p
+            lab[sel] = detector[int(p)].pixel_lab_coord(np.column_stack([x[sel] + 0.5, y[sel] + 0.5]))
+        centre = centres[rows_here][row]
+        cos_angle = np.einsum("ij,ij->i", lab, centre) / (np.linalg.norm(lab, axis=1)
+                                                          * np.linalg.norm(centre, axis=1))
+        angle = np.arccos(np.clip(cos_angle, -1.0, 1.0))
+        total[rows_here] = np.bincount(row, weights=counts, minlength=len(rows_here))
+        weighted[rows_here] = np.bincount(row, weights=counts * angle**2, minlength=len(rows_here))
+        first = last
     good = total > 1
     if not good.any():
         raise EstimationError("no strong spot has more than one count for the beam-divergence estimate")
