@@ -183,16 +183,30 @@ def calibrate_variances(table: ReflectionTable, variance_model: str) -> None:
     if variance_model == "calibrated":
         fitted = table.get_flags(Flags.integrated_prf)
         variance = table["intensity.prf.variance"].copy()
+        zeta_class = np.searchsorted(ZETA_CLASSES, np.abs(table["zeta"]), side="right")
         for number in np.unique(table["id"]):
-            rows = table["id"] == number
-            part = table.select(rows)
-            k = profile_error(part, part["intensity.prf.value"], part[FISHER_COLUMN], fitted[rows])
-            log.info("Profile-fit error model of experiment %d: sigma^2 = Fisher variance + (%.4f I)^2", number, k)
-            chosen = rows & fitted
-            variance[chosen] = table[FISHER_COLUMN][chosen] + (k * table["intensity.prf.value"][chosen]) ** 2
+            experiment_rows = table["id"] == number
+            part = table.select(experiment_rows)
+            overall = profile_error(part, part["intensity.prf.value"], part[FISHER_COLUMN], fitted[experiment_rows])
+            errors = []
+            for cls in range(len(ZETA_CLASSES) + 1):
+                rows = experiment_rows & (zeta_class == cls)
+                part = table.select(rows)
+                k = profile_error(part, part["intensity.prf.value"], part[FISHER_COLUMN], fitted[rows],
+                                  default=overall)
+                chosen = rows & fitted
+                variance[chosen] = table[FISHER_COLUMN][chosen] + (k * table["intensity.prf.value"][chosen]) ** 2
+                errors.append(k)
+            log.info("Profile-fit error model of experiment %d: sigma^2 = Fisher variance + (k I)^2, k = %s for "
+                     "|zeta| below %s and above", number, ", ".join(f"{k:.4f}" for k in errors),
+                     ", ".join(str(z) for z in ZETA_CLASSES))
         table["intensity.prf.variance"] = variance
     del table[FISHER_COLUMN]
 
+
+#: |zeta| class edges: reflections near the rotation axis sweep slowly through the sphere and their
+#: profiles match the references less well, so each class gets its own profile error.
+ZETA_CLASSES = (0.2, 0.5)
 
 #: Reflections used to calibrate the profile error must be this strong by summation.
 CALIBRATION_MIN_SIGNAL = 20.0
@@ -200,23 +214,24 @@ CALIBRATION_MIN_SIGNAL = 20.0
 CHI2_1_MEDIAN = 0.454936
 
 
-def profile_error(table: ReflectionTable, intensity: np.ndarray, fisher: np.ndarray, ok: np.ndarray) -> float:
+def profile_error(table: ReflectionTable, intensity: np.ndarray, fisher: np.ndarray, ok: np.ndarray,
+                  default: float = 0.0) -> float:
     """Relative error k of the reference profiles, from strong full reflections.
 
     Without profile error, ``I_sum - I_prf`` has variance about
     ``V_sum - V_fisher`` (the fit is the efficient estimator); k is the
     smallest value making the median of ``(I_sum - I_prf)^2 / (V_sum -
     V_fisher + (k I)^2)`` that of chi-square(1), over reflections with
-    I_sum / sigma_sum above 20 (k = 0 with fewer than 10 of them).
+    I_sum / sigma_sum above 20 (``default`` with fewer than 10 of them).
     """
-    if "intensity.sum.value" not in table:
-        return 0.0
+    if "intensity.sum.value" not in table or table.nrows == 0:
+        return default
     i_sum, v_sum = table["intensity.sum.value"], table["intensity.sum.variance"]
     with np.errstate(invalid="ignore", divide="ignore"):
         strong = (ok & table.get_flags(Flags.integrated_sum) & (table["partiality"] > MIN_REFERENCE_PARTIALITY)
                   & (i_sum > CALIBRATION_MIN_SIGNAL * np.sqrt(np.maximum(v_sum, 0))) & (intensity > 0))
     if strong.sum() < 10:
-        return 0.0
+        return default
     difference_sq = (i_sum - intensity)[strong] ** 2
     poisson = np.maximum(v_sum - fisher, 0.1 * fisher)[strong]
     size_sq = intensity[strong] ** 2
