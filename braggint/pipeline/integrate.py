@@ -230,6 +230,9 @@ def integrate(experiments: ExperimentList, reference: ReflectionTable | None, pa
     integration = params.integration
     if integration.filter.ice_rings:
         flag_ice_rings(predicted)
+    if (integration.profile.validation.number_of_partitions or 1) > 1:
+        log.warning("integration.profile.validation.number_of_partitions > 1: profile validation is not "
+                    "implemented in braggint yet; the reference profiles are not cross-validated")
     if integration.filter.max_shoebox_overlap is not None and integration.filter.max_shoebox_overlap < 1.0:
         log.warning("integration.filter.max_shoebox_overlap has no effect (DIALS never applied it); use "
                     "integration.overlaps_filter")
