@@ -217,6 +217,16 @@ def render(record: dict, path: Path) -> None:
             series["DIALS"] = np.array([c["dials"]["1"]["wall_s"] for c in sweeps])
         series["decode floor"] = np.array([c["decode_floor_s"] for c in sweeps])
         lines += ["", svg_lines("Wall time against images", images, series, "images", "seconds")]
+    loads = sorted((REPO / "benchmarks" / "results").glob("service-load-*.json"))
+    if loads:
+        load = json.loads(loads[-1].read_text())
+        lines += ["", "## Service load (braggint.serve on loopback, `python benchmarks/service_load.py`)", "",
+                  f"{load['submissions']} submissions from {load['clients']} concurrent clients (every tenth "
+                  f"repeating an idempotency key) gave {load['distinct_jobs']} jobs; {load['succeeded']} succeeded, "
+                  f"{load['jobs_in_database']} in the database, at most {load['attempts_max']} attempt per job. "
+                  f"Submitting took {load['submit_seconds']:.1f} s (median latency "
+                  f"{load['submit_latency_ms_median']:.0f} ms, max {load['submit_latency_ms_max']:.0f} ms); all jobs "
+                  f"finished after {load['total_seconds']:.0f} s with {load['max_concurrent_jobs']} running at a time."]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -228,7 +238,12 @@ def main() -> int:
     parser.add_argument("--data", default=str(REPO / "benchmarks" / "data"))
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     parser.add_argument("--report", default=str(REPO / "docs" / "performance.md"))
+    parser.add_argument("--render-only", action="store_true", help="re-render the report from the latest record")
     args = parser.parse_args()
+    if args.render_only:
+        latest = sorted(Path(args.out).glob("benchmark-*.json"))[-1]
+        render(json.loads(latest.read_text()), Path(args.report))
+        return 0
     data, out = Path(args.data), Path(args.out)
     data.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)

@@ -98,6 +98,9 @@ def test_requests_are_checked(service, tmp_path):
     with pytest.raises(ServiceError) as error:
         client._call("GET", "/jobs/" + "0" * 32)
     assert error.value.status == 404
+    with pytest.raises(ServiceError) as error:
+        client.jobs(limit=0)
+    assert error.value.status == 400 and "limit" in str(error.value)
 
 
 def test_jobs_survive_a_restart(data_root, tmp_path):

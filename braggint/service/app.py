@@ -5,7 +5,7 @@
     GET  /openapi.json                this API, described
     POST /jobs                        submit {experiments, reflections?, parameters?, phil?, output_dir,
                                       priority?, idempotency_key?}
-    GET  /jobs[?state=queued]         list jobs
+    GET  /jobs[?state=queued&limit=N] list jobs (newest first, 100 unless limit says otherwise)
     GET  /jobs/<id>                   one job, with block progress
     POST /jobs/<id>/cancel            cancel a queued or running job
     GET  /jobs/<id>/log               the job's dials.integrate.log (text)
@@ -117,8 +117,10 @@ OPENAPI = {
     "paths": {
         "/health": {"get": {"summary": "liveness", "security": []}},
         "/ready": {"get": {"summary": "readiness", "security": []}},
-        "/jobs": {"get": {"summary": "list jobs", "parameters": [{"name": "state", "in": "query",
-                                                                   "schema": {"enum": list(STATES)}}]},
+        "/jobs": {"get": {"summary": "list jobs", "parameters": [
+                      {"name": "state", "in": "query", "schema": {"enum": list(STATES)}},
+                      {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
+                                                                   "maximum": 10000}}]},
                   "post": {"summary": "submit a job", "requestBody": {"content": {"application/json": {
                       "schema": {"type": "object", "required": ["experiments", "output_dir"], "properties": {
                           "experiments": {"type": "string"}, "reflections": {"type": "string"},
@@ -170,7 +172,13 @@ class Service:
                 state = query.get("state")
                 if state is not None and state not in STATES:
                     raise RequestError(HTTPStatus.BAD_REQUEST, f"state must be one of {', '.join(STATES)}")
-                return HTTPStatus.OK, {"jobs": [job_view(j) for j in self.store.list(state)]}
+                try:
+                    limit = int(query.get("limit", 100))
+                except ValueError:
+                    raise RequestError(HTTPStatus.BAD_REQUEST, "limit must be a whole number") from None
+                if not 1 <= limit <= 10_000:
+                    raise RequestError(HTTPStatus.BAD_REQUEST, "limit must be between 1 and 10000")
+                return HTTPStatus.OK, {"jobs": [job_view(j) for j in self.store.list(state, limit)]}
         match = re.fullmatch(r"/jobs/([0-9a-f]{32})(/(cancel|log|report|outputs))?", path)
         if match is None:
             raise RequestError(HTTPStatus.NOT_FOUND, f"no such endpoint: {method} {path}")

@@ -50,8 +50,9 @@ class Client:
     def job(self, job_id: str) -> dict:
         return self._call("GET", f"/jobs/{job_id}")
 
-    def jobs(self, state: str | None = None) -> list[dict]:
-        return self._call("GET", "/jobs" + (f"?state={state}" if state else ""))["jobs"]
+    def jobs(self, state: str | None = None, limit: int = 100) -> list[dict]:
+        query = f"?limit={limit}" + (f"&state={state}" if state else "")
+        return self._call("GET", "/jobs" + query)["jobs"]
 
     def cancel(self, job_id: str) -> dict:
         return self._call("POST", f"/jobs/{job_id}/cancel")
