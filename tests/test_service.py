@@ -79,6 +79,12 @@ def test_requests_are_checked(service, tmp_path):
     with pytest.raises(ServiceError) as error:
         Client(client.url, "wrong-token").jobs()
     assert error.value.status == 401
+    import urllib.error
+    import urllib.request
+
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(client.url + "/jobs", timeout=10)  # no Authorization header at all
+    assert missing.value.code == 401 and b"bearer token" in missing.value.read()
     for path in ("/etc/passwd", str(root / ".." / "elsewhere" / "models.expt")):
         with pytest.raises(ServiceError) as error:
             client.submit(path, str(root / "out"))
