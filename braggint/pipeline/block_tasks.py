@@ -103,6 +103,7 @@ def model_block(job: BlockJob) -> BlockReport:
             report.profile_sums = {int(k.split("_")[1]): (arrays[k], arrays["counts_" + k.split("_")[1]])
                                    for k in arrays if k.startswith("sums_")}
         return report
+    store.clear_block(index)
     table = job.table
     keep_pixels = fitting or job.params.integration.debug.output
     first = job.experiments[job.block.experiments[0]]

@@ -91,8 +91,8 @@ class WorkStore:
         """Store the shoeboxes of part ``part`` of a block (a group of its reflections)."""
         root = self._group("a")
         name = f"block_{block:04d}_part_{part:05d}"
-        if name in root:
-            del root[name]
+        # A run killed while writing may have left this group half made: start it afresh.
+        shutil.rmtree(os.path.join(self.path, "shoeboxes.zarr", name), ignore_errors=True)
         group = root.create_group(name)
         for key in ("data", "mask", "background"):
             values = getattr(shoeboxes, key)
@@ -103,6 +103,14 @@ class WorkStore:
             values = getattr(shoeboxes, key)
             array = group.create_array(key, shape=values.shape, dtype=values.dtype)
             array[...] = values
+
+    def clear_block(self, block: int) -> None:
+        """Remove whatever an interrupted first pass of ``block`` left behind."""
+        directory = os.path.join(self.path, "shoeboxes.zarr")
+        if os.path.isdir(directory):
+            for name in os.listdir(directory):
+                if name.startswith(f"block_{block:04d}_part_"):
+                    shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
 
     def load_shoeboxes(self, block: int, part: int = 0) -> ShoeboxColumn:
         group = self._group("r")[f"block_{block:04d}_part_{part:05d}"]
