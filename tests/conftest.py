@@ -51,3 +51,14 @@ def assert_reader_names_file(reader, path: Path, content: str | bytes, message: 
     with pytest.raises(InputFileError) as error:
         reader(str(path))
     assert str(path) in str(error.value) and message in str(error.value)
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory) -> Path:
+    """A simulated 8-image sweep ('tiny' preset), shared read-only by the tests that integrate it."""
+    from braggint.simulate import PRESETS, simulate
+
+    directory = tmp_path_factory.mktemp("tiny_sweep")
+    simulate(PRESETS["tiny"].replace(n_images=8), str(directory))
+    return directory
+

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
+from helpers import run_integrate
 
 from braggint.io.expt import read_experiments
 from braggint.io.refl import read_reflections
@@ -15,8 +12,11 @@ from braggint.models.flags import Flags, MaskCode
 from braggint.models.reflection_table import ReflectionTable
 from braggint.models.shoebox import ShoeboxColumn
 from braggint.pipeline.debug_output import select_rows
-from braggint.pipeline.filters import flag_ice_rings, overlap_filters, significance_limit
-from braggint.simulate import PRESETS, simulate
+from braggint.pipeline.filters import (
+    flag_ice_rings,
+    overlap_filters,
+    significance_limit,
+)
 
 
 def test_ice_ring_flags_follow_the_bands():
@@ -75,17 +75,12 @@ def test_select_expressions():
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("filters")
-    simulate(PRESETS["tiny"].replace(n_images=8), str(directory))
-    return directory
+def dataset(tiny_sweep):
+    return tiny_sweep
 
 
 def run(dataset, out, *args):
-    out.mkdir(exist_ok=True)
-    result = subprocess.run([os.path.abspath(sys.executable), "-m", "braggint.cli.integrate",
-                             str(dataset / "models.expt"), str(dataset / "strong.refl"), *args],
-                            cwd=out, capture_output=True, text=True, timeout=600)
+    result = run_integrate(dataset, out, *args)
     assert result.returncode == 0, result.stderr
     return read_reflections(str(out / "integrated.refl")), read_experiments(str(out / "integrated.expt"))
 

@@ -2,30 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from helpers import run_integrate
 
 from braggint.io.refl import read_reflections
-from braggint.simulate import PRESETS, simulate
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("pipeline")
-    simulate(PRESETS["tiny"].replace(n_images=8), str(directory))
-    return directory
+def dataset(tiny_sweep):
+    return tiny_sweep
 
 
-def run(dataset, out, *args):
-    out.mkdir(exist_ok=True)
-    return subprocess.run([os.path.abspath(sys.executable), "-m", "braggint.cli.integrate",
-                           str(dataset / "models.expt"), str(dataset / "strong.refl"), *args],
-                          cwd=out, capture_output=True, text=True, timeout=600)
+run = run_integrate
 
 
 def assert_same_tables(a, b):

@@ -300,22 +300,16 @@ def simple_background(data, mask, background, offsets, bbox, model, rejector, p1
 # ----------------------------------------------------------------- robust Poisson GLM
 @njit(cache=True)
 def _poisson_pdf(mu, k):
-    if mu == 0:
-        return 0.0
-    if k == 0:
-        return math.exp(-mu)
-    if k < 0:
+    """P(Y = k) for Y ~ Poisson(mu); 0 for k < 0 and for mu = 0 (scitbx's conventions)."""
+    if mu == 0 or k < 0:
         return 0.0
     return math.exp(k * math.log(mu) - mu - math.lgamma(k + 1.0))
 
 
 @njit(cache=True)
 def _poisson_cdf(mu, k):
-    if mu == 0:
-        return 0.0
-    if k == 0:
-        return math.exp(-mu)
-    if k < 0:
+    """P(Y <= k) = Q(floor(k) + 1, mu); 0 for k < 0 and for mu = 0 (scitbx's conventions)."""
+    if mu == 0 or k < 0:
         return 0.0
     return gamma_q(math.floor(k + 1.0), mu)
 

@@ -65,6 +65,28 @@ def _overlap(qx, qy, x0, y0, buf_x, buf_y, tmp_x, tmp_y):
 
 
 @njit(cache=True)
+def _scratch():
+    """Work arrays of the clipping: one pixel quadrilateral and two polygon buffers."""
+    return np.empty(4), np.empty(4), np.empty(16), np.empty(16), np.empty(16), np.empty(16)
+
+
+@njit(cache=True)
+def _pixel_quad(gx, gy, corner, stride, qx, qy):
+    """The grid-space quadrilateral of the pixel whose first corner is ``corner`` (corners row-major)."""
+    qx[0], qy[0] = gx[corner], gy[corner]
+    qx[1], qy[1] = gx[corner + 1], gy[corner + 1]
+    qx[2], qy[2] = gx[corner + stride + 1], gy[corner + stride + 1]
+    qx[3], qy[3] = gx[corner + stride], gy[corner + stride]
+
+
+@njit(cache=True)
+def _cells_under(qx, qy, size):
+    """``(ix0, ix1, iy0, iy1)``: inclusive range of grid cells a quadrilateral can touch."""
+    return (max(int(math.floor(qx.min())), 0), min(int(math.floor(qx.max())), size - 1),
+            max(int(math.floor(qy.min())), 0), min(int(math.floor(qy.max())), size - 1))
+
+
+@njit(cache=True)
 def frame_fractions(z0, nz, array_start, phi0, dphi, phi, zeta, sigma_m, step_e3, half):
     """``(forward (nz, G), coverage (G,), reverse (G, nz))`` for one reflection.
 
@@ -108,13 +130,7 @@ def forward_transform(gx, gy, nz, ny, nx, x0, y0, width, height, data, backgroun
     corners, row-major; ``use``: the voxels to map (Valid & Foreground);
     pixels outside the panel (``width`` x ``height``) are skipped.
     """
-    qx = np.empty(4)
-    qy = np.empty(4)
-    buf_x = np.empty(16)
-    buf_y = np.empty(16)
-    tmp_x = np.empty(16)
-    tmp_y = np.empty(16)
-    stride = nx + 1
+    qx, qy, buf_x, buf_y, tmp_x, tmp_y = _scratch()
     with_background = background.shape[0] > 0
     for j in range(ny):
         if y0 + j < 0 or y0 + j >= height:
@@ -122,18 +138,11 @@ def forward_transform(gx, gy, nz, ny, nx, x0, y0, width, height, data, backgroun
         for i in range(nx):
             if x0 + i < 0 or x0 + i >= width:
                 continue
-            c = j * stride + i
-            qx[0], qy[0] = gx[c], gy[c]
-            qx[1], qy[1] = gx[c + 1], gy[c + 1]
-            qx[2], qy[2] = gx[c + stride + 1], gy[c + stride + 1]
-            qx[3], qy[3] = gx[c + stride], gy[c + stride]
+            _pixel_quad(gx, gy, j * (nx + 1) + i, nx + 1, qx, qy)
             quad_area = _area(qx, qy, 4)
             if quad_area <= 0.0:
                 continue
-            ix0 = max(int(math.floor(qx.min())), 0)
-            ix1 = min(int(math.floor(qx.max())), size - 1)
-            iy0 = max(int(math.floor(qy.min())), 0)
-            iy1 = min(int(math.floor(qy.max())), size - 1)
+            ix0, ix1, iy0, iy1 = _cells_under(qx, qy, size)
             for jj in range(iy0, iy1 + 1):
                 for ii in range(ix0, ix1 + 1):
                     fraction = _overlap(qx, qy, float(ii), float(jj), buf_x, buf_y, tmp_x, tmp_y) / quad_area
@@ -161,28 +170,15 @@ def reverse_transform(gx, gy, nz, ny, nx, x0, y0, width, height, grid, reverse, 
     among the frames by ``reverse``.  Pixels outside the panel get 0.
     """
     out = np.zeros(nz * ny * nx)
-    qx = np.empty(4)
-    qy = np.empty(4)
-    buf_x = np.empty(16)
-    buf_y = np.empty(16)
-    tmp_x = np.empty(16)
-    tmp_y = np.empty(16)
-    stride = nx + 1
+    qx, qy, buf_x, buf_y, tmp_x, tmp_y = _scratch()
     for j in range(ny):
         if y0 + j < 0 or y0 + j >= height:
             continue
         for i in range(nx):
             if x0 + i < 0 or x0 + i >= width:
                 continue
-            c = j * stride + i
-            qx[0], qy[0] = gx[c], gy[c]
-            qx[1], qy[1] = gx[c + 1], gy[c + 1]
-            qx[2], qy[2] = gx[c + stride + 1], gy[c + stride + 1]
-            qx[3], qy[3] = gx[c + stride], gy[c + stride]
-            ix0 = max(int(math.floor(qx.min())), 0)
-            ix1 = min(int(math.floor(qx.max())), size - 1)
-            iy0 = max(int(math.floor(qy.min())), 0)
-            iy1 = min(int(math.floor(qy.max())), size - 1)
+            _pixel_quad(gx, gy, j * (nx + 1) + i, nx + 1, qx, qy)
+            ix0, ix1, iy0, iy1 = _cells_under(qx, qy, size)
             for jj in range(iy0, iy1 + 1):
                 for ii in range(ix0, ix1 + 1):
                     area = _overlap(qx, qy, float(ii), float(jj), buf_x, buf_y, tmp_x, tmp_y)

@@ -254,6 +254,18 @@ def _fit_one(d, b, m, p, eps, max_iter):
 
 
 @njit(cache=True)
+def _store_fit(r, fit, intensity, variance, fisher, correlation, ok):
+    """Write one row's successful fit (the tuple from :func:`_fit_one`) into the result arrays."""
+    success, value, var, var_fisher, corr = fit
+    if success:
+        intensity[r] = value
+        variance[r] = var
+        fisher[r] = var_fisher
+        correlation[r] = corr
+        ok[r] = True
+
+
+@njit(cache=True)
 def fit_reciprocal_space(rows, profile_index, corner_start, gx, gy, offsets, bbox, panel_size, data, background,
                          mask, phi, zeta, scan, sigma_m, step_e3, half, profiles, usable,
                          intensity, variance, fisher, correlation, ok):
@@ -284,14 +296,8 @@ def fit_reciprocal_space(rows, profile_index, corner_start, gx, gy, offsets, bbo
         for v in range(size):
             if coverage[v] > 0.99:
                 m[v] = True
-        success, value, var, var_fisher, corr = _fit_one(grid.ravel(), bgrid.ravel(), m.ravel(),
-                                                         profiles[index].ravel(), 1e-3, 100)
-        if success:
-            intensity[r] = value
-            variance[r] = var
-            fisher[r] = var_fisher
-            correlation[r] = corr
-            ok[r] = True
+        _store_fit(r, _fit_one(grid.ravel(), bgrid.ravel(), m.ravel(), profiles[index].ravel(), 1e-3, 100),
+                   intensity, variance, fisher, correlation, ok)
 
 
 @njit(cache=True)
@@ -323,11 +329,5 @@ def fit_detector_space(rows, profile_index, corner_start, gx, gy, offsets, bbox,
         c0, c1 = corner_start[r], corner_start[r + 1]
         p = reverse_transform(gx[c0:c1], gy[c0:c1], nz, ny, nx, x0, y0, panel_size[r, 0], panel_size[r, 1],
                               profiles[index], reverse, size)
-        success, value, var, var_fisher, corr = _fit_one(data[lo:hi].astype(np.float64),
-                                                         background[lo:hi].astype(np.float64), use, p, 1e-3, 100)
-        if success:
-            intensity[r] = value
-            variance[r] = var
-            fisher[r] = var_fisher
-            correlation[r] = corr
-            ok[r] = True
+        _store_fit(r, _fit_one(data[lo:hi].astype(np.float64), background[lo:hi].astype(np.float64), use, p,
+                               1e-3, 100), intensity, variance, fisher, correlation, ok)
