@@ -15,3 +15,16 @@ def run_integrate(dataset: Path, out: Path, *args: str):
     return subprocess.run([os.path.abspath(sys.executable), "-m", "braggint.cli.integrate",
                            str(dataset / "models.expt"), str(dataset / "strong.refl"), *args],
                           cwd=out, capture_output=True, text=True, timeout=600)
+
+
+def assert_same_tables(a, b) -> None:
+    """Two reflection tables hold the same rows, columns and values (floats to 1e-12)."""
+    import numpy as np
+
+    assert a.nrows == b.nrows and set(a.keys()) == set(b.keys())
+    for name in a.keys():
+        x, y = np.asarray(a[name]), np.asarray(b[name])
+        if x.dtype.kind == "f":
+            np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-12, err_msg=name)
+        else:
+            np.testing.assert_array_equal(x, y, err_msg=name)

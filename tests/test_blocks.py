@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
+import re
 
+import numpy as np
+from helpers import run_integrate
+
+from braggint.io.refl import read_reflections
 from braggint.models.flags import Flags
 from braggint.models.reflection_table import ReflectionTable
 from braggint.pipeline.blocks import (
@@ -13,6 +17,7 @@ from braggint.pipeline.blocks import (
     frame_ranges,
     split_across_blocks,
 )
+from braggint.pipeline.memory import available_memory, block_memory_needs
 
 
 def test_dials_job_layout():
@@ -57,3 +62,40 @@ def test_dont_integrate_rows_are_not_assigned_and_overlap_is_the_threshold_depth
     assert list(assign_to_blocks(table, blocks)) == [0, -1]
     depths = table_with([(0, d) for d in (1, 2, 2, 3, 3, 3, 4, 4, 5, 9)])["bbox"]
     assert block_overlap(depths, 0.95) == 9 and block_overlap(depths, 0.5) == 3
+
+
+def test_block_memory_is_the_peak_of_open_shoeboxes():
+    # 5 x 5 pixels: 25 voxels a frame, 12 bytes a voxel.
+    table = table_with([(0, 2), (1, 3), (2, 4), (5, 6)])
+    needs = block_memory_needs(table["bbox"], np.array([0, 0, 0, 1]), 2)
+    # Frames 1 and 2 each have two shoeboxes open (2 frames deep: 600 bytes each) -> 1200 bytes.
+    assert list(needs) == [2 * 2 * 25 * 12, 25 * 12]
+    assert list(block_memory_needs(table["bbox"], np.array([-1, -1, -1, -1]), 2)) == [0, 0]
+
+
+def test_blocks_shrink_until_their_shoeboxes_fit(tiny_sweep, tmp_path):
+    whole = run_integrate(tiny_sweep, tmp_path / "whole", "profile.fitting=False")
+    assert whole.returncode == 0, whole.stderr
+    log = (tmp_path / "whole" / "dials.integrate.log").read_text()
+    need = float(re.search(r"shoeboxes need at most ([\d.]+) MB in one block", log).group(1)) * 1e6
+    # Allow half the one-block need: blocks must shrink and the run still succeeds.
+    fraction = need / 2 / available_memory()
+    shrunk = run_integrate(tiny_sweep, tmp_path / "shrunk", "profile.fitting=False",
+                           f"block.max_memory_usage={fraction:.3e}")
+    assert shrunk.returncode == 0, shrunk.stderr
+    log = (tmp_path / "shrunk" / "dials.integrate.log").read_text()
+    assert "blocks shrunk to" in log
+    allowed = float(re.search(r"([\d.]+) MB allowed for shoeboxes per worker", log).group(1))
+    final_need = float(re.search(r"shoeboxes need at most ([\d.]+) MB in one block", log).group(1))
+    assert final_need <= allowed
+    a = read_reflections(str(tmp_path / "whole" / "integrated.refl"))
+    b = read_reflections(str(tmp_path / "shrunk" / "integrated.refl"))
+    # Each reflection of the whole run is still there, some now as several partial pieces.
+    assert set(map(tuple, b["miller_index"])) >= set(map(tuple, a["miller_index"]))
+    assert b.nrows > a.nrows
+    # Too little memory for even one-frame blocks: one clear line before any work starts.
+    failed = run_integrate(tiny_sweep, tmp_path / "failed", "block.max_memory_usage=1e-12")
+    assert failed.returncode == 2 and "Traceback" not in failed.stderr
+    message = failed.stderr.strip().splitlines()[-1]
+    assert "Not enough memory" in message and "max_memory_usage" in message and "mp.nproc" in message
+    assert not (tmp_path / "failed" / "integrated.refl.work").exists()

@@ -6,7 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
-from helpers import run_integrate
+from helpers import assert_same_tables, run_integrate
 
 from braggint.io.refl import read_reflections
 
@@ -17,16 +17,6 @@ def dataset(tiny_sweep):
 
 
 run = run_integrate
-
-
-def assert_same_tables(a, b):
-    assert a.nrows == b.nrows and set(a.keys()) == set(b.keys())
-    for name in a.keys():
-        x, y = np.asarray(a[name]), np.asarray(b[name])
-        if x.dtype.kind == "f":
-            np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-12, err_msg=name)
-        else:
-            np.testing.assert_array_equal(x, y, err_msg=name)
 
 
 def test_any_number_of_workers_gives_the_same_table(dataset, tmp_path):

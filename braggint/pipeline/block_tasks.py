@@ -11,6 +11,8 @@ a resumed run skips finished blocks and a failed block loses only itself.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from dataclasses import dataclass, field
 
@@ -45,6 +47,19 @@ class BlockJob:
     lookup_mask_path: str | None = None
 
 
+#: Environment variables that hold the batch job id under Grid Engine, SLURM, LSF and PBS.
+BATCH_JOB_VARIABLES = ("JOB_ID", "SLURM_JOB_ID", "LSB_JOBID", "PBS_JOBID")
+
+
+def worker_name() -> str:
+    """``host:pid`` of the process running a block, with its batch job id when it runs in one."""
+    name = f"{socket.gethostname()}:{os.getpid()}"
+    for variable in BATCH_JOB_VARIABLES:
+        if os.environ.get(variable):
+            return f"{name} (batch job {os.environ[variable]})"
+    return name
+
+
 @dataclass
 class BlockReport:
     """What a finished block tells the parent (for the log and the profile reduction)."""
@@ -55,6 +70,7 @@ class BlockReport:
     peak_memory: int = 0
     profile_sums: dict = field(default_factory=dict)  # experiment -> (sums, counts)
     resumed: bool = False
+    worker: str = field(default_factory=worker_name)
 
 
 def _store(job: BlockJob) -> WorkStore:

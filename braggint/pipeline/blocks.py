@@ -77,8 +77,12 @@ def frame_ranges(start: int, stop: int, size: int, overlap: int) -> list[tuple[i
     return ranges
 
 
-def plan_blocks(experiments: ExperimentList, table: ReflectionTable, params, n_workers: int) -> list[Block]:
-    """Blocks of every group of consecutive experiments sharing an image set and scan."""
+def plan_blocks(experiments: ExperimentList, table: ReflectionTable, params, n_workers: int,
+                max_frames: int | None = None) -> list[Block]:
+    """Blocks of every group of consecutive experiments sharing an image set and scan.
+
+    ``max_frames`` caps the block size (the memory guard shrinks blocks with it).
+    """
     blocks: list[Block] = []
     integration = params.integration
     to_do = ~table.get_flags(Flags.dont_integrate)
@@ -98,34 +102,64 @@ def plan_blocks(experiments: ExperimentList, table: ReflectionTable, params, n_w
         start, stop = experiment.scan.array_range
         size, group_overlap = block_size_frames(integration.block, stop - start, experiment.scan.oscillation[1],
                                                 n_workers, overlap, integration.debug.output)
+        if max_frames is not None and size > max_frames:
+            size, group_overlap = max_frames, min(group_overlap, max_frames // 2)
         for first, last in frame_ranges(start, stop, size, group_overlap):
             blocks.append(Block(len(blocks), (group[0], group[-1] + 1), first, last))
     return blocks
 
 
-def _blocks_of(experiment_id: int, blocks: list[Block]) -> list[Block]:
-    return [b for b in blocks if b.experiments[0] <= experiment_id < b.experiments[1]]
+def _rows_and_blocks_by_group(table: ReflectionTable, blocks: list[Block]):
+    """``(rows, group blocks)`` for each group of experiments that share blocks (rows as indices)."""
+    groups: dict[tuple[int, int], list[Block]] = {}
+    for block in blocks:
+        groups.setdefault(block.experiments, []).append(block)
+    ids = np.asarray(table["id"])
+    for (first, last), mine in groups.items():
+        yield np.flatnonzero((ids >= first) & (ids < last)), mine
+
+
+def _chunks(rows: np.ndarray, n_blocks: int, cells: int = 4_000_000):
+    """``rows`` in pieces whose rows x blocks matrices stay below ``cells`` entries."""
+    step = max(1, cells // max(n_blocks, 1))
+    for i in range(0, len(rows), step):
+        yield rows[i:i + step]
 
 
 def split_across_blocks(table: ReflectionTable, blocks: list[Block]) -> ReflectionTable:
     """Cut reflections that fit in no block at the block ends they cross; ``partial_id`` = source row."""
-    bbox = table["bbox"]
-    pieces_of_row: list[list[tuple[int, int]]] = []
-    for row in range(table.nrows):
-        z0, z1 = int(bbox[row, 4]), int(bbox[row, 5])
-        mine = _blocks_of(int(table["id"][row]), blocks)
-        if any(b.start <= z0 and z1 <= b.stop for b in mine):
-            pieces_of_row.append([(z0, z1)])
-            continue
-        cuts = [b.stop for b in mine if z0 < b.stop < z1]
-        edges = [z0] + sorted(set(cuts)) + [z1]
-        pieces_of_row.append(list(zip(edges[:-1], edges[1:])))
-    counts = np.array([len(p) for p in pieces_of_row])
+    bbox = np.asarray(table["bbox"])
+    counts = np.ones(table.nrows, np.int64)
+    cut_rows, cut_frames = [], []
+    for rows, mine in _rows_and_blocks_by_group(table, blocks):
+        starts = np.array([b.start for b in mine])
+        stops = np.array([b.stop for b in mine])
+        for chunk in _chunks(rows, len(mine)):
+            z0, z1 = bbox[chunk, 4:5], bbox[chunk, 5:6]
+            whole = ((starts <= z0) & (z1 <= stops)).any(axis=1)
+            split = chunk[~whole]
+            inside = (stops > bbox[split, 4:5]) & (stops < bbox[split, 5:6])
+            row_of_cut, block_of_cut = np.nonzero(inside)  # row-major: each row's cuts in frame order
+            counts[split] += inside.sum(axis=1)
+            cut_rows.append(split[row_of_cut])
+            cut_frames.append(stops[block_of_cut])
     source = np.repeat(np.arange(table.nrows), counts)
     result = table.select(source)
     new_bbox = result["bbox"].copy()
-    ranges = np.array([z for pieces in pieces_of_row for z in pieces], dtype=np.int32).reshape(-1, 2)
-    new_bbox[:, 4], new_bbox[:, 5] = ranges[:, 0], ranges[:, 1]
+    # Piece k of a row spans edges k..k+1 of [z0, cut frames..., z1].
+    first_piece = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    edges_start = np.repeat(bbox[:, 4], counts).astype(np.int64)
+    edges_stop = np.repeat(bbox[:, 5], counts).astype(np.int64)
+    if cut_rows:
+        rows_cut = np.concatenate(cut_rows)
+        frames_cut = np.concatenate(cut_frames)
+        order = np.lexsort((frames_cut, rows_cut))
+        rows_cut, frames_cut = rows_cut[order], frames_cut[order]
+        rank = np.arange(len(rows_cut)) - np.searchsorted(rows_cut, rows_cut)
+        position = first_piece[rows_cut] + rank
+        edges_stop[position] = frames_cut
+        edges_start[position + 1] = frames_cut
+    new_bbox[:, 4], new_bbox[:, 5] = edges_start, edges_stop
     result["bbox"] = new_bbox
     result["partial_id"] = source.astype(np.uint64)
     return result
@@ -135,17 +169,16 @@ def assign_to_blocks(table: ReflectionTable, blocks: list[Block]) -> np.ndarray:
     """Block index of every row (-1 for dont_integrate rows), the nearest block containing it whole."""
     assignment = np.full(table.nrows, -1, np.int64)
     skip = table.get_flags(Flags.dont_integrate)
-    bbox = table["bbox"]
-    starts = np.array([b.start for b in blocks])
-    stops = np.array([b.stop for b in blocks])
-    centres = np.array([b.centre for b in blocks])
-    first = np.array([b.experiments[0] for b in blocks])
-    last = np.array([b.experiments[1] for b in blocks])
-    for row in np.flatnonzero(~skip):
-        z0, z1 = bbox[row, 4], bbox[row, 5]
-        eid = table["id"][row]
-        fits = (starts <= z0) & (stops >= z1) & (first <= eid) & (last > eid)
-        candidates = np.flatnonzero(fits)
-        distance = np.abs((z0 + z1) / 2.0 - centres[candidates])
-        assignment[row] = candidates[np.argmin(distance)]
+    bbox = np.asarray(table["bbox"])
+    for rows, mine in _rows_and_blocks_by_group(table, blocks):
+        rows = rows[~skip[rows]]
+        starts = np.array([b.start for b in mine])
+        stops = np.array([b.stop for b in mine])
+        centres = np.array([b.centre for b in mine])
+        indices = np.array([b.index for b in mine])
+        for chunk in _chunks(rows, len(mine)):
+            z0, z1 = bbox[chunk, 4:5], bbox[chunk, 5:6]
+            fits = (starts <= z0) & (stops >= z1)
+            distance = np.where(fits, np.abs((z0 + z1) / 2.0 - centres), np.inf)
+            assignment[chunk] = indices[np.argmin(distance, axis=1)]
     return assignment

@@ -5,8 +5,8 @@ local worker processes (in-process when that is 1); ``sge``, ``lsf``,
 ``pbs`` and ``slurm`` submit njobs batch jobs of nproc single-threaded
 workers through dask-jobqueue (queue, account, walltime and memory from
 the standard dask-jobqueue configuration, ``~/.config/dask/jobqueue.yaml``
-or ``DASK_JOBQUEUE__...`` variables); ``drmaa`` does the same through Grid
-Engine's DRMAA-compatible submission; ``BRAGGINT_SCHEDULER=tcp://host:port``
+or ``DASK_JOBQUEUE__...`` variables); ``drmaa`` submits the same Grid Engine jobs
+through the DRMAA library (:mod:`.drmaa_cluster`); ``BRAGGINT_SCHEDULER=tcp://host:port``
 attaches to a running Dask scheduler instead.
 """
 
@@ -15,12 +15,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 
 import dask
 
-from ..errors import ParameterError
+from ..errors import BraggintError, ParameterError
 
 log = logging.getLogger("braggint")
+
+
+class BatchSubmissionError(BraggintError):
+    """The batch system refused or never accepted the worker jobs."""
 
 
 def usable_cores() -> int:
@@ -68,18 +73,61 @@ def scheduler(mp):
             log.info("Started %d local Dask workers (dashboard %s)", njobs * nproc, client.dashboard_link)
             yield client
         return
-    cluster = batch_cluster(mp.method, njobs, nproc)
+    failures: list[Exception] = []
+    cluster = batch_cluster(mp.method, njobs, nproc, failures)
     from distributed import Client
 
-    with cluster, Client(cluster) as client:
-        cluster.scale(jobs=njobs)
-        log.info("Submitted %d %s jobs of %d workers (dashboard %s)", njobs, mp.method, nproc,
-                 client.dashboard_link)
-        yield client
+    try:
+        with Client(cluster) as client:
+            cluster.scale(jobs=njobs)
+            wait_for_submission(cluster, mp.method, failures)
+            log.info("Submitted %d %s jobs of %d workers (dashboard %s)", njobs, mp.method, nproc,
+                     client.dashboard_link)
+            yield client
+    finally:
+        try:
+            cluster.close()
+        except Exception as error:  # a job that never started cannot be closed cleanly; nothing is lost
+            log.debug("Closing the %s cluster: %r", mp.method, error)
 
 
-def batch_cluster(method: str, njobs: int, nproc: int):
-    """A dask-jobqueue cluster object for ``method``; its jobs each run ``nproc`` workers of one core."""
+def submission_error(method: str, error: Exception) -> BatchSubmissionError:
+    """One line from a failed submission command (its stderr when it printed one)."""
+    text = str(error)
+    if "stderr:" in text:
+        text = text.split("stderr:", 1)[1]
+    text = " ".join(line.strip() for line in text.splitlines() if line.strip() and line.strip() != "Exiting.")
+    return BatchSubmissionError(f"integration.mp.method={method}: the batch system refused the worker job: {text}")
+
+
+def wait_for_submission(cluster, method: str, failures: list[Exception], timeout: float = 120.0) -> None:
+    """Return once every batch job has a job id; a clear error if submission fails or hangs.
+
+    Waiting for the jobs to *start* has no limit (queues can be long); a
+    job that could not even be submitted would otherwise leave the run
+    waiting for workers forever.  ``failures`` collects the exceptions of
+    job submissions (see :func:`batch_cluster`).
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if failures:
+            raise submission_error(method, failures[0])
+        jobs = list(cluster.workers.values())
+        if jobs and all(getattr(job, "job_id", None) for job in jobs):
+            log.info("Batch job ids: %s", ", ".join(str(job.job_id) for job in jobs))
+            return
+        time.sleep(0.5)
+    raise BatchSubmissionError(f"integration.mp.method={method}: the batch jobs were not submitted within "
+                               f"{timeout:.0f} s (see the submission error above, or check the batch system "
+                               f"and the jobqueue.{'sge' if method == 'drmaa' else method} configuration)")
+
+
+def batch_cluster(method: str, njobs: int, nproc: int, failures: list[Exception]):
+    """A dask-jobqueue cluster object for ``method``; its jobs each run ``nproc`` workers of one core.
+
+    A job whose submission fails appends its exception to ``failures``
+    (dask-jobqueue itself only logs it).
+    """
     try:
         import dask_jobqueue
     except ImportError:
@@ -89,10 +137,27 @@ def batch_cluster(method: str, njobs: int, nproc: int):
                "slurm": "SLURMCluster"}
     if method not in classes:
         raise ParameterError(f"integration.mp.method={method} is not a known back end")
-    cluster_class = getattr(dask_jobqueue, classes[method])
+    if method == "drmaa":
+        from .drmaa_cluster import drmaa_cluster_class, drmaa_library
+
+        drmaa_library()  # a clear error now rather than a failed submission later
+        cluster_class = drmaa_cluster_class()
+    else:
+        cluster_class = getattr(dask_jobqueue, classes[method])
     config_name = "sge" if method == "drmaa" else method
+
+    class RecordedJob(cluster_class.job_cls):
+        async def start(self):
+            try:
+                await super().start()
+            except Exception as error:
+                failures.append(error)
+                raise
+
     options = {"cores": nproc, "processes": nproc}
     for key, default in (("memory", f"{2 * nproc}GB"),):
         if dask.config.get(f"jobqueue.{config_name}.{key}", None) is None:
             options[key] = default
-    return cluster_class(**options)
+    # dask-jobqueue logs a failed submission with a traceback; braggint reports it in one line instead.
+    logging.getLogger("tornado.application").setLevel(logging.CRITICAL)
+    return cluster_class(job_cls=RecordedJob, **options)

@@ -40,6 +40,7 @@ from .blocks import assign_to_blocks, plan_blocks, split_across_blocks
 from .debug_output import write_block_shoeboxes, write_reference_profiles
 from .executor import scheduler, worker_count
 from .filters import apply_significance_filter, flag_ice_rings, overlap_filters
+from .memory import available_memory, block_memory_needs, memory_report, too_little_memory
 from .predict import predict_reflections
 from .profile_fitting import calibrate_variances, finish_profiles
 from .profile_model import estimate_profile, profile_from_parameters
@@ -156,6 +157,36 @@ def partiality_of_rows(experiments: ExperimentList, profiles: list[GaussianRSPro
     return values
 
 
+def lay_out_blocks(experiments: ExperimentList, predicted: ReflectionTable, params, workers: int):
+    """``(blocks, table cut across them, block of each row)``, blocks shrunk until their shoeboxes fit.
+
+    The guard applies to local workers (``mp.method=multiprocessing``): each
+    of them may give ``max_memory_usage`` x available memory / workers to
+    shoeboxes.  Batch jobs get their memory from the batch system instead.
+    """
+    integration = params.integration
+    fraction = integration.block.max_memory_usage
+    local = integration.mp.method == "multiprocessing" and not os.environ.get("BRAGGINT_SCHEDULER")
+    budget = int(available_memory() * fraction) if fraction and local else None
+    max_frames = None
+    while True:
+        blocks = plan_blocks(experiments, predicted, params, workers, max_frames)
+        table = split_across_blocks(predicted, blocks)
+        assignment = assign_to_blocks(table, blocks)
+        needs = block_memory_needs(table["bbox"], assignment, len(blocks))
+        if budget is None or needs.max(initial=0) <= budget / workers:
+            break
+        longest = max(b.stop - b.start for b in blocks)
+        if longest <= 1:
+            raise too_little_memory(needs, blocks, budget, workers, fraction, table)
+        max_frames = longest // 2
+        log.warning("The shoeboxes of a block of %d frames need %.1f MB, more than the %.1f MB each of %d "
+                    "worker(s) may use (integration.block.max_memory_usage=%s): blocks shrunk to %d frames",
+                    longest, needs.max() / 1e6, budget / workers / 1e6, workers, fraction, max_frames)
+    memory_report(needs, budget, workers)
+    return blocks, table, assignment
+
+
 def _sum_profiles(*reports: BlockReport) -> dict:
     """Add the reference-profile sums of block reports (a node of the reduction tree)."""
     total: dict = {}
@@ -209,8 +240,8 @@ def log_reports(stage: str, reports) -> None:
     for report in reports:
         if not report.resumed:
             timing = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in report.seconds.items())
-            log.info(" block %d: %d reflections; %s; peak memory %.0f MB", report.block, report.n_reflections,
-                     timing, report.peak_memory / 1e6)
+            log.info(" block %d: %d reflections; %s; peak memory %.0f MB; on %s", report.block,
+                     report.n_reflections, timing, report.peak_memory / 1e6, report.worker)
 
 
 def integrate(experiments: ExperimentList, reference: ReflectionTable | None, params,
@@ -240,12 +271,10 @@ def integrate(experiments: ExperimentList, reference: ReflectionTable | None, pa
     algorithm = choose_background(params, experiments)
     log.info("Using %s background modelling", algorithm)
     njobs, nproc = worker_count(integration.mp)
-    blocks = plan_blocks(experiments, predicted, params, njobs * nproc)
-    table = split_across_blocks(predicted, blocks)
+    blocks, table, assignment = lay_out_blocks(experiments, predicted, params, njobs * nproc)
     if table.nrows > predicted.nrows:
         log.info(" Split %d reflections overlapping block boundaries", table.nrows - predicted.nrows)
     table["partiality"] = partiality_of_rows(experiments, profiles, table)
-    assignment = assign_to_blocks(table, blocks)
     log.info("Integrating %d reflections in %d block(s) of frames: %s", int((assignment >= 0).sum()), len(blocks),
              ", ".join(f"{b.start}-{b.stop - 1}" for b in blocks))
     keep = integration.debug.output and not integration.debug.separate_files
