@@ -76,3 +76,44 @@ def test_a_failing_block_keeps_the_others_and_the_rerun_resumes(dataset, tmp_pat
     assert fresh.returncode == 0
     assert_same_tables(read_reflections(str(out / "integrated.refl")),
                        read_reflections(str(tmp_path / "fresh" / "integrated.refl")))
+
+
+def test_a_killed_worker_is_replaced_and_the_table_is_unchanged(dataset, tmp_path):
+    """kill -9 of a worker process mid-run: its block is recomputed elsewhere, the result is the same."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    args = ("block.size=1", "block.units=frames")
+    reference = run(dataset, tmp_path / "reference", "nproc=1", *args)
+    assert reference.returncode == 0, reference.stderr
+    out = tmp_path / "killed"
+    out.mkdir()
+    env = dict(os.environ, BRAGGINT_PROGRESS="1")
+    process = subprocess.Popen([sys.executable, "-m", "braggint.cli.integrate", str(dataset / "models.expt"),
+                                str(dataset / "strong.refl"), "nproc=2", *args], cwd=out, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = None
+    deadline = time.monotonic() + 300
+    while killed is None and process.poll() is None and time.monotonic() < deadline:
+        # Worker processes are children started by multiprocessing; kill one once blocks are under way.
+        work = out / "integrated.refl.work"
+        started = list(work.glob("block_*")) if work.exists() else []
+        workers = [child for child in psutil.Process(process.pid).children()
+                   if "spawn_main" in " ".join(child.cmdline())]
+        if started and workers:
+            killed = workers[0].pid
+            os.kill(killed, 9)
+        time.sleep(0.05)
+    stdout, stderr = process.communicate(timeout=600)
+    assert killed is not None, "the run ended before a worker could be killed"
+    assert process.returncode == 0, stderr
+    # The progress bar was drawn (forced on: stderr is a pipe here).
+    assert "modelling and summation [" in stderr and "blocks" in stderr
+    log = (out / "dials.integrate.log").read_text()
+    assert f":{killed}" not in log.split("profile fitting")[-1]  # the dead worker ran nothing afterwards
+    assert_same_tables(read_reflections(str(out / "integrated.refl")),
+                       read_reflections(str(tmp_path / "reference" / "integrated.refl")))

@@ -14,16 +14,15 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-from dataclasses import dataclass, field
 import pickle
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
-import dask
-
+from ..errors import BraggintError
 from ..models.experiment import ExperimentList
 from ..models.flags import Flags
 from ..models.profile import GaussianRSProfile
@@ -40,12 +39,18 @@ from .blocks import assign_to_blocks, plan_blocks, split_across_blocks
 from .debug_output import write_block_shoeboxes, write_reference_profiles
 from .executor import scheduler, worker_count
 from .filters import apply_significance_filter, flag_ice_rings, overlap_filters
-from .memory import available_memory, block_memory_needs, memory_report, too_little_memory
+from .memory import (
+    available_memory,
+    block_memory_needs,
+    memory_report,
+    too_little_memory,
+)
 from .predict import predict_reflections
 from .profile_fitting import calibrate_variances, finish_profiles
 from .profile_model import estimate_profile, profile_from_parameters
-from .report import Table, integration_report, profile_report
+from .progress import BlockProgress
 from .reference import mask_neighbouring_pixels, matched_reference, split_reference
+from .report import Table, integration_report, profile_report
 from .selection import excluded_frames
 from .shoebox_processing import choose_background
 from .work_store import WorkStore, inputs_digest
@@ -187,8 +192,8 @@ def lay_out_blocks(experiments: ExperimentList, predicted: ReflectionTable, para
     return blocks, table, assignment
 
 
-def _sum_profiles(*reports: BlockReport) -> dict:
-    """Add the reference-profile sums of block reports (a node of the reduction tree)."""
+def _sum_profiles(*reports) -> dict:
+    """Add the reference-profile sums of block reports or of partial sums (a node of the reduction tree)."""
     total: dict = {}
     for report in reports:
         sums = report if isinstance(report, dict) else report.profile_sums
@@ -200,12 +205,49 @@ def _sum_profiles(*reports: BlockReport) -> dict:
     return total
 
 
-def _tree_sum(items: list, fan_in: int = 4):
-    """Delayed tree reduction of block reports into one dict of profile sums."""
-    level = [dask.delayed(_sum_profiles)(*items[i:i + fan_in]) for i in range(0, len(items), fan_in)]
-    while len(level) > 1:
-        level = [dask.delayed(_sum_profiles)(*level[i:i + fan_in]) for i in range(0, len(level), fan_in)]
-    return level[0] if level else dask.delayed(dict)()
+def tree_reduce(items: list, combine, fan_in: int = 4):
+    """``combine`` applied over ``items`` as a tree of fan-in ``fan_in`` (the root is always a combine)."""
+    level = list(items)
+    while len(level) > fan_in:
+        level = [combine(*level[i:i + fan_in]) for i in range(0, len(level), fan_in)]
+    return combine(*level)
+
+
+def run_pass(where, stage: str, task, jobs: list[BlockJob], *shared) -> list[BlockReport]:
+    """``task(job, *shared)`` for every block, in this process or as Dask tasks on ``where``.
+
+    Every block runs to its end even when another fails (its results stay
+    in the work store for a rerun); then the first failure is raised.
+    """
+    progress = BlockProgress(stage, len(jobs))
+    reports: list = []
+    errors: list[BaseException] = []
+    try:
+        if where == "synchronous":
+            for job in jobs:
+                try:
+                    reports.append(task(job, *shared))
+                except BraggintError as error:
+                    errors.append(error)
+                progress.advance()
+        else:
+            from distributed import as_completed
+
+            futures = [where.submit(task, job, *shared, key=f"{stage.split()[0]}-block-{job.block.index}",
+                                    pure=False) for job in jobs]
+            for _ in as_completed(futures):
+                progress.advance()
+            for future in futures:
+                if future.status == "error":
+                    errors.append(future.exception())
+                else:
+                    reports.append(future.result())
+    finally:
+        progress.close()
+    if errors:
+        raise errors[0]
+    log_reports(stage, reports)
+    return reports
 
 
 def run_blocks(jobs: list[BlockJob], experiments: ExperimentList, profiles: list[GaussianRSProfile],
@@ -213,9 +255,8 @@ def run_blocks(jobs: list[BlockJob], experiments: ExperimentList, profiles: list
     """Both passes of every block on the configured scheduler; also the reference profiles."""
     fitting = params.integration.profile.fitting
     with scheduler(params.integration.mp) as where:
-        first = [dask.delayed(model_block)(job, dask_key_name=f"model-block-{job.block.index}") for job in jobs]
-        reports, sums = dask.compute(first, _tree_sum(first), scheduler=where)
-        log_reports("modelling and summation", reports)
+        reports = run_pass(where, "modelling and summation", model_block, jobs)
+        sums = tree_reduce(reports, _sum_profiles)
         references = {}
         if fitting:
             gaussian = params.profile.gaussian_rs.fitting
@@ -225,12 +266,10 @@ def run_blocks(jobs: list[BlockJob], experiments: ExperimentList, profiles: list
             if not references:
                 log.info("Skipping profile modelling - no reference profiles given")
         if not references:
-            return list(reports), [], {}
-        second = [dask.delayed(fit_block)(job, references, dask_key_name=f"fit-block-{job.block.index}")
-                  for job in jobs]
-        (fitted,) = dask.compute(second, scheduler=where)
-        log_reports("profile fitting", fitted)
-        return list(reports), list(fitted), references
+            return reports, [], {}
+        shared = references if where == "synchronous" else where.scatter(references, broadcast=True)
+        fitted = run_pass(where, "profile fitting", fit_block, jobs, shared)
+        return reports, fitted, references
 
 
 def log_reports(stage: str, reports) -> None:
