@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 
 import numpy as np
@@ -19,15 +20,23 @@ def dataset(tiny_sweep):
 run = run_integrate
 
 
-def test_any_number_of_workers_gives_the_same_table(dataset, tmp_path):
+def test_any_number_of_workers_and_any_block_unit_give_the_same_table(dataset, tmp_path):
+    """1, 2 and 2 x 2 workers; 3 frames of 0.5 degrees as frames, degrees and radians: one table."""
+    runs = {"n1": ("nproc=1", "block.size=3", "block.units=frames"),
+            "n2": ("nproc=2", "block.size=3", "block.units=frames"),
+            "n2x2": ("njobs=2", "nproc=2", "block.size=3", "block.units=frames"),
+            "degrees": ("nproc=1", "block.size=1.5", "block.units=degrees"),
+            "radians": ("nproc=1", f"block.size={math.radians(1.5)!r}", "block.units=radians")}
     tables = {}
-    for nproc in (1, 2):
-        result = run(dataset, tmp_path / f"n{nproc}", f"nproc={nproc}", "block.size=3", "block.units=frames")
+    for name, args in runs.items():
+        result = run(dataset, tmp_path / name, *args)
         assert result.returncode == 0, result.stderr
-        tables[nproc] = read_reflections(str(tmp_path / f"n{nproc}" / "integrated.refl"))
-        log = (tmp_path / f"n{nproc}" / "dials.integrate.log").read_text()
+        tables[name] = read_reflections(str(tmp_path / name / "integrated.refl"))
+        log = (tmp_path / name / "dials.integrate.log").read_text()
         assert "block 1:" in log and "peak memory" in log
-    assert_same_tables(tables[1], tables[2])
+    assert "Started 4 local Dask workers" in (tmp_path / "n2x2" / "dials.integrate.log").read_text()
+    for name in runs:
+        assert_same_tables(tables[name], tables["n1"])
     # The work store is gone after a successful run.
     assert not (tmp_path / "n1" / "integrated.refl.work").exists()
 
