@@ -126,3 +126,32 @@ def test_a_killed_worker_is_replaced_and_the_table_is_unchanged(dataset, tmp_pat
     assert f":{killed}" not in log.split("profile fitting")[-1]  # the dead worker ran nothing afterwards
     assert_same_tables(read_reflections(str(out / "integrated.refl")),
                        read_reflections(str(tmp_path / "reference" / "integrated.refl")))
+
+
+def test_profile_validation_holds_out_each_partition_and_changes_no_intensity(dataset, tmp_path):
+    plain = run(dataset, tmp_path / "plain")
+    validated = run(dataset, tmp_path / "validated", "profile.validation.number_of_partitions=3",
+                    "profile.validation.min_partition_size=20")
+    assert plain.returncode == 0 and validated.returncode == 0, validated.stderr
+    a = read_reflections(str(tmp_path / "plain" / "integrated.refl"))
+    b = read_reflections(str(tmp_path / "validated" / "integrated.refl"))
+    # Each reference is in exactly one of 3 partitions of near-equal size; other rows are in none.
+    folds = np.asarray(b["profile.index"])
+    assert set(np.unique(folds)) == {-1, 0, 1, 2}
+    sizes = np.bincount(folds[folds >= 0])
+    assert sizes.max() - sizes.min() <= 1 + 0.1 * sizes.mean()  # partial pieces share their row's fold
+    del b["profile.index"]
+    assert_same_tables(a, b)
+    log = (tmp_path / "validated" / "dials.integrate.log").read_text()
+    rows = log.split("Profile validation (each partition")[1].split("\n\n")[0].splitlines()[3:]
+    assert len(rows) == 3
+    for row in rows:
+        _, _, tested, fitted, cc_out, cc_in, _, _ = row.split()
+        assert 0 < int(fitted) <= int(tested)
+        # Profiles that never saw a reflection fit it no better than profiles that did.
+        assert 0.5 < float(cc_out) <= float(cc_in) + 0.005
+    too_few = run(dataset, tmp_path / "too_few", "profile.validation.number_of_partitions=3",
+                  "profile.validation.min_partition_size=1000")
+    assert too_few.returncode == 0
+    log = (tmp_path / "too_few" / "dials.integrate.log").read_text()
+    assert "Too few reference reflections" in log and "Profile validation (" not in log

@@ -26,8 +26,9 @@ from ..models.profile import GaussianRSProfile
 from ..models.reflection_table import ReflectionTable
 from ..models.shoebox import ShoeboxColumn
 from .blocks import Block
-from .profile_fitting import ReferenceProfiles, accumulate_profiles, fit_profiles
+from .profile_fitting import MIN_REFERENCE_PARTIALITY, ReferenceProfiles, accumulate_profiles, fit_profiles
 from .shoebox_processing import fill_from_frame, process_shoeboxes, read_frame
+from .validation import FOLD_COLUMN, STATISTICS, fold_statistics
 from .work_store import WorkStore
 
 
@@ -45,6 +46,7 @@ class BlockJob:
     store_digest: str
     excluded_frames: frozenset = frozenset()
     lookup_mask_path: str | None = None
+    n_folds: int = 1  # profile validation partitions (1 = no validation)
 
 
 #: Environment variables that hold the batch job id under Grid Engine, SLURM, LSF and PBS.
@@ -71,6 +73,7 @@ class BlockReport:
     profile_sums: dict = field(default_factory=dict)  # experiment -> (sums, counts)
     resumed: bool = False
     worker: str = field(default_factory=worker_name)
+    validation: dict = field(default_factory=dict)  # experiment -> (folds, len(STATISTICS)) sums
 
 
 def _store(job: BlockJob) -> WorkStore:
@@ -203,7 +206,8 @@ def _process_part(job: BlockJob, table: ReflectionTable, part: _Part, report: Bl
         process_shoeboxes(experiment, profile, sub_table, boxes, part.overloaded[rows], job.background_algorithm,
                           job.params)
         if job.params.integration.profile.fitting and sub_table.get_flags(Flags.reference_spot).any():
-            sums = accumulate_profiles(experiment, profile, sub_table, boxes, job.params.profile.gaussian_rs.fitting)
+            sums = accumulate_profiles(experiment, profile, sub_table, boxes, job.params.profile.gaussian_rs.fitting,
+                                       job.n_folds)
             previous = report.profile_sums.get(int(number))
             report.profile_sums[int(number)] = sums if previous is None else (previous[0] + sums[0],
                                                                              previous[1] + sums[1])
@@ -213,18 +217,27 @@ def _process_part(job: BlockJob, table: ReflectionTable, part: _Part, report: Bl
     return part_table, shoeboxes
 
 
-def fit_block(job: BlockJob, references: dict[int, ReferenceProfiles]) -> BlockReport:
-    """Second pass over one block: profile fitting from the stored shoeboxes, one group at a time."""
+def fit_block(job: BlockJob, references: dict[int, ReferenceProfiles],
+              held_out: dict[int, list[ReferenceProfiles]] | None = None) -> BlockReport:
+    """Second pass over one block: profile fitting from the stored shoeboxes, one group at a time.
+
+    ``held_out[experiment][f]`` are the profiles learned without validation
+    fold f; each fold's rows are fitted with them too, for the statistics.
+    """
     store = _store(job)
     index = job.block.index
     report = BlockReport(index, job.table.nrows)
     if store.has(index, "integrated.refl"):
         report.resumed = True
+        if held_out and store.has(index, "validation.npz"):
+            arrays = store.load_arrays(index, "validation.npz")
+            report.validation = {int(k.split("_")[1]): arrays[k] for k in arrays}
         return report
     start = time.perf_counter()
     table = store.load_table(index, "modelled.refl")
     parts = store.load_arrays(index, "parts.npz")
     part_of_row, position_in_part = parts["part_of_row"], parts["position_in_part"]
+    fit_method = job.params.profile.gaussian_rs.fitting.fit_method
     for number in np.unique(part_of_row[part_of_row >= 0]):
         rows = np.flatnonzero(part_of_row == number)
         rows = rows[np.argsort(position_in_part[rows])]
@@ -232,19 +245,38 @@ def fit_block(job: BlockJob, references: dict[int, ReferenceProfiles]) -> BlockR
         shoeboxes = store.load_shoeboxes(index, int(number))
         pieces = []
         for experiment_id, sub_rows, sub_table, boxes in _per_experiment(part, shoeboxes):
-            if int(experiment_id) in references:
-                fit_profiles(job.experiments[int(experiment_id)], sub_table, boxes, references[int(experiment_id)],
-                             job.params.profile.gaussian_rs.fitting.fit_method)
+            experiment_id = int(experiment_id)
+            if experiment_id in references:
+                experiment = job.experiments[experiment_id]
+                fit_profiles(experiment, sub_table, boxes, references[experiment_id], fit_method)
+                if held_out and experiment_id in held_out:
+                    _validate(experiment, sub_table, boxes, held_out[experiment_id], fit_method,
+                              report.validation.setdefault(experiment_id,
+                                                           np.zeros((job.n_folds, len(STATISTICS)))))
             pieces.append((sub_rows, sub_table, boxes))
         part, _ = _reassemble(part, shoeboxes, pieces)
         for name in part.keys():
             if name not in table:
                 table[name] = np.zeros((table.nrows,) + np.shape(part[name])[1:], dtype=np.asarray(part[name]).dtype)
             table[name][rows] = part[name]
+    if report.validation:
+        store.save_arrays(index, "validation.npz", **{f"id_{k}": v for k, v in report.validation.items()})
     store.save_table(index, "integrated.refl", table)
     report.seconds["profile fitting"] = time.perf_counter() - start
     report.peak_memory = _peak_memory()
     return report
+
+
+def _validate(experiment, table: ReflectionTable, shoeboxes: ShoeboxColumn, models: list[ReferenceProfiles],
+              fit_method: str, statistics: np.ndarray) -> None:
+    """Fit each fold's fully recorded rows with the profiles learned without them; add their statistics."""
+    full = table["partiality"] > MIN_REFERENCE_PARTIALITY
+    for fold, model in enumerate(models):
+        rows = np.flatnonzero((table[FOLD_COLUMN] == fold) & full)
+        if len(rows):
+            held = table.select(rows)
+            fit_profiles(experiment, held, shoeboxes.select(rows), model, fit_method)
+            statistics[fold] += fold_statistics(held, table.select(rows))
 
 
 def _per_experiment(table: ReflectionTable, shoeboxes: ShoeboxColumn):

@@ -53,6 +53,7 @@ from .reference import mask_neighbouring_pixels, matched_reference, split_refere
 from .report import Table, integration_report, profile_report
 from .selection import excluded_frames
 from .shoebox_processing import choose_background
+from .validation import assign_folds, validation_table
 from .work_store import WorkStore, inputs_digest
 
 log = logging.getLogger("braggint")
@@ -192,16 +193,17 @@ def lay_out_blocks(experiments: ExperimentList, predicted: ReflectionTable, para
     return blocks, table, assignment
 
 
-def _sum_profiles(*reports) -> dict:
-    """Add the reference-profile sums of block reports or of partial sums (a node of the reduction tree)."""
+def _add_arrays(*dicts: dict) -> dict:
+    """Key-wise sum of dicts whose values are arrays or tuples of arrays (a node of a reduction tree)."""
     total: dict = {}
-    for report in reports:
-        sums = report if isinstance(report, dict) else report.profile_sums
-        for number, (profile_sum, counts) in sums.items():
-            if number in total:
-                total[number] = (total[number][0] + profile_sum, total[number][1] + counts)
+    for item in dicts:
+        for key, value in item.items():
+            if key not in total:
+                total[key] = tuple(v.copy() for v in value) if isinstance(value, tuple) else value.copy()
+            elif isinstance(value, tuple):
+                total[key] = tuple(t + v for t, v in zip(total[key], value))
             else:
-                total[number] = (profile_sum.copy(), counts.copy())
+                total[key] = total[key] + value
     return total
 
 
@@ -252,23 +254,33 @@ def run_pass(where, stage: str, task, jobs: list[BlockJob], *shared) -> list[Blo
 
 def run_blocks(jobs: list[BlockJob], experiments: ExperimentList, profiles: list[GaussianRSProfile],
                params) -> tuple[list[BlockReport], list[BlockReport], dict]:
-    """Both passes of every block on the configured scheduler; also the reference profiles."""
+    """Both passes of every block on the configured scheduler; also the reference profiles.
+
+    With validation folds, the profiles learned without each fold are made
+    too and the second pass fits each fold with them.
+    """
     fitting = params.integration.profile.fitting
     with scheduler(params.integration.mp) as where:
         reports = run_pass(where, "modelling and summation", model_block, jobs)
-        sums = tree_reduce(reports, _sum_profiles)
-        references = {}
+        sums = tree_reduce([r.profile_sums for r in reports], _add_arrays)
+        references, held_out = {}, {}
         if fitting:
             gaussian = params.profile.gaussian_rs.fitting
-            for number, (profile_sum, counts) in sums.items():
-                references[number] = finish_profiles(experiments[number], profiles[number], gaussian,
-                                                     profile_sum, counts)
+            for number, (fold_sums, fold_counts) in sums.items():
+                total, counts = fold_sums.sum(axis=0), fold_counts.sum(axis=0)
+                references[number] = finish_profiles(experiments[number], profiles[number], gaussian, total, counts)
+                if len(fold_sums) > 1:
+                    held_out[number] = [finish_profiles(experiments[number], profiles[number], gaussian,
+                                                        total - fold_sum, counts - fold_count, quiet=True)
+                                        for fold_sum, fold_count in zip(fold_sums, fold_counts)]
             if not references:
                 log.info("Skipping profile modelling - no reference profiles given")
         if not references:
             return reports, [], {}
-        shared = references if where == "synchronous" else where.scatter(references, broadcast=True)
-        fitted = run_pass(where, "profile fitting", fit_block, jobs, shared)
+        shared = [references, held_out]
+        if where != "synchronous":  # one copy per worker; a list, since scatter would key a dict's values
+            shared = where.scatter(shared, broadcast=True)
+        fitted = run_pass(where, "profile fitting", fit_block, jobs, *shared)
         return reports, fitted, references
 
 
@@ -300,9 +312,7 @@ def integrate(experiments: ExperimentList, reference: ReflectionTable | None, pa
     integration = params.integration
     if integration.filter.ice_rings:
         flag_ice_rings(predicted)
-    if (integration.profile.validation.number_of_partitions or 1) > 1:
-        log.warning("integration.profile.validation.number_of_partitions > 1: profile validation is not "
-                    "implemented in braggint yet; the reference profiles are not cross-validated")
+    n_folds = assign_folds(predicted, integration.profile.validation) if integration.profile.fitting else 1
     if integration.filter.max_shoebox_overlap is not None and integration.filter.max_shoebox_overlap < 1.0:
         log.warning("integration.filter.max_shoebox_overlap has no effect (DIALS never applied it); use "
                     "integration.overlaps_filter")
@@ -325,7 +335,7 @@ def integrate(experiments: ExperimentList, reference: ReflectionTable | None, pa
     digest = inputs_digest(inputs, pickle.dumps(table["bbox"]), layout)
     WorkStore(work_path, digest)
     jobs = [BlockJob(block, experiments, profiles, table.select(assignment == block.index), algorithm, params,
-                     work_path, digest, excluded, integration.lookup.mask) for block in blocks]
+                     work_path, digest, excluded, integration.lookup.mask, n_folds) for block in blocks]
     try:
         first, second, references = run_blocks(jobs, experiments, profiles, params)
         peak = max([r.peak_memory for r in first + second] or [0])
@@ -362,6 +372,10 @@ def integrate(experiments: ExperimentList, reference: ReflectionTable | None, pa
     if references:
         profile_table, arrays = profile_report(references)
         tables.append(profile_table)
+    if n_folds > 1 and second:
+        statistics = tree_reduce([r.validation for r in second], _add_arrays)
+        tables.append(validation_table(statistics))
+        log.info("%s", tables[-1].as_text())
     integrated = table.get_flags(Flags.integrated, all=False)
     log.info("Removing %d unintegrated reflections of %d total", int((~integrated).sum()), table.nrows)
     if shoeboxes is not None:

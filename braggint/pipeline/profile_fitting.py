@@ -30,6 +30,7 @@ from ..tasks.reference_profiles import (
     fit_reciprocal_space,
 )
 from ..tasks.shoebox_geometry import corner_coordinates
+from .validation import FOLD_COLUMN
 
 log = logging.getLogger("braggint")
 
@@ -110,33 +111,41 @@ def reference_rows(table: ReflectionTable, shoeboxes: ShoeboxColumn, experiment:
 
 
 def accumulate_profiles(experiment: Experiment, profile: GaussianRSProfile, table: ReflectionTable,
-                        shoeboxes: ShoeboxColumn, fitting) -> tuple[np.ndarray, np.ndarray]:
-    """Unnormalised reference-profile sums (P, G, G, G) and reference counts (P,) of one block."""
+                        shoeboxes: ShoeboxColumn, fitting, n_folds: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Unnormalised reference-profile sums (F, P, G, G, G) and reference counts (F, P) of one block.
+
+    F is the number of validation folds (the ``profile.index`` column says
+    each reference's fold when F > 1); the profiles are the sum over folds.
+    """
     spec = GridSpec.for_profile(profile, fitting.grid_size)
     sampler = make_sampler(experiment, fitting)
     size = 2 * spec.half + 1
-    sums = np.zeros((sampler.size, size, size, size))
-    counts = np.zeros(sampler.size, np.int64)
+    sums = np.zeros((n_folds, sampler.size, size, size, size))
+    counts = np.zeros((n_folds, sampler.size), np.int64)
     rows = reference_rows(table, shoeboxes, experiment)
     xyz = table["xyzcal.px"]
     rows = rows[sampler.nearest(xyz[rows]) >= 0]
     if len(rows):
+        fold = table[FOLD_COLUMN][rows] if n_folds > 1 else np.zeros(len(rows), np.int64)
         indices, weights = sampler.neighbourhood(xyz)
         corner_start, gx, gy, panel_size, scan, zeta = _geometry(experiment, table, shoeboxes, spec)
-        accumulate_references(rows, corner_start, gx, gy, shoeboxes.offsets, shoeboxes.bbox, panel_size,
-                              shoeboxes.data, shoeboxes.background, shoeboxes.mask, table["xyzcal.mm"][:, 2],
-                              zeta, scan, spec.sigma_m, spec.step_m, spec.half, indices, weights, sums, counts)
+        for f in range(n_folds):
+            accumulate_references(rows[fold == f], corner_start, gx, gy, shoeboxes.offsets, shoeboxes.bbox,
+                                  panel_size, shoeboxes.data, shoeboxes.background, shoeboxes.mask,
+                                  table["xyzcal.mm"][:, 2], zeta, scan, spec.sigma_m, spec.step_m, spec.half,
+                                  indices, weights, sums[f], counts[f])
     return sums, counts
 
 
 def finish_profiles(experiment: Experiment, profile: GaussianRSProfile, fitting, sums: np.ndarray,
-                    counts: np.ndarray) -> ReferenceProfiles:
+                    counts: np.ndarray, quiet: bool = False) -> ReferenceProfiles:
     """Reference profiles from the summed block contributions (negative cells cleared, unit sum)."""
     profiles = sums.copy()
     usable = finalise_profiles(profiles, counts)
     sampler = make_sampler(experiment, fitting)
-    log.info("Modelled %d of %d reference profiles from %d reference contributions", int(usable.sum()),
-             sampler.size, int(counts.sum()))
+    if not quiet:
+        log.info("Modelled %d of %d reference profiles from %d reference contributions", int(usable.sum()),
+                 sampler.size, int(counts.sum()))
     return ReferenceProfiles(GridSpec.for_profile(profile, fitting.grid_size), sampler, profiles, usable, counts)
 
 
