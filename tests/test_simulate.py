@@ -95,3 +95,35 @@ def test_command_line(tmp_path):
     assert (tmp_path / "out" / "image_00002.cbf").exists() and (tmp_path / "out" / "truth.refl").exists()
     bad = subprocess.run(command[:3] + ["mosaicity=wide"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "mosaicity" in bad.stderr
+
+
+def test_multi_panel_layout_integrates_as_the_single_panel_one(tiny_sweep, tmp_path):
+    """One panel per module: the same images, and the same summation results in module coordinates."""
+    from helpers import run_integrate
+
+    modules = tmp_path / "modules"
+    simulate(PRESETS["tiny"].replace(n_images=8, panels="modules"), str(modules))
+    detector = read_experiments(str(modules / "models.expt"))[0].detector
+    whole = read_experiments(str(tiny_sweep / "models.expt"))[0].detector
+    assert len(detector) == 2 and len(whole) == 1
+    assert [p.raw_image_offset for p in detector] == [(0, 0), (0, 212)]
+    # Every pixel of a module is where the single panel had it.
+    pixel = np.array([[10.5, 20.5]])
+    np.testing.assert_allclose(detector[1].lab_coord(detector[1].px_to_mm(pixel)),
+                               whole[0].lab_coord(whole[0].px_to_mm(pixel + [0, 212])), atol=1e-9)
+    for name in ("image_00001.cbf", "image_00008.cbf"):
+        assert (modules / name).read_bytes() == (tiny_sweep / name).read_bytes()
+    assert run_integrate(modules, tmp_path / "out_modules").returncode == 0
+    assert run_integrate(tiny_sweep, tmp_path / "out_whole").returncode == 0
+    a = read_reflections(str(tmp_path / "out_modules" / "integrated.refl"))
+    b = read_reflections(str(tmp_path / "out_whole" / "integrated.refl"))
+    assert set(np.unique(a["panel"])) == {0, 1}
+    key_b = {tuple(h) + (bool(e),): i for i, (h, e) in enumerate(zip(b["miller_index"], b["entering"]))}
+    pairs = [(i, key_b[tuple(h) + (bool(e),)]) for i, (h, e) in enumerate(zip(a["miller_index"], a["entering"]))
+             if tuple(h) + (bool(e),) in key_b]
+    assert len(pairs) >= 0.98 * max(a.nrows, b.nrows)
+    ia, ib = np.array(pairs).T
+    for name in ("intensity.sum.value", "intensity.sum.variance", "background.mean", "partiality"):
+        np.testing.assert_allclose(a[name][ia], b[name][ib], rtol=1e-9, atol=1e-9, err_msg=name)
+    shift = np.where(a["panel"][ia] == 1, 212.0, 0.0)
+    np.testing.assert_allclose(a["xyzobs.px.value"][ia][:, 1] + shift, b["xyzobs.px.value"][ib][:, 1], atol=1e-9)

@@ -31,6 +31,7 @@ from ..tasks.coordinates import LocalFrames
 from ..tasks.corrections import detector_efficiency, lorentz_polarization
 from ..tasks.predict import predict_static
 from . import images as image_writer
+from .panels import split_detector, spots_on_modules, truth_on_modules
 from .physics import draw_photons, expected_profile, local_offsets
 from .spec import SimulationSpec
 from .spotfinder import StreamingSpotFinder, spot_table
@@ -171,6 +172,8 @@ def simulate(spec: SimulationSpec, directory: str) -> SimulationResult:
     """Write the dataset of ``spec`` into ``directory`` (created if needed)."""
     start = time.perf_counter()
     os.makedirs(directory, exist_ok=True)
+    if spec.panels not in ("single", "modules"):
+        raise ValueError(f"panels={spec.panels}: choose single or modules")
     rng = np.random.default_rng(spec.seed)
     document = experiment_document(spec, rng)
     experiments = experiments_from_dict(document, os.path.abspath(directory))
@@ -248,6 +251,11 @@ def simulate(spec: SimulationSpec, directory: str) -> SimulationResult:
     truth = truth_table(spec, experiment, rays, intensity, lp, qe, counts, recorded, centroid, sigma_m)
     truth["photons.width_sq"] = width_sum
     strong = spot_table(experiment, *finder.finish(), level * spec.gain, truth)
+    if spec.panels == "modules":
+        split_detector(document, spec)
+        experiments = experiments_from_dict(document, os.path.abspath(directory))
+        experiment = experiments[0]
+        truth, strong = truth_on_modules(truth, spec), spots_on_modules(strong, spec)
     write_experiments(experiments, os.path.join(directory, "models.expt"))
     write_reflections(strong, os.path.join(directory, "strong.refl"))
     write_reflections(truth, os.path.join(directory, "truth.refl"))

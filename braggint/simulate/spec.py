@@ -21,7 +21,9 @@ class SimulationSpec:
     beam_divergence^2)`` (see :func:`braggint.simulate.physics.expected_profile`).
     """
 
-    # detector: a Pilatus-like single panel; modules of module_size pixels separated by gaps
+    # detector: a Pilatus-like sensor, modules of module_size pixels separated by gaps; panels="single"
+    # describes it as one panel with the gaps masked, panels="modules" as one panel per module
+    panels: str = "single"
     nx: int = 487
     ny: int = 619
     module_size: tuple[int, int] = (487, 195)
@@ -73,6 +75,10 @@ PRESETS: dict[str, SimulationSpec] = {
     # a 2M-like detector, ~20 images, ~10k reflections: end-to-end tests
     "small": SimulationSpec(nx=1475, ny=1679, n_images=20, oscillation=0.2, distance=180.0,
                             unit_cell=(78.0, 78.0, 37.0, 90.0, 90.0, 90.0), space_group="P 43 21 2", d_min=1.8),
+    # the 'small' sweep described as a multi-panel detector (one panel per module)
+    "small_modules": SimulationSpec(nx=1475, ny=1679, n_images=20, oscillation=0.2, distance=180.0,
+                                    unit_cell=(78.0, 78.0, 37.0, 90.0, 90.0, 90.0), space_group="P 43 21 2",
+                                    d_min=1.8, panels="modules"),
     # a 6M-like detector, 360 images: benchmarks
     "large": SimulationSpec(nx=2463, ny=2527, n_images=360, oscillation=0.2, distance=250.0,
                             unit_cell=(78.0, 78.0, 37.0, 90.0, 90.0, 90.0), space_group="P 43 21 2", d_min=1.6),
