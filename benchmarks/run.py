@@ -197,6 +197,11 @@ def render(record: dict, path: Path) -> None:
                 lines.append(f"| {case['case']} | {program} | {kind} | {a['correlation']:.5f} | "
                              f"{a['median_relative_error']:.4f} | {a['sd_normalised_error']:.3f} | "
                              f"{a['rms_error_weak']:.2f} |")
+    simulated = [case for case in record["cases"] if "simulation_s" in case]
+    if simulated:
+        lines += ["", "## Simulation (braggint.simulate, when the dataset was first made)", "",
+                  "| case | images | seconds |", "|---|---|---|"]
+        lines += [f"| {case['case']} | {case['images']} | {case['simulation_s']:.1f} |" for case in simulated]
     lines += ["", "## Stage breakdown (braggint, one worker, seconds summed over blocks)", "",
               "| case | " + " | ".join(["read", "extract", "process", "write", "profile fitting",
                                         "integration total"]) + " |", "|---|---|---|---|---|---|---|"]

@@ -127,3 +127,19 @@ def test_multi_panel_layout_integrates_as_the_single_panel_one(tiny_sweep, tmp_p
         np.testing.assert_allclose(a[name][ia], b[name][ib], rtol=1e-9, atol=1e-9, err_msg=name)
     shift = np.where(a["panel"][ia] == 1, 212.0, 0.0)
     np.testing.assert_allclose(a["xyzobs.px.value"][ia][:, 1] + shift, b["xyzobs.px.value"][ib][:, 1], atol=1e-9)
+
+
+def test_deliberate_model_errors_change_the_models_not_the_images(tmp_path):
+    spec = PRESETS["tiny"].replace(n_images=2)
+    simulate(spec, str(tmp_path / "exact"))
+    simulate(spec.replace(orientation_error=0.2, distance_error=0.5), str(tmp_path / "wrong"))
+    assert (tmp_path / "exact" / "image_00002.cbf").read_bytes() == (tmp_path / "wrong" / "image_00002.cbf").read_bytes()
+    exact = read_experiments(str(tmp_path / "exact" / "models.expt"))[0]
+    wrong = read_experiments(str(tmp_path / "wrong" / "models.expt"))[0]
+    # Rows a, b, c turned by R: real' = real R^T.
+    turn = (np.linalg.inv(exact.crystal.real_space) @ wrong.crystal.real_space).T
+    angle = np.degrees(np.arccos(np.clip((np.trace(turn) - 1) / 2, -1, 1)))
+    assert angle == pytest.approx(0.2, abs=1e-6)
+    np.testing.assert_allclose(wrong.crystal.unit_cell, exact.crystal.unit_cell, atol=1e-9)
+    # The detector (at z = -distance, facing the beam) is 0.5 mm further away.
+    assert exact.detector[0].global_frame[2][2] - wrong.detector[0].global_frame[2][2] == pytest.approx(0.5)

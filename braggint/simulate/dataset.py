@@ -138,6 +138,23 @@ def experiment_document(spec: SimulationSpec, rng: np.random.Generator) -> dict:
     }
 
 
+def add_model_errors(document: dict, spec: SimulationSpec) -> None:
+    """Turn the crystal by ``orientation_error`` degrees about a random axis (seeded by the spec's seed)
+    and move the detector ``distance_error`` mm along the beam, in the .expt document (in place)."""
+    if spec.orientation_error:
+        axis = np.random.default_rng(spec.seed + 1).normal(size=3)
+        axis /= np.linalg.norm(axis)
+        angle = np.deg2rad(spec.orientation_error)
+        cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+        turn = np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * cross @ cross  # Rodrigues
+        crystal = document["crystal"][0]
+        for name in ("real_space_a", "real_space_b", "real_space_c"):
+            crystal[name] = (turn @ np.array(crystal[name])).tolist()
+    if spec.distance_error:
+        for panel in document["detector"][0]["panels"]:
+            panel["origin"][2] -= spec.distance_error  # the detector faces the beam at z = -distance
+
+
 def expected_intensities(rng, spec: SimulationSpec, experiment: Experiment, rays) -> np.ndarray:
     """Expected photons of each full reflection: Wilson-distributed |F|^2 x qe / lp."""
     d = rays.d
@@ -253,9 +270,11 @@ def simulate(spec: SimulationSpec, directory: str) -> SimulationResult:
     strong = spot_table(experiment, *finder.finish(), level * spec.gain, truth)
     if spec.panels == "modules":
         split_detector(document, spec)
+        truth, strong = truth_on_modules(truth, spec), spots_on_modules(strong, spec)
+    if spec.panels == "modules" or spec.orientation_error or spec.distance_error:
+        add_model_errors(document, spec)
         experiments = experiments_from_dict(document, os.path.abspath(directory))
         experiment = experiments[0]
-        truth, strong = truth_on_modules(truth, spec), spots_on_modules(strong, spec)
     write_experiments(experiments, os.path.join(directory, "models.expt"))
     write_reflections(strong, os.path.join(directory, "strong.refl"))
     write_reflections(truth, os.path.join(directory, "truth.refl"))

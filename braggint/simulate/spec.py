@@ -46,6 +46,9 @@ class SimulationSpec:
     space_group: str = "P 21 21 21"
     orientation: tuple[float, ...] | None = None  # 9 numbers, U row-major; None = random from the seed
     d_min: float | None = None  # default: the detector corner
+    # deliberate errors of the written models.expt (the images follow the true models)
+    orientation_error: float = 0.0  # degrees: the written crystal is turned about a random axis by this
+    distance_error: float = 0.0  # mm added to the written detector distance
     # spot shape
     beam_divergence: float = 0.04
     mosaicity: float = 0.08
