@@ -125,57 +125,17 @@ def model_block(job: BlockJob) -> BlockReport:
     store.clear_block(index)
     table = job.table
     keep_pixels = fitting or job.params.integration.debug.output
-    first = job.experiments[job.block.experiments[0]]
-    images = ImageSource(first.imageset, first.detector, first.scan.image_range[0])
-    lookup = load_mask_file(job.lookup_mask_path, first.detector) if job.lookup_mask_path else None
-    starts = _parts_by_start(table)
-    alive: list[_Part] = []
-    done: list[tuple[np.ndarray, ReflectionTable]] = []
-    part_of_row = np.full(table.nrows, -1, np.int64)  # the stored group holding each row's shoebox
-    position_in_part = np.full(table.nrows, -1, np.int64)  # and where in that group
-    pending: list[tuple[np.ndarray, ShoeboxColumn]] = []
-    stored_groups = 0
-
-    def flush():
-        nonlocal stored_groups
-        if not pending:
-            return
-        clock = time.perf_counter()
-        rows = np.concatenate([rows for rows, _ in pending])
-        part_of_row[rows] = stored_groups
-        position_in_part[rows] = np.arange(len(rows))
-        store.save_shoeboxes(index, ShoeboxColumn.concatenate([c for _, c in pending]), stored_groups)
-        pending.clear()
-        stored_groups += 1
-        timing["write"] += time.perf_counter() - clock
-
     timing = {"read": 0.0, "extract": 0.0, "process": 0.0, "write": 0.0}
-    try:
-        for frame_number in range(job.block.start, job.block.stop):
-            for rows in starts.get(frame_number, []):
-                alive.append(_Part(len(done) + len(alive), rows, int(table["bbox"][rows, 5].max()),
-                                   ShoeboxColumn.empty_boxes(table["panel"][rows], table["bbox"][rows],
-                                                             allocate=True), np.zeros(len(rows), bool)))
-            if not alive:
-                continue
-            clock = time.perf_counter()
-            frame = read_frame(images, frame_number, job.excluded_frames, lookup)
-            timing["read"] += time.perf_counter() - clock
-            clock = time.perf_counter()
-            for part in alive:
-                fill_from_frame(first, part.shoeboxes, frame_number, frame, part.overloaded)
-            timing["extract"] += time.perf_counter() - clock
-            for part in [p for p in alive if p.end == frame_number + 1]:
-                alive.remove(part)
-                part_table, shoeboxes = _process_part(job, table, part, report, timing)
-                done.append((part.rows, part_table))
-                if keep_pixels:
-                    pending.append((part.rows, shoeboxes))
-                    if sum(len(c.data) for _, c in pending) >= STORE_GROUP_VOXELS:
-                        flush()
-        flush()
-    finally:
-        images.close()
+    groups = _StoredGroups(store, index, table.nrows, timing)
+    done: list[tuple[np.ndarray, ReflectionTable]] = []
+    first = job.experiments[job.block.experiments[0]]
+    filled = _filled_stills(job, timing) if first.is_still else _filled_parts(job, timing)
+    for part in filled:
+        part_table, shoeboxes = _process_part(job, table, part, report, timing)
+        done.append((part.rows, part_table))
+        if keep_pixels:
+            groups.add(part.rows, shoeboxes)
+    groups.flush()
     clock = time.perf_counter()
     order = np.argsort(np.concatenate([rows for rows, _ in done]), kind="stable") if done else np.zeros(0, int)
     merged = ReflectionTable(0, dict(table.identifiers))
@@ -187,12 +147,114 @@ def model_block(job: BlockJob) -> BlockReport:
         for number, (sums, counts) in report.profile_sums.items():
             arrays[f"sums_{number}"], arrays[f"counts_{number}"] = sums, counts
         store.save_arrays(index, "profiles.npz", **arrays)
-    store.save_arrays(index, "parts.npz", part_of_row=part_of_row, position_in_part=position_in_part)
+    store.save_arrays(index, "parts.npz", part_of_row=groups.part_of_row, position_in_part=groups.position_in_part)
     store.save_table(index, "modelled.refl", merged)
     timing["write"] += time.perf_counter() - clock
     report.seconds = {name: seconds for name, seconds in timing.items()}
     report.peak_memory = _peak_memory()
     return report
+
+
+class _StoredGroups:
+    """Finished shoeboxes written to the work store in groups of about STORE_GROUP_VOXELS voxels.
+
+    ``part_of_row`` and ``position_in_part`` say where each block row's
+    shoebox was stored (-1: not stored).
+    """
+
+    def __init__(self, store: WorkStore, index: int, n_rows: int, timing: dict):
+        self.store, self.index, self.timing = store, index, timing
+        self.part_of_row = np.full(n_rows, -1, np.int64)
+        self.position_in_part = np.full(n_rows, -1, np.int64)
+        self.pending: list[tuple[np.ndarray, ShoeboxColumn]] = []
+        self.stored = 0
+
+    def add(self, rows: np.ndarray, shoeboxes: ShoeboxColumn) -> None:
+        self.pending.append((rows, shoeboxes))
+        if sum(len(c.data) for _, c in self.pending) >= STORE_GROUP_VOXELS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        clock = time.perf_counter()
+        rows = np.concatenate([rows for rows, _ in self.pending])
+        self.part_of_row[rows] = self.stored
+        self.position_in_part[rows] = np.arange(len(rows))
+        self.store.save_shoeboxes(self.index, ShoeboxColumn.concatenate([c for _, c in self.pending]), self.stored)
+        self.pending.clear()
+        self.stored += 1
+        self.timing["write"] += time.perf_counter() - clock
+
+
+def _filled_parts(job: BlockJob, timing: dict):
+    """Groups of a rotation block's reflections, each yielded as soon as the frames it needs are read."""
+    table = job.table
+    first = job.experiments[job.block.experiments[0]]
+    images = ImageSource(first.imageset, first.detector, first.scan.image_range[0])
+    lookup = load_mask_file(job.lookup_mask_path, first.detector) if job.lookup_mask_path else None
+    starts = _parts_by_start(table)
+    alive: list[_Part] = []
+    made = 0
+    try:
+        for frame_number in range(job.block.start, job.block.stop):
+            for rows in starts.get(frame_number, []):
+                alive.append(_Part(made, rows, int(table["bbox"][rows, 5].max()),
+                                   ShoeboxColumn.empty_boxes(table["panel"][rows], table["bbox"][rows],
+                                                             allocate=True), np.zeros(len(rows), bool)))
+                made += 1
+            if not alive:
+                continue
+            clock = time.perf_counter()
+            frame = read_frame(images, frame_number, job.excluded_frames, lookup)
+            timing["read"] += time.perf_counter() - clock
+            clock = time.perf_counter()
+            for part in alive:
+                fill_from_frame(first, part.shoeboxes, frame_number, frame, part.overloaded)
+            timing["extract"] += time.perf_counter() - clock
+            for part in [p for p in alive if p.end == frame_number + 1]:
+                alive.remove(part)
+                yield part
+    finally:
+        images.close()
+
+
+def _filled_stills(job: BlockJob, timing: dict):
+    """The reflections of each still of a block, yielded once its image is read (frame 0 of each)."""
+    table = job.table
+    ids = np.asarray(table["id"])
+    for number in range(*job.block.experiments):
+        rows = np.flatnonzero(ids == number)
+        if len(rows) == 0:
+            continue
+        experiment = job.experiments[number]
+        part = _Part(number, rows, 1, ShoeboxColumn.empty_boxes(table["panel"][rows], table["bbox"][rows],
+                                                                 allocate=True), np.zeros(len(rows), bool))
+        clock = time.perf_counter()
+        image = still_image_number(job.experiments, number)
+        images = ImageSource(experiment.imageset, experiment.detector, 1)
+        try:
+            lookup = load_mask_file(job.lookup_mask_path, experiment.detector) if job.lookup_mask_path else None
+            frame = read_frame(images, image - 1, frozenset(), lookup)
+        finally:
+            images.close()
+        timing["read"] += time.perf_counter() - clock
+        clock = time.perf_counter()
+        fill_from_frame(experiment, part.shoeboxes, 0, frame, part.overloaded)
+        timing["extract"] += time.perf_counter() - clock
+        yield part
+
+
+def still_image_number(experiments: ExperimentList, number: int) -> int:
+    """1-based image of still ``number`` in its image set.
+
+    Stills sharing an image set with as many images as stills take its
+    images in order; otherwise (several lattices on one image) image 1.
+    """
+    imageset = experiments[number].imageset
+    sharing = [n for n, experiment in enumerate(experiments) if experiment.imageset is imageset]
+    n_images = len(imageset.images or []) or len(imageset.single_file_indices or [])
+    return sharing.index(number) + 1 if n_images == len(sharing) else 1
 
 
 def _process_part(job: BlockJob, table: ReflectionTable, part: _Part, report: BlockReport,
@@ -205,7 +267,8 @@ def _process_part(job: BlockJob, table: ReflectionTable, part: _Part, report: Bl
         experiment, profile = job.experiments[int(number)], job.profiles[int(number)]
         process_shoeboxes(experiment, profile, sub_table, boxes, part.overloaded[rows], job.background_algorithm,
                           job.params)
-        if job.params.integration.profile.fitting and sub_table.get_flags(Flags.reference_spot).any():
+        if (job.params.integration.profile.fitting and not experiment.is_still
+                and sub_table.get_flags(Flags.reference_spot).any()):
             sums = accumulate_profiles(experiment, profile, sub_table, boxes, job.params.profile.gaussian_rs.fitting,
                                        job.n_folds)
             previous = report.profile_sums.get(int(number))

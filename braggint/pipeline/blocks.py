@@ -1,7 +1,8 @@
 """Frame blocks ("jobs") of each sweep and the reflections each block integrates, as DIALS lays them out.
 
 Units: frames are 0-based image indices (``scan.array_range``), blocks are
-half-open frame ranges.  A reflection whose bbox fits in no single block
+half-open frame ranges; a block of stills holds consecutive still
+experiments, each one frame [0, 1) of its own image.  A reflection whose bbox fits in no single block
 is cut into pieces at the end frames of the blocks it spans (each piece a
 row of its own sharing ``partial_id``), then every row goes to the block
 that contains it whole and whose centre is nearest to the row's z-centre.
@@ -92,6 +93,8 @@ def plan_blocks(experiments: ExperimentList, table: ReflectionTable, params, n_w
         overlap = block_overlap(table["bbox"][to_do], threshold)
     groups: list[list[int]] = []
     for number, experiment in enumerate(experiments):
+        if experiment.is_still:
+            continue
         previous = experiments[groups[-1][0]] if groups else None
         if previous is not None and previous.imageset is experiment.imageset and previous.scan is experiment.scan:
             groups[-1].append(number)
@@ -106,7 +109,27 @@ def plan_blocks(experiments: ExperimentList, table: ReflectionTable, params, n_w
             size, group_overlap = max_frames, min(group_overlap, max_frames // 2)
         for first, last in frame_ranges(start, stop, size, group_overlap):
             blocks.append(Block(len(blocks), (group[0], group[-1] + 1), first, last))
+    stills = [number for number, experiment in enumerate(experiments) if experiment.is_still]
+    for first, last in stills_per_block(stills, n_workers):
+        blocks.append(Block(len(blocks), (first, last), 0, 1))
     return blocks
+
+
+#: Most stills in one block (bounds a block's memory and the work lost if it fails).
+MAX_STILLS_PER_BLOCK = 100
+
+
+def stills_per_block(stills: list[int], n_workers: int) -> list[tuple[int, int]]:
+    """Experiment ranges [first, last) of consecutive stills, about four blocks per worker."""
+    if not stills:
+        return []
+    size = max(1, min(MAX_STILLS_PER_BLOCK, math.ceil(len(stills) / (4 * max(n_workers, 1)))))
+    runs, start = [], stills[0]
+    for previous, number in zip(stills, stills[1:] + [None]):
+        if number != previous + 1:
+            runs.append((start, previous + 1))
+            start = number
+    return [(first, min(first + size, last)) for first, last in runs for first in range(first, last, size)]
 
 
 def _rows_and_blocks_by_group(table: ReflectionTable, blocks: list[Block]):

@@ -52,6 +52,7 @@ from .progress import BlockProgress
 from .reference import mask_neighbouring_pixels, matched_reference, split_reference
 from .report import Table, integration_report, profile_report
 from .selection import excluded_frames
+from .stills import finalize_stills
 from .shoebox_processing import choose_background
 from .validation import assign_folds, validation_table
 from .work_store import WorkStore, inputs_digest
@@ -83,7 +84,13 @@ def prepare(experiments: ExperimentList, reference: ReflectionTable | None, para
         reference = None  # the matched rows are all that is needed from here on
     gaussian_rs = params.profile.gaussian_rs
     profiles = []
+    stills_profile = None
+    if params.create_profile_model and matched is not None and any(e.is_still for e in experiments):
+        stills_profile = pooled_stills_profile(experiments, matched, gaussian_rs)
     for number, experiment in enumerate(experiments):
+        if experiment.is_still and stills_profile is not None:
+            profiles.append(stills_profile)
+            continue
         mine = matched.select(matched["id"] == number) if matched is not None else None
         if params.create_profile_model and mine is not None and mine.nrows:
             log.info("Computing profile model for experiment %d", number)
@@ -102,6 +109,20 @@ def prepare(experiments: ExperimentList, reference: ReflectionTable | None, para
     predicted["bbox"] = bbox
     predicted.set_flags(np.abs(zeta) < params.integration.filter.min_zeta, Flags.dont_integrate)
     return predicted, profiles, rubbish
+
+
+def pooled_stills_profile(experiments: ExperimentList, matched: ReflectionTable, gaussian_rs):
+    """One gaussian_rs model (sigma_b; sigma_m = 0) from the reference spots of every still together.
+
+    A still rarely has the spots to model its own profile (DIALS estimates
+    each one alone and fails below ``min_spots``); the stills of a run share
+    beam and detector, so braggint pools them.
+    """
+    still_ids = [number for number, experiment in enumerate(experiments) if experiment.is_still]
+    rows = np.isin(matched["id"], still_ids)
+    log.info("Computing one profile model for %d stills from their %d reference spots", len(still_ids),
+             int(rows.sum()))
+    return estimate_profile(experiments[still_ids[0]], matched.select(rows), gaussian_rs)
 
 
 def apply_corrections(experiments: ExperimentList, table: ReflectionTable) -> None:
@@ -310,6 +331,10 @@ def integrate(experiments: ExperimentList, reference: ReflectionTable | None, pa
     reference = None  # the strong spots' shoeboxes are not needed any more (callers pass ownership)
     release_memory()
     integration = params.integration
+    all_stills = all(experiment.is_still for experiment in experiments)
+    if all_stills and integration.profile.fitting:
+        log.info("Stills have no rocking curve (sigma_m = 0): integrating by summation only")
+        integration.profile.fitting = False
     if integration.filter.ice_rings:
         flag_ice_rings(predicted)
     n_folds = assign_folds(predicted, integration.profile.validation) if integration.profile.fitting else 1
@@ -386,6 +411,8 @@ def integrate(experiments: ExperimentList, reference: ReflectionTable | None, pa
         table["shoebox"] = boxes.select(position[integrated])
     else:
         table = table.select(integrated)
+    if all_stills:
+        table = finalize_stills(table, integration.summation.detector_gain)
     overlaps = integration.overlaps_filter
     if overlaps.foreground_foreground.enable or overlaps.foreground_background.enable:
         table = table.select(~overlap_filters(table, overlaps.foreground_foreground.enable,

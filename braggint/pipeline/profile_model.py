@@ -73,6 +73,8 @@ def _sigmas(experiment: Experiment, reference: ReflectionTable, algorithm: str, 
     else:
         centres = reference["s1"]
     sigma_b = estimate.beam_divergence(experiment.detector, shoeboxes, centres)
+    if experiment.is_still:
+        return sigma_b, 0.0  # a still has no rocking curve to measure (DIALS: sigma_m = 0)
     sigma_m = estimate.reflecting_range(experiment.scan, shoeboxes, reference["xyzcal.mm"][:, 2],
                                         reference["zeta"], algorithm)
     return sigma_b, sigma_m

@@ -61,11 +61,13 @@ def pixel_miller_indices(experiment, panel: int, x: np.ndarray, y: np.ndarray, z
     """Fractional hkl (n, 3) seen at pixel coordinates (x, y) (px) and frame z (0-based, continuous).
 
     ``h = A^-1 F^-1 R(e, phi)^T S^-1 (s' - s0)`` with s' the pixel's lab
-    direction scaled to |s0| and the static crystal A.
+    direction scaled to |s0| and the static crystal A (for a still, no rotation).
     """
     s0 = experiment.beam.s0
     lab = experiment.detector[panel].pixel_lab_coord(np.column_stack([x, y]))
     r = unit(lab) * np.linalg.norm(s0) - s0
+    if experiment.is_still:  # no rotation: h = A^-1 (s' - s0)
+        return r @ np.linalg.inv(experiment.crystal.A).T
     gonio = experiment.goniometer
     r = r @ np.linalg.inv(gonio.setting_rotation).T
     rotation = axis_angle_matrix(gonio.rotation_axis, experiment.scan.angle_from_frame(z))

@@ -140,45 +140,70 @@ def _correlations(table: ReflectionTable, rows: np.ndarray) -> tuple[float, floa
     return pearson, spearman
 
 
+#: Columns of the per-image, per-resolution and overall statistics, and their formats.
+_STAT_KEYS = ["n_full", "n_partial", "n_overload", "n_ice", "n_summed", "n_fitted", "mean_background", "ios_sum",
+              "ios_prf", "cc_prf", "rmsd_xy"]
+_STAT_FORMATS = ["%d"] * 6 + ["%.2f"] * 5
+
+
 def integration_report(experiments: ExperimentList, table: ReflectionTable) -> list[Table]:
-    """DIALS's three integration tables over the final table (before unintegrated rows are dropped)."""
+    """DIALS's three integration tables over the final table (before unintegrated rows are dropped).
+
+    Stills are summarised together: one image row per still, and one
+    resolution table and overall summary over all of them.
+    """
     image = Table("integration.image.summary", "Summary vs image number", IMAGE_COLUMNS)
     resolution = Table("integration.resolution.summary", "Summary vs resolution",
                        [("id", "ID"), ("dmin", "d min")] + IMAGE_COLUMNS[2:])
     overall_tables = []
-    keys = ["n_full", "n_partial", "n_overload", "n_ice", "n_summed", "n_fitted", "mean_background", "ios_sum",
-            "ios_prf", "cc_prf", "rmsd_xy"]
-    formats = ["%d"] * 6 + ["%.2f"] * 5
+    if len(experiments) and all(experiment.is_still for experiment in experiments):
+        if table.nrows:
+            groups = np.asarray(table["id"], np.int64)
+            _image_rows(image, table, groups, [(str(n), "1") for n in range(len(experiments))])
+            overall_tables.append(_resolution_and_overall(resolution, "all", f"all {len(experiments)} stills",
+                                                          table))
+        return [image, resolution] + overall_tables
     for number, experiment in enumerate(experiments):
         part = table.select(table["id"] == number)
         if part.nrows == 0:
             continue
         a0, a1 = experiment.scan.array_range
         groups = bin_index(np.arange(a0, a1 + 1, dtype=float), part["xyzcal.px"][:, 2])
-        stats = _statistics(part, groups, a1 - a0)
-        for i in range(a1 - a0):
-            image.rows.append([str(number), str(a0 + i + 1)] + [f % stats[k][i] for k, f in zip(keys, formats)])
-        edges = resolution_edges(part["d"])
-        shell = bin_index(edges, part["d"])
-        stats = _statistics(part, shell, len(edges) - 1)
-        for i in range(len(edges) - 1):
-            resolution.rows.append([str(number), f"{edges[i]:.2f}"] + [f % stats[k][i] for k, f in zip(keys, formats)])
-        overall = Table("integration.overall.summary", f"Summary for experiment {number}",
-                        [("item", "Item"), ("overall", "Overall"), ("low", "Low"), ("high", "High")])
-        columns = {}
-        n_shells = len(edges) - 1
-        for label, selection, (low_edge, high_edge) in (
-                ("overall", np.ones(part.nrows, bool), (edges[0], edges[-1])),
-                ("low", shell == n_shells - 1, (edges[n_shells - 1], edges[n_shells])),
-                ("high", shell == 0, (edges[0], edges[1]))):
-            values = {k: v[0] for k, v in _statistics(part, np.where(selection, 0, -1), 1).items()}
-            values["dmin"], values["dmax"] = low_edge, high_edge
-            values["cc_pearson_sum_prf"], values["cc_spearman_sum_prf"] = _correlations(part, selection)
-            columns[label] = values
-        for description, fmt, key in OVERALL_ITEMS:
-            overall.rows.append([description] + [fmt % columns[c][key] for c in ("overall", "low", "high")])
-        overall_tables.append(overall)
+        _image_rows(image, part, groups, [(str(number), str(a0 + i + 1)) for i in range(a1 - a0)])
+        overall_tables.append(_resolution_and_overall(resolution, str(number), f"experiment {number}", part))
     return [image, resolution] + overall_tables
+
+
+def _image_rows(image: Table, part: ReflectionTable, groups: np.ndarray, labels: list[tuple[str, str]]) -> None:
+    """Rows of the image table: statistics of each group (an image's rows), labelled (id, image)."""
+    stats = _statistics(part, groups, len(labels))
+    for i, label in enumerate(labels):
+        image.rows.append(list(label) + [f % stats[k][i] for k, f in zip(_STAT_KEYS, _STAT_FORMATS)])
+
+
+def _resolution_and_overall(resolution: Table, label: str, title: str, part: ReflectionTable) -> Table:
+    """Resolution-shell rows (added to ``resolution``) and the overall summary table of ``part``."""
+    edges = resolution_edges(part["d"])
+    shell = bin_index(edges, part["d"])
+    stats = _statistics(part, shell, len(edges) - 1)
+    for i in range(len(edges) - 1):
+        resolution.rows.append([label, f"{edges[i]:.2f}"] + [f % stats[k][i] for k, f in zip(_STAT_KEYS,
+                                                                                             _STAT_FORMATS)])
+    overall = Table("integration.overall.summary", f"Summary for {title}",
+                    [("item", "Item"), ("overall", "Overall"), ("low", "Low"), ("high", "High")])
+    columns = {}
+    n_shells = len(edges) - 1
+    for name, selection, (low_edge, high_edge) in (
+            ("overall", np.ones(part.nrows, bool), (edges[0], edges[-1])),
+            ("low", shell == n_shells - 1, (edges[n_shells - 1], edges[n_shells])),
+            ("high", shell == 0, (edges[0], edges[1]))):
+        values = {k: v[0] for k, v in _statistics(part, np.where(selection, 0, -1), 1).items()}
+        values["dmin"], values["dmax"] = low_edge, high_edge
+        values["cc_pearson_sum_prf"], values["cc_spearman_sum_prf"] = _correlations(part, selection)
+        columns[name] = values
+    for description, fmt, key in OVERALL_ITEMS:
+        overall.rows.append([description] + [fmt % columns[c][key] for c in ("overall", "low", "high")])
+    return overall
 
 
 def profile_report(references: dict) -> tuple[Table, dict]:

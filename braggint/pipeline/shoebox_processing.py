@@ -166,11 +166,12 @@ def process_shoeboxes(experiment: Experiment, profile: GaussianRSProfile, table:
     for p in np.unique(table["panel"]):
         sel = table["panel"] == p
         mm[sel, :2] = experiment.detector[int(p)].px_to_mm(xyz[sel, :2])
-    scan = experiment.scan
-    mm[:, 2] = scan.angle_from_frame(xyz[:, 2])
+    # A still has no rotation: its z coordinates in mm/rad are 0.
+    dphi = 0.0 if experiment.is_still else experiment.scan.oscillation_rad[1]
+    mm[:, 2] = 0.0 if experiment.is_still else experiment.scan.angle_from_frame(xyz[:, 2])
     table["xyzobs.mm.value"] = mm
     pixel_size = np.array([experiment.detector[int(p)].pixel_size for p in table["panel"]]).reshape(-1, 2)
-    table["xyzobs.mm.variance"] = variance * np.column_stack([pixel_size**2, np.full(n, scan.oscillation_rad[1] ** 2)])
+    table["xyzobs.mm.variance"] = variance * np.column_stack([pixel_size**2, np.full(n, dphi**2)])
 
     intensity, var, bg_sum, bg_var, sum_ok = summation(sb.data, sb.mask, sb.background, sb.offsets)
     table["intensity.sum.value"] = intensity

@@ -52,6 +52,7 @@ class SimulationResult:
     truth: ReflectionTable
     strong: ReflectionTable
     seconds: float
+    experiments: object = None  # the ExperimentList (stills: one experiment per shot)
 
 
 def random_orientation(rng: np.random.Generator) -> np.ndarray:
@@ -161,8 +162,8 @@ def expected_intensities(rng, spec: SimulationSpec, experiment: Experiment, rays
     wilson = np.exp(-spec.wilson_b / (2 * d**2) + spec.wilson_b / (2 * 3.0**2))
     structure = spec.mean_intensity * wilson * rng.exponential(1.0, len(d))
     beam = experiment.beam
-    lp = lorentz_polarization(rays.s1, beam.s0, experiment.goniometer.rotation_axis_lab,
-                              beam.polarization_normal, beam.polarization_fraction)
+    axis = experiment.goniometer.rotation_axis_lab if experiment.goniometer is not None else None
+    lp = lorentz_polarization(rays.s1, beam.s0, axis, beam.polarization_normal, beam.polarization_fraction)
     panel = experiment.detector[0]
     qe = detector_efficiency(rays.s1, panel.normal, panel.mu, panel.thickness)
     return structure * qe / np.maximum(lp, 0.02), lp, qe
@@ -189,6 +190,10 @@ def simulate(spec: SimulationSpec, directory: str) -> SimulationResult:
     """Write the dataset of ``spec`` into ``directory`` (created if needed)."""
     start = time.perf_counter()
     os.makedirs(directory, exist_ok=True)
+    if spec.stills:
+        from .stills import simulate_stills
+
+        return simulate_stills(spec, directory)
     if spec.panels not in ("single", "modules"):
         raise ValueError(f"panels={spec.panels}: choose single or modules")
     rng = np.random.default_rng(spec.seed)

@@ -41,6 +41,10 @@ class SimulationSpec:
     oscillation: float = 0.2
     n_images: int = 10
     exposure_time: float = 0.1
+    # stills > 0: that many shots of randomly oriented crystals (serial crystallography), no rotation;
+    # the beam's spectrum has a Gaussian relative width ``bandwidth``
+    stills: int = 0
+    bandwidth: float = 0.0015
     # crystal
     unit_cell: tuple[float, float, float, float, float, float] = (40.0, 50.0, 60.0, 90.0, 90.0, 90.0)
     space_group: str = "P 21 21 21"
@@ -82,6 +86,10 @@ PRESETS: dict[str, SimulationSpec] = {
     "small_modules": SimulationSpec(nx=1475, ny=1679, n_images=20, oscillation=0.2, distance=180.0,
                                     unit_cell=(78.0, 78.0, 37.0, 90.0, 90.0, 90.0), space_group="P 43 21 2",
                                     d_min=1.8, panels="modules"),
+    # 500 serial-crystallography stills on a 300K-like detector: the stills pipeline against truth
+    "stills": SimulationSpec(nx=487, ny=619, n_images=1, stills=500, distance=100.0, beam_divergence=0.01,
+                             mosaicity=0.03, bandwidth=0.0015, unit_cell=(60.0, 70.0, 80.0, 90.0, 90.0, 90.0),
+                             d_min=2.0, mean_intensity=3000.0, template="shot_#####.cbf"),
     # a 6M-like detector, 360 images: benchmarks
     "large": SimulationSpec(nx=2463, ny=2527, n_images=360, oscillation=0.2, distance=250.0,
                             unit_cell=(78.0, 78.0, 37.0, 90.0, 90.0, 90.0), space_group="P 43 21 2", d_min=1.6),

@@ -41,7 +41,7 @@ class StreamingSpotFinder:
         self.threshold = self.background + 3 * np.sqrt(np.maximum(self.background, 1.0))
         self.window, self.overlap = window, overlap
         self.frames: list[np.ndarray] = []
-        self.first = experiment.scan.array_range[0]  # frame number of self.frames[0]
+        self.first = 0 if experiment.is_still else experiment.scan.array_range[0]  # frame of self.frames[0]
         self.pieces: list[ShoeboxColumn] = []
         self.sizes: list[np.ndarray] = []
 
@@ -104,10 +104,11 @@ def spot_table(experiment: Experiment, shoeboxes: ShoeboxColumn, sizes: np.ndarr
     table["xyzobs.px.value"] = xyz
     table["xyzobs.px.variance"] = variance
     panel = experiment.detector[0]
-    mm = np.column_stack([panel.px_to_mm(xyz[:, :2]), experiment.scan.angle_from_frame(xyz[:, 2])])
-    table["xyzobs.mm.value"] = mm
+    still = experiment.is_still  # no rotation: z in mm/rad is 0
+    angle = np.zeros(n_spots) if still else experiment.scan.angle_from_frame(xyz[:, 2])
+    table["xyzobs.mm.value"] = np.column_stack([panel.px_to_mm(xyz[:, :2]), angle])
     pixel = np.array(panel.pixel_size)
-    dphi = experiment.scan.oscillation_rad[1]
+    dphi = 0.0 if still else experiment.scan.oscillation_rad[1]
     table["xyzobs.mm.variance"] = variance * np.concatenate([pixel**2, [dphi**2]])
     table["intensity.sum.value"] = np.bincount(rows, weights=np.where(spot, shoeboxes.data - background[y, x], 0),
                                                minlength=n_spots)

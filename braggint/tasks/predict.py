@@ -221,3 +221,63 @@ def _first_root_in_unit_interval(r1, dr, s0) -> np.ndarray:
         second = np.where(disc > 0, c / q, -b / (2 * a))
     alpha = np.where((first >= 0) & (first <= 1), first, np.where((second >= 0) & (second <= 1), second, np.nan))
     return np.where(disc >= 0, alpha, np.nan)
+
+
+#: |delta psi| (radians) below which DIALS's stills predictor keeps a reflection without a mosaic model.
+STILLS_DELPSI_LIMIT = 0.0015
+
+
+def predict_still(experiment: Experiment, *, d_min: float | None = None, d_max: float | None = None
+                  ) -> tuple[Predictions, np.ndarray]:
+    """Reflections of a still shot, and their delta psi (radians).
+
+    Each reciprocal-lattice vector q is turned about ``e1 = q x s0`` onto the
+    Ewald sphere; delta psi is that turn, and ``s1`` points from the sphere
+    centre through the turned vector.  Reflections are kept when |delta psi|
+    is below :data:`STILLS_DELPSI_LIMIT`, or, when the crystal carries the
+    Nave mosaic model (``ML_half_mosaicity_deg``, ``ML_domain_size_ang``),
+    below ``d / domain size + half mosaicity / 2`` (Sauter 2014, eqs. 16-17),
+    as DIALS's stills predictors do.  ``z_px`` and ``phi`` are 0.
+    """
+    beam, crystal = experiment.beam, experiment.crystal
+    if d_min is None:
+        d_min = detector_d_min(experiment)
+    hkl = candidate_indices(experiment, d_min, d_max)
+    s0 = np.asarray(beam.s0, float)
+    s0_length = np.linalg.norm(s0)
+    s0_unit = s0 / s0_length
+    q = hkl.astype(float) @ crystal.A.T
+    q_sq = np.einsum("ij,ij->i", q, q)
+    e1 = np.cross(q, s0_unit)
+    e1 /= np.linalg.norm(e1, axis=1, keepdims=True)
+    c0 = np.cross(s0_unit, e1)
+    c0 /= np.linalg.norm(c0, axis=1, keepdims=True)
+    a = 0.5 * q_sq / s0_length
+    reachable = q_sq - a * a > 0
+    b = np.sqrt(np.where(reachable, q_sq - a * a, 0.0))
+    on_sphere = -a[:, None] * s0_unit + b[:, None] * c0
+    q_unit = q / np.sqrt(q_sq)[:, None]
+    q_perp = np.cross(q_unit, e1)
+    q_perp /= np.linalg.norm(q_perp, axis=1, keepdims=True)
+    delpsi = -np.arctan2(np.einsum("ij,ij->i", on_sphere, q_perp), np.einsum("ij,ij->i", on_sphere, q_unit))
+    half_mosaicity = crystal.extra.get("ML_half_mosaicity_deg")
+    domain_size = crystal.extra.get("ML_domain_size_ang")
+    if half_mosaicity is not None and domain_size is not None:
+        limit = 1.0 / np.sqrt(q_sq) / domain_size + np.deg2rad(half_mosaicity) / 2
+    else:
+        limit = STILLS_DELPSI_LIMIT
+    keep = reachable & (np.abs(delpsi) < limit)
+    s1 = s0 + on_sphere[keep]
+    s1 *= (s0_length / np.linalg.norm(s1, axis=1))[:, None]
+    h = hkl[keep]
+    panel, xy_mm = experiment.detector.ray_intersection(s1)
+    hit = panel >= 0
+    xy_px = np.full_like(xy_mm, np.nan)
+    for p in np.unique(panel[hit]):
+        sel = panel == p
+        xy_px[sel] = experiment.detector[int(p)].mm_to_px(xy_mm[sel])
+    n = int(hit.sum())
+    d = 1.0 / np.sqrt(q_sq[keep][hit])
+    rays = Predictions(h[hit], np.zeros(n, bool), s1[hit], np.zeros(n), panel[hit], xy_mm[hit], xy_px[hit],
+                       np.zeros(n), d)
+    return rays, delpsi[keep][hit]

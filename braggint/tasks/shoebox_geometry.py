@@ -43,9 +43,23 @@ def sigmas_at_frames(profile: GaussianRSProfile, experiment: Experiment, z) -> t
 
 
 def local_frames(experiment: Experiment, s1: np.ndarray, z: np.ndarray) -> LocalFrames:
-    """Local frames of reflections with beam vectors ``s1`` at frames ``z``."""
+    """Local frames of reflections with beam vectors ``s1`` at frames ``z``.
+
+    For a still, e1 and e2 are the same (they do not involve the rotation
+    axis); phi is 0 and zeta is 1 (no rotation: every reflection is
+    recorded whole on its one image).
+    """
+    if experiment.is_still:
+        frames = LocalFrames.build(experiment.beam.s0, np.zeros(3), s1, np.zeros(len(np.atleast_2d(s1))))
+        frames.zeta = np.ones(len(frames.s1))
+        return frames
     phi = experiment.scan.angle_from_frame(z)
     return LocalFrames.build(experiment.beam.s0, experiment.goniometer.rotation_axis_lab, s1, phi)
+
+
+def frame_range(experiment: Experiment) -> tuple[int, int]:
+    """0-based frames [first, last) of the experiment's images: (0, 1) for a still."""
+    return (0, 1) if experiment.is_still else experiment.scan.array_range
 
 
 def bounding_boxes(experiment: Experiment, profile: GaussianRSProfile, s1, z, panel,
@@ -54,7 +68,7 @@ def bounding_boxes(experiment: Experiment, profile: GaussianRSProfile, s1, z, pa
 
     x/y: the four e1/e2 corners ``(+-delta_b, +-delta_b)`` (delta_b widened by
     ``sigma_b_multiplier``) projected onto the reflection's panel; z: the
-    angles ``phi -+ delta_m / zeta``.  Minima are floored and maxima ceiled;
+    angles ``phi -+ delta_m / zeta`` (a still: its one frame).  Minima are floored and maxima ceiled;
     z is clipped to the scan's frames, x/y are not clipped to the panel.
     """
     s1 = np.atleast_2d(np.asarray(s1, dtype=float))
@@ -75,10 +89,13 @@ def bounding_boxes(experiment: Experiment, profile: GaussianRSProfile, s1, z, pa
         xs.append(xy[:, 0])
         ys.append(xy[:, 1])
     xs, ys = np.column_stack(xs), np.column_stack(ys)
-    scan = experiment.scan
-    z_ends = np.column_stack([scan.frame_from_angle(frames.to_rotation_angle(-delta_m)),
-                              scan.frame_from_angle(frames.to_rotation_angle(delta_m))])
-    a0, a1 = scan.array_range
+    if experiment.is_still:
+        z_ends = np.column_stack([np.floor(z), np.floor(z) + 1])
+    else:
+        scan = experiment.scan
+        z_ends = np.column_stack([scan.frame_from_angle(frames.to_rotation_angle(-delta_m)),
+                                  scan.frame_from_angle(frames.to_rotation_angle(delta_m))])
+    a0, a1 = frame_range(experiment)
     bbox = np.column_stack([
         np.floor(xs.min(axis=1)), np.ceil(xs.max(axis=1)),
         np.floor(ys.min(axis=1)), np.ceil(ys.max(axis=1)),
@@ -92,10 +109,13 @@ def partiality(experiment: Experiment, profile: GaussianRSProfile, zeta, z, bbox
     """Fraction of a Gaussian rocking curve recorded between the bbox's frame ends.
 
     ``0.5 [erf(c (phi(z1) - phi)) - erf(c (phi(z0) - phi))]`` with
-    ``c = |zeta| / (sqrt(2) sigma_m)`` and phi the predicted angle.
+    ``c = |zeta| / (sqrt(2) sigma_m)`` and phi the predicted angle; 1 for
+    a still (its intensity is what the one image records).
     """
     scan = experiment.scan
     bbox = np.asarray(bbox).reshape(-1, 6)
+    if experiment.is_still:
+        return np.ones(len(bbox))
     _, sigma_m = sigmas_at_frames(profile, experiment, z)
     phi = scan.angle_from_frame(z)
     c = np.abs(np.asarray(zeta)) / (np.sqrt(2.0) * sigma_m)
@@ -186,7 +206,7 @@ def foreground_mask(experiment: Experiment, profile: GaussianRSProfile, shoeboxe
     corner_row = np.repeat(np.arange(len(bbox)), np.diff(corner_start))
     d2 = (c1**2 + c2**2) / delta_b2[corner_row]
 
-    a0, a1 = experiment.scan.array_range
+    a0, a1 = frame_range(experiment)
     _apply_foreground(d2, corner_start, bbox, shoeboxes.offsets, shoeboxes.mask, a0, a1)
 
 
