@@ -25,6 +25,7 @@ from ..models.flags import Flags
 from ..models.profile import GaussianRSProfile
 from ..models.reflection_table import ReflectionTable
 from ..models.shoebox import ShoeboxColumn
+from .absorption import add_kapton_columns, kapton_scopes
 from .blocks import Block
 from .profile_fitting import MIN_REFERENCE_PARTIALITY, ReferenceProfiles, accumulate_profiles, fit_profiles
 from .shoebox_processing import fill_from_frame, process_shoeboxes, read_frame
@@ -267,6 +268,7 @@ def _process_part(job: BlockJob, table: ReflectionTable, part: _Part, report: Bl
         experiment, profile = job.experiments[int(number)], job.profiles[int(number)]
         process_shoeboxes(experiment, profile, sub_table, boxes, part.overloaded[rows], job.background_algorithm,
                           job.params)
+        add_kapton_columns(experiment, sub_table, boxes, kapton_scopes(job.params))
         if (job.params.integration.profile.fitting and not experiment.is_still
                 and sub_table.get_flags(Flags.reference_spot).any()):
             sums = accumulate_profiles(experiment, profile, sub_table, boxes, job.params.profile.gaussian_rs.fitting,

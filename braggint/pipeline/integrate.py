@@ -34,6 +34,7 @@ from ..tasks.shoebox_geometry import (
     local_frames,
     partiality,
 )
+from .absorption import KAPTON_ALGORITHMS, apply_kapton_corrections, kapton_scopes
 from .block_tasks import BlockJob, BlockReport, fit_block, model_block
 from .blocks import assign_to_blocks, plan_blocks, split_across_blocks
 from .debug_output import write_block_shoeboxes, write_reference_profiles
@@ -417,6 +418,10 @@ def integrate(experiments: ExperimentList, reference: ReflectionTable | None, pa
     if overlaps.foreground_foreground.enable or overlaps.foreground_background.enable:
         table = table.select(~overlap_filters(table, overlaps.foreground_foreground.enable,
                                               overlaps.foreground_background.enable))
+    for scope in params.absorption_correction:
+        if scope.apply and scope.algorithm not in KAPTON_ALGORITHMS:
+            log.info("absorption_correction.algorithm=%s has no implementation: nothing applied", scope.algorithm)
+    table = apply_kapton_corrections(table, kapton_scopes(params))
     if params.significance_filter.enable:
         table = apply_significance_filter(table, params.significance_filter)
     if params.output.include_bad_reference and rubbish.nrows:

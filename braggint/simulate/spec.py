@@ -45,6 +45,9 @@ class SimulationSpec:
     # the beam's spectrum has a Gaussian relative width ``bandwidth``
     stills: int = 0
     bandwidth: float = 0.0015
+    # stills only: the crystals sit on a kapton tape (DIALS's default fuller_kapton geometry: 0.02 mm above
+    # a 0.05 mm tape tilted by 1.15 degrees, ending 1.5875 mm downstream) that absorbs diffracted photons
+    kapton: bool = False
     # crystal
     unit_cell: tuple[float, float, float, float, float, float] = (40.0, 50.0, 60.0, 90.0, 90.0, 90.0)
     space_group: str = "P 21 21 21"

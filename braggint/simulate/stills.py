@@ -12,9 +12,12 @@ Poisson(full x partiality), each following a trial drawn in proportion to
 its weight, along ``s1 = s0' + q'`` to the detector.  Nothing here uses
 the integrator's prediction or profile model.
 
+With ``kapton=True`` a tape under the crystal absorbs each photon with
+the probability its path through the tape gives (:mod:`braggint.tasks.kapton`).
+
 Truth (``truth.refl``): every reflection with partiality above 1e-4, with
-``intensity.true`` = expected recorded photons (x gain), ``partiality.true``
-and the photon centroid.  Lengths in mm, angles in radians unless named.
+``intensity.true`` = expected recorded photons before any tape absorption
+(x gain), ``partiality.true`` and the photon centroid.  Lengths in mm, angles in radians unless named.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from ..io.expt import experiments_from_dict, write_experiments
 from ..io.refl import write_reflections
 from ..models.flags import Flags
 from ..models.reflection_table import ReflectionTable
+from ..tasks.kapton import kapton_attenuation_length, kapton_path_lengths
 from ..tasks.predict import candidate_indices
 from . import images as image_writer
 from .dataset import SimulationResult, background_map, experiment_document, expected_intensities, random_orientation, \
@@ -39,6 +43,8 @@ from .spotfinder import StreamingSpotFinder, spot_table
 
 log = logging.getLogger("braggint")
 
+#: The tape of ``kapton=True``: height above it, thickness, half width (mm) and tilt (degrees).
+KAPTON_TAPE = (0.02, 0.05, 1.5875, 1.15)
 #: Trial photons per reflection used to estimate its partiality and to shape its spot.
 TRIALS = 256
 #: Reflections whose angular distance from the sphere exceeds this many spreads are not drawn.
@@ -132,6 +138,9 @@ def simulate_stills(spec: SimulationSpec, directory: str) -> SimulationResult:
         photon_s1 = s1_trials[owner, pick.sum(axis=1)]
         hit_panel, hit_mm = experiment.detector.ray_intersection(photon_s1)
         hit = hit_panel == 0
+        if spec.kapton:
+            path = kapton_path_lengths(photon_s1, s0, *KAPTON_TAPE)
+            hit &= rng.random(len(path)) < np.exp(-path / kapton_attenuation_length(1.0 / np.linalg.norm(s0)))
         xy_px = hit_mm[hit] / spec.pixel_size
         owner = owner[hit]
         pixel = np.floor(xy_px[:, 1]).astype(np.int64) * spec.nx + np.floor(xy_px[:, 0]).astype(np.int64)
