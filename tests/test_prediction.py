@@ -140,3 +140,17 @@ def test_prediction_refuses_mismatched_scan_points(shared_data):
     with pytest.raises(BraggintError, match="scan points"):
         predict_reflections(experiments, prediction_params())
     assert predict_reflections(experiments, prediction_params(force_static=True)).nrows > 0
+
+
+def test_systematic_absences_are_gemmis():
+    import gemmi
+
+    from braggint.models.crystal import Crystal
+    from braggint.tasks.predict import systematically_absent
+
+    hkl = np.random.default_rng(0).integers(-12, 13, (5000, 3))
+    for symbol in ("P 21 21 21", "C 2 2 21", "P 43 21 2", "I 41 2 2", "P 61 2 2", "F d -3 m", "P 1 21/c 1"):
+        group = gemmi.SpaceGroup(symbol)
+        crystal = Crystal(np.diag([50.0, 60.0, 70.0]), group.hall)
+        expected = [group.operations().is_systematically_absent([int(v) for v in h]) for h in hkl]
+        np.testing.assert_array_equal(systematically_absent(crystal, hkl), expected, err_msg=symbol)

@@ -83,6 +83,7 @@ def test_stills_prediction_is_dials(stills, tmp_path):
     script.write_text(
         "import json, sys\n"
         "from dxtbx.model.experiment_list import ExperimentListFactory\n"
+        "from dials.array_family import flex  # noqa: F401  (registers the reflection table)\n"
         "from dials.algorithms.spot_prediction import StillsReflectionPredictor\n"
         "experiments = ExperimentListFactory.from_json_file(sys.argv[1], check_format=False)\n"
         "out = []\n"

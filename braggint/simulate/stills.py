@@ -33,7 +33,7 @@ from ..io.refl import write_reflections
 from ..models.flags import Flags
 from ..models.reflection_table import ReflectionTable
 from ..tasks.kapton import kapton_attenuation_length, kapton_path_lengths
-from ..tasks.predict import candidate_indices
+from ..tasks.predict import candidate_indices, systematically_absent
 from . import images as image_writer
 from .dataset import SimulationResult, background_map, experiment_document, expected_intensities, random_orientation, \
     real_space_vectors
@@ -112,6 +112,7 @@ def simulate_stills(spec: SimulationSpec, directory: str) -> SimulationResult:
     truths, strongs = [], []
     for shot, experiment in enumerate(experiments):
         hkl = candidate_indices(experiment, spec.d_min or 1.0)
+        hkl = hkl[~systematically_absent(experiment.crystal, hkl)]  # no intensity at all
         q = hkl.astype(float) @ experiment.crystal.A.T
         q_len = np.linalg.norm(q, axis=1)
         # Angular distance of each point from the sphere, against the spread the trials can reach.

@@ -76,6 +76,26 @@ def candidate_indices(experiment: Experiment, d_min: float, d_max: float | None 
     return np.concatenate(out).astype(np.int32) if out else np.zeros((0, 3), np.int32)
 
 
+def systematically_absent(crystal, hkl: np.ndarray) -> np.ndarray:
+    """True for each hkl (n, 3) that the crystal's space group (all its operations) makes absent.
+
+    h is absent when some operation (R, t) keeps it (h R = h) while h.t is
+    not an integer (gemmi stores R and t times 24).
+    """
+    ops = crystal.space_group_ops
+    absent = np.zeros(len(hkl), bool)
+    h = np.asarray(hkl, np.int64)
+    for op in ops.sym_ops:
+        rotation = np.array(op.rot, np.int64)
+        kept = (h @ rotation == 24 * h).all(axis=1)
+        if not kept.any():
+            continue
+        for centring in ops.cen_ops:
+            shift = (np.array(op.tran, np.int64) + np.array(centring, np.int64)) % 24
+            absent |= kept & ((h @ shift) % 24 != 0)
+    return absent
+
+
 def rotation_angles(experiment: Experiment, hkl: np.ndarray):
     """The two angles (radians, in [0, 2 pi)) at which each h reflects.
 
@@ -237,12 +257,15 @@ def predict_still(experiment: Experiment, *, d_min: float | None = None, d_max: 
     is below :data:`STILLS_DELPSI_LIMIT`, or, when the crystal carries the
     Nave mosaic model (``ML_half_mosaicity_deg``, ``ML_domain_size_ang``),
     below ``d / domain size + half mosaicity / 2`` (Sauter 2014, eqs. 16-17),
-    as DIALS's stills predictors do.  ``z_px`` and ``phi`` are 0.
+    as DIALS's stills predictors do.  Unlike rotation prediction, every
+    systematic absence of the space group is left out (screw axes and glides
+    too), as DIALS's stills index generator does.  ``z_px`` and ``phi`` are 0.
     """
     beam, crystal = experiment.beam, experiment.crystal
     if d_min is None:
         d_min = detector_d_min(experiment)
     hkl = candidate_indices(experiment, d_min, d_max)
+    hkl = hkl[~systematically_absent(crystal, hkl)]
     s0 = np.asarray(beam.s0, float)
     s0_length = np.linalg.norm(s0)
     s0_unit = s0 / s0_length
