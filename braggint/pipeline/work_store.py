@@ -58,6 +58,10 @@ class WorkStore:
         if not os.path.exists(marker):
             with atomic_open(marker, "w") as handle:
                 handle.write(digest + "\n")
+        if not os.path.exists(os.path.join(path, "shoeboxes.zarr", "zarr.json")):
+            # Made here, by the process that lays out the run, so that block tasks writing at the same time
+            # never race to create it.
+            self._group("a")
 
     def _file(self, block: int, kind: str) -> str:
         return os.path.join(self.path, f"block_{block:04d}.{kind}")
