@@ -163,6 +163,23 @@ def versions() -> dict:
     return out
 
 
+def with_earlier_cases(results: Path) -> dict:
+    """The newest record, plus each case it lacks from the newest earlier record that has it.
+
+    Cases carried over keep the date they were measured (``measured``), which
+    the report shows; a big case (``large``) is rarely rerun with the rest.
+    """
+    records = [json.loads(p.read_text()) for p in sorted(results.glob("benchmark-*.json"))]
+    newest = records[-1]
+    names = {case["case"] for case in newest["cases"]}
+    for record in reversed(records[:-1]):
+        for case in record["cases"]:
+            if case["case"] not in names:
+                newest["cases"].append(dict(case, measured=record["date"]))
+                names.add(case["case"])
+    return newest
+
+
 def render(record: dict, path: Path) -> None:
     """docs/performance.md from one benchmark record (tables and inline SVG plots)."""
     from braggint.io.html_report import svg_lines
@@ -184,6 +201,9 @@ def render(record: dict, path: Path) -> None:
                 f"{ours['wall_s'] / case['decode_floor_s']:.1f} | {ours['peak_rss_mb']:.0f} | "
                 + (f"{theirs['wall_s']:.1f} | {theirs['peak_rss_mb']:.0f} | {ours['wall_s'] / theirs['wall_s']:.2f} | "
                    f"{ours['peak_rss_mb'] / theirs['peak_rss_mb']:.2f} |" if theirs else "- | - | - | - |"))
+    earlier = [f"{case['case']} ({case['measured']})" for case in record["cases"] if "measured" in case]
+    if earlier:
+        lines += ["", "Cases from earlier runs, with the date each was measured: " + ", ".join(earlier) + "."]
     lines += ["", "## Accuracy against the simulator's truth (fully recorded reflections)", "",
               "| case | program | kind | correlation | median rel. error | sd((I-I_true)/sigma) | RMS error, weak |",
               "|---|---|---|---|---|---|---|"]
@@ -246,8 +266,7 @@ def main() -> int:
     parser.add_argument("--render-only", action="store_true", help="re-render the report from the latest record")
     args = parser.parse_args()
     if args.render_only:
-        latest = sorted(Path(args.out).glob("benchmark-*.json"))[-1]
-        render(json.loads(latest.read_text()), Path(args.report))
+        render(with_earlier_cases(Path(args.out)), Path(args.report))
         return 0
     data, out = Path(args.data), Path(args.out)
     data.mkdir(parents=True, exist_ok=True)
@@ -259,7 +278,7 @@ def main() -> int:
               "cases": [run_case(name, data, workers, with_dials) for name in args.cases.split(",")]}
     stamp = record["date"].replace(":", "").replace("-", "")
     (out / f"benchmark-{stamp}.json").write_text(json.dumps(record, indent=2))
-    render(record, Path(args.report))
+    render(with_earlier_cases(out), Path(args.report))
     print(f"wrote {out / f'benchmark-{stamp}.json'} and {args.report}")
     return 0
 
