@@ -364,25 +364,27 @@ def integrate(experiments: ExperimentList, reference: ReflectionTable | None, pa
                      work_path, digest, excluded, integration.lookup.mask, n_folds) for block in blocks]
     try:
         first, second, references = run_blocks(jobs, experiments, profiles, params)
+        jobs = None  # their copies of the table rows are not needed any more
         peak = max([r.peak_memory for r in first + second] or [0])
         log.info("Largest peak memory of a block task: %.0f MB", peak / 1e6)
         store = WorkStore(work_path, digest)
         kind = "integrated.refl" if second else "modelled.refl"
-        results = [store.load_table(block.index, kind) for block in blocks]
         debug = integration.debug
         if debug.reference.output and references:
             write_reference_profiles(os.path.join(output_directory, debug.reference.filename), references)
-        if debug.output and debug.separate_files:
-            for block, part in zip(blocks, results):
-                part = part.select(np.arange(part.nrows))
-                part["shoebox"] = store.load_block_shoeboxes(block.index)
-                write_block_shoeboxes(output_directory, block.index, part, params)
-        for number, row_selection in ((b.index, assignment == b.index) for b in blocks):
-            part = results[number]
+        for block in blocks:  # one block's results in memory at a time
+            part = store.load_table(block.index, kind)
+            if debug.output and debug.separate_files:
+                with_boxes = part.select(np.arange(part.nrows))
+                with_boxes["shoebox"] = store.load_block_shoeboxes(block.index)
+                write_block_shoeboxes(output_directory, block.index, with_boxes, params)
+                with_boxes = None
+            row_selection = assignment == block.index
             for name in part.keys():
                 if name not in table:
                     table[name] = np.zeros((table.nrows,) + np.shape(part[name])[1:], dtype=np.asarray(part[name]).dtype)
                 table[name][row_selection] = part[name]
+            part = None
         shoeboxes = None
         if keep:
             boxes = [store.load_block_shoeboxes(block.index) for block in blocks]
