@@ -96,3 +96,25 @@ def test_correction_restores_the_photons_the_tape_absorbed(tmp_path):
     assert "kapton_absorption_correction_sigmas" in c and "kapton_absorption_correction_sigmas" not in b
     nonzero = c["intensity.sum.value"] != 0
     assert (c["intensity.sum.variance"][nonzero & shadowed] > b["intensity.sum.variance"][nonzero & shadowed]).all()
+
+
+def test_several_scopes_apply_one_after_the_other():
+    from types import SimpleNamespace
+
+    from braggint.models.reflection_table import ReflectionTable
+    from braggint.pipeline.absorption import apply_kapton_corrections
+
+    table = ReflectionTable(4)
+    table["num_pixels.foreground"] = np.array([10, 10, 0, 5], np.int32)
+    table["intensity.sum.value"] = np.array([100.0, 50.0, 7.0, 0.0])
+    table["intensity.sum.variance"] = np.array([100.0, 60.0, 7.0, 4.0])
+    for k, correction in enumerate(([1.1, 1.0, 1.2, 1.3], [1.5, 1.2, 1.0, 1.0])):
+        table[f"kapton.correction.{k}"] = np.array(correction)
+        table[f"kapton.sigma.{k}"] = np.array([0.01, 0.0, 0.0, 0.02])
+    plain = SimpleNamespace(fuller_kapton=SimpleNamespace(smart_sigmas=False))
+    out = apply_kapton_corrections(table, [plain, plain])
+    # The row without foreground pixels is dropped, as DIALS does; the rest get both corrections.
+    np.testing.assert_allclose(out["intensity.sum.value"], [100 * 1.1 * 1.5, 50 * 1.2, 0.0])
+    np.testing.assert_allclose(out["intensity.sum.variance"], [100 * (1.1 * 1.5) ** 2, 60 * 1.2**2, 4 * 1.3**2])
+    np.testing.assert_allclose(out["kapton_absorption_correction"], [1.5, 1.2, 1.0])  # the last scope's
+    assert not any(name.startswith("kapton.") for name in out.keys())

@@ -104,3 +104,15 @@ def test_stills_prediction_is_dials(stills, tmp_path):
         for h, xyz, d in reference:
             np.testing.assert_allclose(ours[tuple(h)][0], xyz[:2], atol=1e-6)
             assert ours[tuple(h)][1] == pytest.approx(d, abs=1e-9)
+
+
+def test_the_nave_mosaic_model_widens_the_stills_prediction(stills):
+    """With ML_half_mosaicity_deg and ML_domain_size_ang, the delta-psi limit is d / domain + half mosaicity / 2."""
+    experiment = read_experiments(str(stills / "models.expt"))[0]
+    plain, plain_delpsi = predict_still(experiment, d_min=2.0)
+    assert np.abs(plain_delpsi).max() < 0.0015
+    experiment.crystal.extra.update(ML_half_mosaicity_deg=0.2, ML_domain_size_ang=2000.0)
+    wide, delpsi = predict_still(experiment, d_min=2.0)
+    limit = wide.d / 2000.0 + np.deg2rad(0.2) / 2
+    assert (np.abs(delpsi) < limit).all() and len(wide.d) > len(plain.d)
+    assert {tuple(h) for h in plain.miller_index.tolist()} <= {tuple(h) for h in wide.miller_index.tolist()}

@@ -64,14 +64,18 @@ log = logging.getLogger("braggint")
 SIGMA_B_MULTIPLIER = 2.0
 
 
-def prepare(experiments: ExperimentList, reference: ReflectionTable | None, params,
+def prepare(experiments: ExperimentList, references: list[ReflectionTable], params,
             reference_path: str = "reference"):
     """Predictions of every experiment with their profile models, bbox and zeta.
 
-    Returns ``(predicted table, profiles per experiment, rubbish rows)``.
+    ``references`` holds the strong-spot table, if any, and is emptied:
+    prepare takes the table over, so its shoeboxes are freed as soon as the
+    usable rows are copied out.  Returns ``(predicted table, profiles per
+    experiment, rubbish rows)``.
     """
     rubbish = ReflectionTable()
     matched = None
+    reference = references.pop() if references else None
     if reference is not None:
         reference, rubbish = split_reference(reference, reference_path)
         if not params.output.include_bad_reference:
@@ -328,8 +332,9 @@ def integrate(experiments: ExperimentList, reference: ReflectionTable | None, pa
     """
     start = time.perf_counter()
     limit_malloc_arenas()
-    predicted, profiles, rubbish = prepare(experiments, reference, params, reference_path)
-    reference = None  # the strong spots' shoeboxes are not needed any more (callers pass ownership)
+    holder = [] if reference is None else [reference]
+    reference = None  # prepare takes the strong spots over (callers pass ownership)
+    predicted, profiles, rubbish = prepare(experiments, holder, params, reference_path)
     release_memory()
     integration = params.integration
     all_stills = all(experiment.is_still for experiment in experiments)
