@@ -224,6 +224,7 @@ def _filled_stills(job: BlockJob, timing: dict):
     """The reflections of each still of a block, yielded once its image is read (frame 0 of each)."""
     table = job.table
     ids = np.asarray(table["id"])
+    images_of_stills = still_image_numbers(job.experiments)
     for number in range(*job.block.experiments):
         rows = np.flatnonzero(ids == number)
         if len(rows) == 0:
@@ -232,7 +233,7 @@ def _filled_stills(job: BlockJob, timing: dict):
         part = _Part(number, rows, 1, ShoeboxColumn.empty_boxes(table["panel"][rows], table["bbox"][rows],
                                                                  allocate=True), np.zeros(len(rows), bool))
         clock = time.perf_counter()
-        image = still_image_number(job.experiments, number)
+        image = images_of_stills[number]
         images = ImageSource(experiment.imageset, experiment.detector, 1)
         try:
             lookup = load_mask_file(job.lookup_mask_path, experiment.detector) if job.lookup_mask_path else None
@@ -246,16 +247,23 @@ def _filled_stills(job: BlockJob, timing: dict):
         yield part
 
 
-def still_image_number(experiments: ExperimentList, number: int) -> int:
-    """1-based image of still ``number`` in its image set.
+def still_image_numbers(experiments: ExperimentList) -> list[int]:
+    """1-based image of each still in its image set (1 for rotation experiments).
 
     Stills sharing an image set with as many images as stills take its
     images in order; otherwise (several lattices on one image) image 1.
     """
-    imageset = experiments[number].imageset
-    sharing = [n for n, experiment in enumerate(experiments) if experiment.imageset is imageset]
-    n_images = len(imageset.images or []) or len(imageset.single_file_indices or [])
-    return sharing.index(number) + 1 if n_images == len(sharing) else 1
+    sharing: dict[int, list[int]] = {}
+    for number, experiment in enumerate(experiments):
+        sharing.setdefault(id(experiment.imageset), []).append(number)
+    image = [1] * len(experiments)
+    for numbers in sharing.values():
+        imageset = experiments[numbers[0]].imageset
+        n_images = len(imageset.images or []) or len(imageset.single_file_indices or []) if imageset else 0
+        if n_images == len(numbers):
+            for position, number in enumerate(numbers):
+                image[number] = position + 1
+    return image
 
 
 def _process_part(job: BlockJob, table: ReflectionTable, part: _Part, report: BlockReport,

@@ -17,7 +17,7 @@ def predict_reflections(experiments: ExperimentList, prediction) -> ReflectionTa
     Columns: miller_index, id, imageset_id, panel, flags (predicted), entering,
     s1, xyzcal.mm (mm, mm, rad), xyzcal.px (px, px, 0-based frame), d.
     """
-    imagesets = experiments.unique("imageset")
+    imagesets = {id(imageset): index for index, imageset in enumerate(experiments.unique("imageset"))}
     table = ReflectionTable()
     for number, experiment in enumerate(experiments):
         if experiment.is_still:
@@ -36,13 +36,13 @@ def predict_reflections(experiments: ExperimentList, prediction) -> ReflectionTa
     return table
 
 
-def _prediction_rows(number: int, experiment, imagesets, rays, delpsi=None) -> ReflectionTable:
+def _prediction_rows(number: int, experiment, imagesets: dict[int, int], rays, delpsi=None) -> ReflectionTable:
     """The table rows of one experiment's predictions (``delpsical.rad`` for stills)."""
     n = len(rays.d)
     part = ReflectionTable(n, {number: experiment.identifier} if experiment.identifier else {})
     part["miller_index"] = rays.miller_index
     part["id"] = np.full(n, number, np.int32)
-    imageset_id = next(i for i, s in enumerate(imagesets) if s is experiment.imageset) \
+    imageset_id = imagesets[id(experiment.imageset)] \
         if experiment.imageset is not None else 0
     part["imageset_id"] = np.full(n, imageset_id, np.int32)
     part["panel"] = rays.panel.astype(np.uint64)

@@ -290,8 +290,7 @@ def simulate(spec: SimulationSpec, directory: str) -> SimulationResult:
 
 
 def truth_table(spec, experiment, rays, intensity, lp, qe, counts, n_recorded, centroid, sigma_m):
-    """Every reflection with its true expected intensity and where its recorded photons fell."""
-    n = len(rays.d)
+    """Every reflection of a sweep with its true full intensity and where its recorded photons fell."""
     scan = experiment.scan
     phi_start, dphi = scan.oscillation_rad
     phi_end = phi_start + scan.num_images * dphi
@@ -299,22 +298,35 @@ def truth_table(spec, experiment, rays, intensity, lp, qe, counts, n_recorded, c
                              rays.phi).zeta
     c = np.abs(zeta) / (np.sqrt(2.0) * sigma_m)
     partiality = 0.5 * (erf(c * (phi_end - rays.phi)) - erf(c * (phi_start - rays.phi)))
-    table = ReflectionTable(n, {0: f"braggint-simulated-{spec.seed}"})
+    table = truth_rows(0, f"braggint-simulated-{spec.seed}", rays, intensity * spec.gain, partiality, lp, qe,
+                       counts, n_recorded, centroid)
+    table["zeta"] = zeta
+    return table
+
+
+def truth_rows(experiment_id: int, identifier: str, rays, true_intensity, partiality, lp, qe, counts, recorded,
+               centroid) -> ReflectionTable:
+    """The truth table of one experiment's reflections (``rays``: :class:`~braggint.tasks.predict.Predictions`).
+
+    ``true_intensity`` is what integration should measure (photons x gain),
+    ``centroid`` the mean position of the recorded photons (px, px, frame).
+    """
+    n = len(rays.d)
+    table = ReflectionTable(n, {experiment_id: identifier})
     table["miller_index"] = rays.miller_index
-    table["id"] = np.zeros(n, np.int32)
+    table["id"] = np.full(n, experiment_id, np.int32)
     table["panel"] = rays.panel.astype(np.uint64)
     table["entering"] = rays.entering
     table["s1"] = rays.s1
     table["xyzcal.px"] = np.column_stack([rays.xy_px, rays.z_px])
     table["xyzcal.mm"] = np.column_stack([rays.xy_mm, rays.phi])
     table["d"] = rays.d
-    table["zeta"] = zeta
     table["lp"] = lp
     table["qe"] = qe
-    table["intensity.true"] = intensity * spec.gain
+    table["intensity.true"] = true_intensity
     table["partiality.true"] = partiality
     table["photons.total"] = counts.astype(np.int32)
-    table["photons.recorded"] = n_recorded.astype(np.int32)
+    table["photons.recorded"] = recorded.astype(np.int32)
     table["xyzobs.true"] = centroid
     table["flags"] = np.full(n, int(Flags.predicted), np.uint64)
     return table

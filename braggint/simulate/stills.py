@@ -30,13 +30,19 @@ import numpy as np
 
 from ..io.expt import experiments_from_dict, write_experiments
 from ..io.refl import write_reflections
-from ..models.flags import Flags
 from ..models.reflection_table import ReflectionTable
 from ..tasks.kapton import kapton_attenuation_length, kapton_path_lengths
-from ..tasks.predict import candidate_indices, systematically_absent
+from ..tasks.predict import Predictions, candidate_indices, systematically_absent
 from . import images as image_writer
-from .dataset import SimulationResult, background_map, experiment_document, expected_intensities, random_orientation, \
-    real_space_vectors
+from .dataset import (
+    SimulationResult,
+    background_map,
+    expected_intensities,
+    experiment_document,
+    random_orientation,
+    real_space_vectors,
+    truth_rows,
+)
 from .physics import rotate
 from .spec import SimulationSpec
 from .spotfinder import StreamingSpotFinder, spot_table
@@ -129,7 +135,10 @@ def simulate_stills(spec: SimulationSpec, directory: str) -> SimulationResult:
         on = panel == 0
         hkl, q, s1_trials, weight, partiality, centre, xy_mm = (a[on] for a in (hkl, q, s1_trials, weight,
                                                                                  partiality, centre, xy_mm))
-        rays = _Rays(1.0 / np.linalg.norm(q, axis=1), centre)
+        n = len(hkl)
+        rays = Predictions(hkl.astype(np.int32), np.zeros(n, bool), centre, np.zeros(n), np.zeros(n, np.int64),
+                           xy_mm, experiment.detector[0].mm_to_px(xy_mm), np.zeros(n),
+                           1.0 / np.linalg.norm(q, axis=1))
         full, lp, qe = expected_intensities(rng, spec, experiment, rays)
         counts = rng.poisson(full * partiality)
         # Photons: trials drawn in proportion to their weight, then onto the detector.
@@ -156,8 +165,8 @@ def simulate_stills(spec: SimulationSpec, directory: str) -> SimulationResult:
         with np.errstate(invalid="ignore", divide="ignore"):
             centroid = np.column_stack([np.bincount(owner, weights=xy_px[:, i], minlength=len(counts)) / recorded
                                         for i in (0, 1)] + [np.full(len(counts), 0.5)])
-        truth = _truth(shot, experiment, hkl, centre, xy_mm, spec, full * partiality, partiality, lp, qe, counts,
-                       recorded, centroid)
+        truth = truth_rows(shot, experiment.identifier, rays, full * partiality * spec.gain, partiality, lp, qe,
+                           counts, recorded, centroid)
         finder = StreamingSpotFinder(experiment, level * spec.gain)
         finder.add(image)
         strong = spot_table(experiment, *finder.finish(), level * spec.gain, truth)
@@ -173,36 +182,6 @@ def simulate_stills(spec: SimulationSpec, directory: str) -> SimulationResult:
     log.info("Simulated %d stills, %d reflections (%d strong spots) in %.1f s into %s", spec.stills, truth.nrows,
              strong.nrows, seconds, directory)
     return SimulationResult(directory, first, truth, strong, seconds, experiments)
-
-
-class _Rays:
-    """What :func:`expected_intensities` reads of predictions: d (Angstrom) and s1."""
-
-    def __init__(self, d: np.ndarray, s1: np.ndarray):
-        self.d, self.s1 = d, s1
-
-
-def _truth(shot, experiment, hkl, s1, xy_mm, spec, expected, partiality, lp, qe, counts, recorded, centroid):
-    n = len(hkl)
-    table = ReflectionTable(n, {shot: experiment.identifier})
-    table["miller_index"] = hkl.astype(np.int32)
-    table["id"] = np.full(n, shot, np.int32)
-    table["panel"] = np.zeros(n, np.uint64)
-    table["entering"] = np.zeros(n, bool)
-    table["s1"] = s1
-    xy_px = experiment.detector[0].mm_to_px(xy_mm)
-    table["xyzcal.px"] = np.column_stack([xy_px, np.zeros(n)])
-    table["xyzcal.mm"] = np.column_stack([xy_mm, np.zeros(n)])
-    table["d"] = 1.0 / np.linalg.norm(hkl.astype(float) @ experiment.crystal.A.T, axis=1)
-    table["lp"] = lp
-    table["qe"] = qe
-    table["intensity.true"] = expected * spec.gain
-    table["partiality.true"] = partiality
-    table["photons.total"] = counts.astype(np.int32)
-    table["photons.recorded"] = recorded.astype(np.int32)
-    table["xyzobs.true"] = centroid
-    table["flags"] = np.full(n, int(Flags.predicted), np.uint64)
-    return table
 
 
 def _joined(tables: list[ReflectionTable], experiments) -> ReflectionTable:

@@ -205,20 +205,7 @@ def _fit_simple(data, used, nz, ny, nx, model, background):
         background[:] = data[used].astype(np.float64).mean()
         return
     if model == 3:  # linear3d
-        A = np.zeros((4, 4))
-        B = np.zeros(4)
-        count = 0
-        for i in range(len(data)):
-            if used[i]:
-                row = np.array([1.0, i % nx + 0.5, (i // nx) % ny + 0.5, i // area + 0.5])
-                A += np.outer(row, row)
-                B += row * data[i]
-                count += 1
-        if count <= 4:
-            raise ValueError("too few pixels")
-        p = np.linalg.solve(A, B)
-        for i in range(len(data)):
-            background[i] = p[0] + p[1] * (i % nx + 0.5) + p[2] * ((i // nx) % ny + 0.5) + p[3] * (i // area + 0.5)
+        _fit_linear(data, used, 0, len(data), nx, ny, 4, background, "too few pixels")
         return
     for k in range(nz):
         lo, hi = k * area, (k + 1) * area
@@ -228,20 +215,35 @@ def _fit_simple(data, used, nz, ny, nx, model, background):
                 raise ValueError("too few pixels on a frame")
             background[lo:hi] = data[lo:hi][sel].astype(np.float64).mean()
         else:  # linear2d
-            A = np.zeros((3, 3))
-            B = np.zeros(3)
-            count = 0
-            for i in range(lo, hi):
-                if used[i]:
-                    row = np.array([1.0, i % nx + 0.5, (i // nx) % ny + 0.5])
-                    A += np.outer(row, row)
-                    B += row * data[i]
-                    count += 1
-            if count <= 3:
-                raise ValueError("too few pixels on a frame")
-            p = np.linalg.solve(A, B)
-            for i in range(lo, hi):
-                background[i] = p[0] + p[1] * (i % nx + 0.5) + p[2] * ((i // nx) % ny + 0.5)
+            _fit_linear(data, used, lo, hi, nx, ny, 3, background, "too few pixels on a frame")
+
+
+@njit(cache=True)
+def _linear_terms(i, nx, ny, n_terms):
+    """(1, x, y[, z]) at voxel i's centre (pixels and frames within the shoebox)."""
+    area = nx * ny
+    if n_terms == 4:
+        return np.array([1.0, i % nx + 0.5, (i // nx) % ny + 0.5, i // area + 0.5])
+    return np.array([1.0, i % nx + 0.5, (i // nx) % ny + 0.5])
+
+
+@njit(cache=True)
+def _fit_linear(data, used, lo, hi, nx, ny, n_terms, background, message):
+    """Least-squares plane (3 terms) or 3-D linear model (4 terms) of the used voxels in [lo, hi)."""
+    A = np.zeros((n_terms, n_terms))
+    B = np.zeros(n_terms)
+    count = 0
+    for i in range(lo, hi):
+        if used[i]:
+            row = _linear_terms(i, nx, ny, n_terms)
+            A += np.outer(row, row)
+            B += row * data[i]
+            count += 1
+    if count <= n_terms:
+        raise ValueError(message)
+    p = np.linalg.solve(A, B)
+    for i in range(lo, hi):
+        background[i] = (p * _linear_terms(i, nx, ny, n_terms)).sum()
 
 
 @njit(cache=True)

@@ -152,11 +152,12 @@ def predict_static(experiment: Experiment, *, d_min: float | None = None, d_max:
     s1 = beam.s0 + np.einsum("ij,njk,nk->ni", gonio.setting_rotation, rotations, p0)
     normal = np.cross(beam.s0, gonio.setting_rotation @ gonio.rotation_axis)
     entering = s1 @ (normal / np.linalg.norm(normal)) < 0
-    return _on_detector(experiment, h, s1, phi_in, entering, experiment.crystal.A)
+    return _on_detector(experiment, h, s1, phi_in, entering, experiment.crystal.A)[0]
 
 
-def _on_detector(experiment: Experiment, h, s1, phi, entering, A) -> Predictions:
-    """The rays that hit a panel, with their panel, mm/px positions, frame and d."""
+def _on_detector(experiment: Experiment, h, s1, phi, entering, A) -> tuple[Predictions, np.ndarray]:
+    """The rays that hit a panel, with their panel, mm/px positions, frame (0 for a still) and d;
+    also which of the given rays hit."""
     panel, xy_mm = experiment.detector.ray_intersection(s1)
     hit = panel >= 0
     xy_px = np.full_like(xy_mm, np.nan)
@@ -164,8 +165,9 @@ def _on_detector(experiment: Experiment, h, s1, phi, entering, A) -> Predictions
         sel = panel == p
         xy_px[sel] = experiment.detector[int(p)].mm_to_px(xy_mm[sel])
     d = 1.0 / np.linalg.norm(h.astype(float) @ A.T, axis=1)
-    return Predictions(h[hit], entering[hit], s1[hit], phi[hit], panel[hit], xy_mm[hit], xy_px[hit],
-                       experiment.scan.frame_from_angle(phi[hit]), d[hit])
+    z = np.zeros(int(hit.sum())) if experiment.is_still else experiment.scan.frame_from_angle(phi[hit])
+    return Predictions(h[hit], entering[hit], s1[hit], phi[hit], panel[hit], xy_mm[hit], xy_px[hit], z,
+                       d[hit]), hit
 
 
 def padded_frames(experiment: Experiment, padding_deg: float) -> np.ndarray:
@@ -226,7 +228,7 @@ def predict_scan_varying(experiment: Experiment, *, d_min: float | None = None, 
     s1 = s0 + r1 + alpha[:, None] * (r2 - r1)
     phi = scan.oscillation_rad[0] + (frames[hit_f] - scan.array_range[0] + alpha) * scan.oscillation_rad[1]
     starts_outside = np.linalg.norm(s0 + r1, axis=1) - np.linalg.norm(s0) >= 0
-    return _on_detector(experiment, h[ok], s1[ok], phi[ok], starts_outside[ok], experiment.crystal.A)
+    return _on_detector(experiment, h[ok], s1[ok], phi[ok], starts_outside[ok], experiment.crystal.A)[0]
 
 
 def _first_root_in_unit_interval(r1, dr, s0) -> np.ndarray:
@@ -292,15 +294,6 @@ def predict_still(experiment: Experiment, *, d_min: float | None = None, d_max: 
     keep = reachable & (np.abs(delpsi) < limit)
     s1 = s0 + on_sphere[keep]
     s1 *= (s0_length / np.linalg.norm(s1, axis=1))[:, None]
-    h = hkl[keep]
-    panel, xy_mm = experiment.detector.ray_intersection(s1)
-    hit = panel >= 0
-    xy_px = np.full_like(xy_mm, np.nan)
-    for p in np.unique(panel[hit]):
-        sel = panel == p
-        xy_px[sel] = experiment.detector[int(p)].mm_to_px(xy_mm[sel])
-    n = int(hit.sum())
-    d = 1.0 / np.sqrt(q_sq[keep][hit])
-    rays = Predictions(h[hit], np.zeros(n, bool), s1[hit], np.zeros(n), panel[hit], xy_mm[hit], xy_px[hit],
-                       np.zeros(n), d)
+    n = len(s1)
+    rays, hit = _on_detector(experiment, hkl[keep], s1, np.zeros(n), np.zeros(n, bool), crystal.A)
     return rays, delpsi[keep][hit]
