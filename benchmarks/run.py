@@ -78,17 +78,18 @@ def timed(command: list[str], cwd: Path, env: dict | None = None) -> dict:
     return {"wall_s": wall, "peak_rss_mb": peak_kb / 1024}
 
 
+#: Stages of braggint's log lines "Wall time by stage: ..." (parent) and "Block-task time by stage ...".
+STAGE_LINES = {"wall": r"Wall time by stage: (.*); total", "blocks": r"Block-task time by stage \(summed over blocks\): (.*)"}
+
+
 def stage_times(log: str) -> dict:
-    """Sum of braggint's per-block stage timings from its log."""
-    totals: dict[str, float] = {}
-    for line in log.splitlines():
-        if re.match(r"\s*block \d+:", line):
-            for name, seconds in re.findall(r"([a-z ]+) ([0-9.]+) s", line.split(";", 1)[1]):
-                totals[name.strip()] = totals.get(name.strip(), 0.0) + float(seconds)
-    match = re.search(r"Integrated \d+ reflections .* in ([0-9.]+) s", log)
-    if match:
-        totals["integration total"] = float(match.group(1))
-    return totals
+    """``{"wall": {stage: s}, "blocks": {stage: s}}`` from braggint's log."""
+    out = {}
+    for kind, pattern in STAGE_LINES.items():
+        match = re.search(pattern, log)
+        out[kind] = {name.strip(): float(seconds) for name, seconds in
+                     re.findall(r"([a-z ]+) ([0-9.]+) s", match.group(1))} if match else {}
+    return out
 
 
 def accuracy(integrated: Path, truth: Path) -> dict:
@@ -115,40 +116,60 @@ def accuracy(integrated: Path, truth: Path) -> dict:
     return out
 
 
+def run_braggint(directory: Path, inputs: list[str], options: list[str], label: str) -> dict:
+    """One braggint.integrate run in ``directory/label``: wall time, peaks, stages, accuracy."""
+    work = directory / label
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    measured = timed([str(Path(sys.executable).parent / "braggint.integrate"), *inputs, *options], work)
+    log_text = (work / "dials.integrate.log").read_text()
+    measured["stages"] = stage_times(log_text)
+    worker_peak = re.search(r"Largest peak memory of a block task: ([0-9.]+) MB", log_text)
+    measured["block_peak_mb"] = float(worker_peak.group(1)) if worker_peak else None
+    measured["accuracy"] = accuracy(work / "integrated.refl", directory / "truth.refl")
+    measured["integrated"] = read_reflections(str(work / "integrated.refl")).nrows
+    print(f"{directory.name} braggint {label}: {measured['wall_s']:.1f} s, {measured['peak_rss_mb']:.0f} MB",
+          flush=True)
+    return measured
+
+
+def run_dials(directory: Path, inputs: list[str], options: list[str], label: str) -> dict:
+    work = directory / label
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    measured = timed(["dials.integrate", *inputs, *options], work)
+    measured["accuracy"] = accuracy(work / "integrated.refl", directory / "truth.refl")
+    measured["integrated"] = read_reflections(str(work / "integrated.refl")).nrows
+    print(f"{directory.name} DIALS {label}: {measured['wall_s']:.1f} s, {measured['peak_rss_mb']:.0f} MB", flush=True)
+    return measured
+
+
+#: Summation only (no profile modelling or fitting), for both programs.
+SUMMATION_ONLY = "profile.fitting=False"
+
+
 def run_case(name: str, data: Path, workers: list[int], with_dials: bool) -> dict:
+    """Every measurement of one case: braggint with and without profile fitting per worker count, DIALS
+    likewise (summation only on one core), the decode floor and accuracy."""
     directory = dataset(name, data)
     spec = CASES[name]
     record = {"case": name, "images": spec.n_images, "detector": [spec.nx, spec.ny],
-              "decode_floor_s": decode_floor(directory), "braggint": {}, "dials": {}}
+              "decode_floor_s": decode_floor(directory), "braggint": {}, "braggint_sum": {}, "dials": {},
+              "dials_sum": {}}
     simulation = directory / "simulation.json"
     if simulation.exists():
         record["simulation_s"] = json.loads(simulation.read_text())["seconds"]
     inputs = [str(directory / "models.expt"), str(directory / "strong.refl")]
     d_min = f"prediction.d_min={spec.d_min}"
     for n in workers:
-        work = directory / f"braggint_n{n}"
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir()
-        measured = timed([str(Path(sys.executable).parent / "braggint.integrate"), *inputs, d_min,
-                          f"integration.mp.nproc={n}"], work)
-        log_text = (work / "dials.integrate.log").read_text()
-        measured["stages"] = stage_times(log_text)
-        worker_peak = re.search(r"Largest peak memory of a block task: ([0-9.]+) MB", log_text)
-        measured["block_peak_mb"] = float(worker_peak.group(1)) if worker_peak else None
-        measured["accuracy"] = accuracy(work / "integrated.refl", directory / "truth.refl")
-        measured["integrated"] = read_reflections(str(work / "integrated.refl")).nrows
-        record["braggint"][str(n)] = measured
-        print(f"{name} braggint nproc={n}: {measured['wall_s']:.1f} s, {measured['peak_rss_mb']:.0f} MB", flush=True)
+        nproc = f"integration.mp.nproc={n}"
+        record["braggint"][str(n)] = run_braggint(directory, inputs, [d_min, nproc], f"braggint_n{n}")
+        record["braggint_sum"][str(n)] = run_braggint(directory, inputs, [d_min, nproc, SUMMATION_ONLY],
+                                                      f"braggint_sum_n{n}")
         if with_dials:
-            work = directory / f"dials_n{n}"
-            shutil.rmtree(work, ignore_errors=True)
-            work.mkdir()
-            measured = timed(["dials.integrate", *inputs, d_min, f"nproc={n}"], work)
-            measured["accuracy"] = accuracy(work / "integrated.refl", directory / "truth.refl")
-            measured["integrated"] = read_reflections(str(work / "integrated.refl")).nrows
-            record["dials"][str(n)] = measured
-            print(f"{name} DIALS nproc={n}: {measured['wall_s']:.1f} s, {measured['peak_rss_mb']:.0f} MB",
-                  flush=True)
+            record["dials"][str(n)] = run_dials(directory, inputs, [d_min, f"nproc={n}"], f"dials_n{n}")
+    if with_dials:
+        record["dials_sum"]["1"] = run_dials(directory, inputs, [d_min, "nproc=1", SUMMATION_ONLY], "dials_sum_n1")
     return record
 
 
@@ -177,10 +198,46 @@ def with_earlier_cases(results: Path) -> dict:
     names = {case["case"] for case in newest["cases"]}
     for record in reversed(records[:-1]):
         for case in record["cases"]:
-            if case["case"] not in names:
+            if case["case"] not in names and "braggint_sum" in case:  # records before the summation-only runs differ
                 newest["cases"].append(dict(case, measured=record["date"]))
                 names.add(case["case"])
     return newest
+
+
+#: Columns of the stage breakdown: (heading, where the seconds come from).
+BREAKDOWN = [("start-up", None), ("input", ("wall", "input")), ("prediction", ("wall", "prediction")),
+             ("worker start", ("wall", "worker start")), ("read/decode", ("blocks", "read")),
+             ("extract", ("blocks", "extract")), ("background", ("blocks", "background")),
+             ("summation", ("blocks", "summation")), ("profile modelling", ("blocks", "profile modelling")),
+             ("store write", ("blocks", "write")), ("store read", ("blocks", "read back")),
+             ("profile fitting", ("blocks", "profile fitting")), ("block overhead", None),
+             ("worker stop", ("wall", "worker stop")), ("reduction", ("wall", "reduction")),
+             ("output", ("wall", "output"))]
+
+
+def breakdown(run: dict) -> list[float]:
+    """Seconds per BREAKDOWN column, adding up to the run's wall time.
+
+    start-up is the interpreter and imports (wall time before braggint's
+    clock starts); block overhead is the passes' wall time not in any
+    block stage (with one worker the blocks run in the parent, so the
+    block stages are wall time too).
+    """
+    stages = run["stages"]
+    wall, blocks = stages.get("wall", {}), stages.get("blocks", {})
+    values = [(wall if where[0] == "wall" else blocks).get(where[1], 0.0) if where else 0.0
+              for _, where in BREAKDOWN]
+    passes = wall.get("first pass", 0.0) + wall.get("second pass", 0.0)
+    values[[h for h, _ in BREAKDOWN].index("block overhead")] = passes - sum(blocks.values())
+    values[0] = run["wall_s"] - sum(wall.values())
+    return values
+
+
+def _runs(case: dict, program: str):
+    """``(mode, workers, run)`` of one program in a case: profile fitting ("prf") and summation only."""
+    for mode, key in (("prf", program), ("sum", f"{program}_sum")):
+        for n, run in sorted(case.get(key, {}).items(), key=lambda item: int(item[0])):
+            yield mode, int(n), run
 
 
 def render(record: dict, path: Path) -> None:
@@ -192,25 +249,62 @@ def render(record: dict, path: Path) -> None:
              f"({record['machine']['platform']}), braggint {record['versions']['braggint']}"
              + (f", DIALS {record['versions']['dials']}" if "dials" in record["versions"] else "") + ".",
              "Regenerate with `python benchmarks/run.py` (simulates the datasets on first use).", "",
-             "Ratios are from one run on one machine; wall times include start-up and writing outputs.", "",
-             "Peak MB is the largest process of the run's process tree (with several workers, the parent, which "
-             "reads the strong spots and gathers the table); block peak MB is the largest peak of a block task "
-             "(a worker's memory).", "",
-             "| case | images | decode floor (s) | workers | braggint (s) | braggint / decode | peak MB | block peak MB | "
-             "DIALS (s) | DIALS peak MB | braggint / DIALS time | braggint / DIALS memory |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "Ratios are from one run on one machine; wall times include start-up and writing outputs. "
+             "prf: profile fitting (the default); sum: `profile.fitting=False`.", "",
+             "## Speed against the decode floor and DIALS", "",
+             "The decode floor is one core reading and decoding every image once.", "",
+             "| case | images | detector | decode floor (s) | mode | workers | braggint (s) | braggint / decode | "
+             "DIALS (s) | braggint / DIALS |", "|---|---|---|---|---|---|---|---|---|---|"]
     for case in record["cases"]:
-        for n, ours in case["braggint"].items():
-            theirs = case["dials"].get(n)
-            lines.append(
-                f"| {case['case']} | {case['images']} | {case['decode_floor_s']:.2f} | {n} | {ours['wall_s']:.1f} | "
-                f"{ours['wall_s'] / case['decode_floor_s']:.1f} | {ours['peak_rss_mb']:.0f} | "
-                + (f"{ours['block_peak_mb']:.0f} | " if ours.get("block_peak_mb") else "- | ")
-                + (f"{theirs['wall_s']:.1f} | {theirs['peak_rss_mb']:.0f} | {ours['wall_s'] / theirs['wall_s']:.2f} | "
-                   f"{ours['peak_rss_mb'] / theirs['peak_rss_mb']:.2f} |" if theirs else "- | - | - | - |"))
+        floor = case["decode_floor_s"]
+        size = "x".join(str(v) for v in case.get("detector", []))
+        for mode, n, ours in _runs(case, "braggint"):
+            theirs = case.get("dials" if mode == "prf" else "dials_sum", {}).get(str(n))
+            lines.append(f"| {case['case']} | {case['images']} | {size} | {floor:.2f} | {mode} | {n} | "
+                         f"{ours['wall_s']:.1f} | {ours['wall_s'] / floor:.1f} | "
+                         + (f"{theirs['wall_s']:.1f} | {ours['wall_s'] / theirs['wall_s']:.2f} |" if theirs
+                            else "- | - |"))
+    lines += ["", "## Throughput per core and scaling", "",
+              "Per core: images (or integrated reflections) per second of wall time, divided by the workers. "
+              "Efficiency: one worker's wall time / (workers x this wall time).", "",
+              "| case | mode | workers | wall (s) | images/s/core | reflections/s/core | speed-up | efficiency |",
+              "|---|---|---|---|---|---|---|---|"]
+    for case in record["cases"]:
+        for mode in ("prf", "sum"):
+            runs = [(n, run) for m, n, run in _runs(case, "braggint") if m == mode]
+            one = dict(runs).get(1)
+            for n, run in runs:
+                speed_up = one["wall_s"] / run["wall_s"] if one else float("nan")
+                lines.append(f"| {case['case']} | {mode} | {n} | {run['wall_s']:.1f} | "
+                             f"{case['images'] / run['wall_s'] / n:.1f} | {run['integrated'] / run['wall_s'] / n:.0f} | "
+                             f"{speed_up:.2f} | {speed_up / n:.0%} |")
+    lines += ["", "## Memory", "",
+              "Peak MB is the largest process of the run's process tree (with several workers, the parent, which "
+              "reads the strong spots and gathers the table); block peak MB is the largest peak of a block task "
+              "(a worker's memory).", "",
+              "| case | images | workers | braggint peak MB | block peak MB | DIALS peak MB | braggint / DIALS |",
+              "|---|---|---|---|---|---|---|"]
+    for case in record["cases"]:
+        for mode, n, ours in _runs(case, "braggint"):
+            if mode != "prf":
+                continue
+            theirs = case.get("dials", {}).get(str(n))
+            block = f"{ours['block_peak_mb']:.0f}" if ours.get("block_peak_mb") else "-"
+            lines.append(f"| {case['case']} | {case['images']} | {n} | {ours['peak_rss_mb']:.0f} | {block} | "
+                         + (f"{theirs['peak_rss_mb']:.0f} | {ours['peak_rss_mb'] / theirs['peak_rss_mb']:.2f} |"
+                            if theirs else "- | - |"))
     earlier = [f"{case['case']} ({case['measured']})" for case in record["cases"] if "measured" in case]
     if earlier:
         lines += ["", "Cases from earlier runs, with the date each was measured: " + ", ".join(earlier) + "."]
+    lines += ["", "## Stage breakdown (braggint, one worker, seconds of wall time)", "",
+              "Each row adds up to the run's wall time (the last column).", "",
+              "| case | mode | " + " | ".join(h for h, _ in BREAKDOWN) + " | total |",
+              "|---|---|" + "---|" * (len(BREAKDOWN) + 1)]
+    for case in record["cases"]:
+        for mode, n, run in _runs(case, "braggint"):
+            if n == 1 and "wall" in run.get("stages", {}):
+                lines.append(f"| {case['case']} | {mode} | " + " | ".join(f"{v:.2f}" for v in breakdown(run))
+                             + f" | {run['wall_s']:.2f} |")
     lines += ["", "## Accuracy against the simulator's truth (fully recorded reflections)", "",
               "| case | program | kind | correlation | median rel. error | sd((I-I_true)/sigma) | RMS error, weak |",
               "|---|---|---|---|---|---|---|"]
@@ -229,13 +323,6 @@ def render(record: dict, path: Path) -> None:
         lines += ["", "## Simulation (braggint.simulate, when the dataset was first made)", "",
                   "| case | images | seconds |", "|---|---|---|"]
         lines += [f"| {case['case']} | {case['images']} | {case['simulation_s']:.1f} |" for case in simulated]
-    lines += ["", "## Stage breakdown (braggint, one worker, seconds summed over blocks)", "",
-              "| case | " + " | ".join(["read", "extract", "process", "write", "profile fitting",
-                                        "integration total"]) + " |", "|---|---|---|---|---|---|---|"]
-    for case in record["cases"]:
-        stages = case["braggint"].get("1", {}).get("stages", {})
-        lines.append(f"| {case['case']} | " + " | ".join(f"{stages.get(k, 0):.2f}" for k in
-                     ["read", "extract", "process", "write", "profile fitting", "integration total"]) + " |")
     sweeps = [c for c in record["cases"] if c["case"].startswith("sweep") or c["case"] == "small"]
     if len(sweeps) > 1:
         images = np.array([c["images"] for c in sweeps], float)

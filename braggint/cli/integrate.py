@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import os
 import shutil
+import time
 
 from .. import __version__
 from ..errors import ImageError, InputFileError, ParameterError
@@ -26,6 +27,7 @@ from ..io.mtz import write_mtz
 from ..pipeline.integrate import integrate
 from ..pipeline.report import report_json, report_xml
 from ..pipeline.selection import apply_scan_ranges
+from ..pipeline.timing import StageTimes
 from ..pipeline.profile_model import ProfileModelError
 from .common import (
     CommandLine,
@@ -158,6 +160,7 @@ def _run(argv: list[str]) -> int:
     working = params.extract()
     check_parameters(working)
 
+    reading = time.perf_counter()
     experiments, reflections = load_inputs(cl)
     check_images(experiments, cl.experiments[0])
     setup_logging(working.output.log)
@@ -170,6 +173,7 @@ def _run(argv: list[str]) -> int:
     if reflections is not None:
         log.info("Read %d reference reflections from %s", reflections.nrows, cl.reflections[0])
     experiments, reflections = apply_scan_ranges(experiments, reflections, working.scan_range)
+    input_seconds = time.perf_counter() - reading
     try:
         inputs = b"".join(open(path, "rb").read() for path in cl.experiments + cl.reflections)
         holder = [reflections]
@@ -191,6 +195,7 @@ def _run(argv: list[str]) -> int:
     experiments.history.append(f"{stamp}|{PROGRAM}|{__version__}|integrated")
     if working.integration.debug.delete_shoeboxes and "shoebox" in table:
         del table["shoebox"]
+    writing = time.perf_counter()
     log.info("Saving %d reflections to %s", table.nrows, working.output.reflections)
     write_reflections(table, working.output.reflections)
     log.info("Saving the experiments to %s", working.output.experiments)
@@ -198,6 +203,10 @@ def _run(argv: list[str]) -> int:
     write_extra_outputs(working.output, experiments, result)
     if not working.integration.debug.output:
         shutil.rmtree(working.output.reflections + ".work", ignore_errors=True)
+    stages = StageTimes(input=input_seconds)
+    stages.update(result.seconds)
+    stages.add("output", time.perf_counter() - writing)
+    log.info("Wall time by stage: %s; total %.2f s", stages.as_text(), sum(stages.values()))
     return 0
 
 

@@ -30,3 +30,17 @@ def axis_angle_matrix(axis, angle: float | np.ndarray, *, degrees: bool = False)
     cross = np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
     outer = np.outer(axis, axis)
     return c * np.eye(3) + s * cross + (1.0 - c) * outer
+
+
+def rotate_vectors(axis, angle: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """Each vector (n, 3) rotated right-handedly about ``axis`` by its own angle (n,) in radians.
+
+    The same as ``axis_angle_matrix(axis, angle) @ v`` row by row, without
+    building the (n, 3, 3) stack (Rodrigues' formula on the vectors).
+    """
+    axis = np.asarray(axis, dtype=float)
+    axis = axis / np.linalg.norm(axis)
+    c = np.cos(angle)[:, None]
+    s = np.sin(angle)[:, None]
+    along = (vectors @ axis)[:, None] * axis
+    return vectors * c + np.cross(axis, vectors) * s + along * (1.0 - c)

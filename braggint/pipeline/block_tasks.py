@@ -11,13 +11,14 @@ a resumed run skips finished blocks and a failed block loses only itself.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import psutil
+from threadpoolctl import threadpool_limits
 
 from ..io.images import ImageSource, load_mask_file
 from ..models.experiment import ExperimentList
@@ -29,6 +30,7 @@ from .absorption import add_kapton_columns, kapton_scopes
 from .blocks import Block
 from .profile_fitting import MIN_REFERENCE_PARTIALITY, ReferenceProfiles, accumulate_profiles, fit_profiles
 from .shoebox_processing import fill_from_frame, process_shoeboxes, read_frame
+from .timing import StageTimes
 from .validation import FOLD_COLUMN, STATISTICS, fold_statistics
 from .work_store import WorkStore
 
@@ -109,6 +111,19 @@ def _parts_by_start(table: ReflectionTable) -> dict[int, list[np.ndarray]]:
     return groups
 
 
+def one_core(task):
+    """Run a block task on one core: BLAS (used by a few kernels) single-threaded, as ``nproc`` counts
+    block tasks and idle BLAS threads spinning beside another worker would steal its core."""
+
+    @functools.wraps(task)
+    def on_one_core(*args, **kwargs):
+        with threadpool_limits(limits=1):
+            return task(*args, **kwargs)
+
+    return on_one_core
+
+
+@one_core
 def model_block(job: BlockJob) -> BlockReport:
     """First pass over one block, streaming: a group of reflections is processed, stored and freed as
     soon as the frames it needs have been read, so memory holds only the reflections in flight."""
@@ -126,7 +141,7 @@ def model_block(job: BlockJob) -> BlockReport:
     store.clear_block(index)
     table = job.table
     keep_pixels = fitting or job.params.integration.debug.output
-    timing = {"read": 0.0, "extract": 0.0, "process": 0.0, "write": 0.0}
+    timing = StageTimes()
     groups = _StoredGroups(store, index, table.nrows, timing)
     done: list[tuple[np.ndarray, ReflectionTable]] = []
     first = job.experiments[job.block.experiments[0]]
@@ -137,7 +152,16 @@ def model_block(job: BlockJob) -> BlockReport:
         if keep_pixels:
             groups.add(part.rows, shoeboxes)
     groups.flush()
-    clock = time.perf_counter()
+    with timing.stage("write"):
+        _save_modelled(store, index, table, done, report, groups)
+    report.seconds = timing
+    report.peak_memory = _peak_memory()
+    return report
+
+
+def _save_modelled(store: WorkStore, index: int, table: ReflectionTable, done: list, report: BlockReport,
+                   groups: "_StoredGroups") -> None:
+    """The first pass's results of a block, the table last (its presence marks the block done)."""
     order = np.argsort(np.concatenate([rows for rows, _ in done]), kind="stable") if done else np.zeros(0, int)
     merged = ReflectionTable(0, dict(table.identifiers))
     for _, part_table in done:
@@ -150,10 +174,6 @@ def model_block(job: BlockJob) -> BlockReport:
         store.save_arrays(index, "profiles.npz", **arrays)
     store.save_arrays(index, "parts.npz", part_of_row=groups.part_of_row, position_in_part=groups.position_in_part)
     store.save_table(index, "modelled.refl", merged)
-    timing["write"] += time.perf_counter() - clock
-    report.seconds = {name: seconds for name, seconds in timing.items()}
-    report.peak_memory = _peak_memory()
-    return report
 
 
 class _StoredGroups:
@@ -163,7 +183,7 @@ class _StoredGroups:
     shoebox was stored (-1: not stored).
     """
 
-    def __init__(self, store: WorkStore, index: int, n_rows: int, timing: dict):
+    def __init__(self, store: WorkStore, index: int, n_rows: int, timing: StageTimes):
         self.store, self.index, self.timing = store, index, timing
         self.part_of_row = np.full(n_rows, -1, np.int64)
         self.position_in_part = np.full(n_rows, -1, np.int64)
@@ -178,17 +198,17 @@ class _StoredGroups:
     def flush(self) -> None:
         if not self.pending:
             return
-        clock = time.perf_counter()
-        rows = np.concatenate([rows for rows, _ in self.pending])
-        self.part_of_row[rows] = self.stored
-        self.position_in_part[rows] = np.arange(len(rows))
-        self.store.save_shoeboxes(self.index, ShoeboxColumn.concatenate([c for _, c in self.pending]), self.stored)
-        self.pending.clear()
-        self.stored += 1
-        self.timing["write"] += time.perf_counter() - clock
+        with self.timing.stage("write"):
+            rows = np.concatenate([rows for rows, _ in self.pending])
+            self.part_of_row[rows] = self.stored
+            self.position_in_part[rows] = np.arange(len(rows))
+            self.store.save_shoeboxes(self.index, ShoeboxColumn.concatenate([c for _, c in self.pending]),
+                                      self.stored)
+            self.pending.clear()
+            self.stored += 1
 
 
-def _filled_parts(job: BlockJob, timing: dict):
+def _filled_parts(job: BlockJob, timing: StageTimes):
     """Groups of a rotation block's reflections, each yielded as soon as the frames it needs are read."""
     table = job.table
     first = job.experiments[job.block.experiments[0]]
@@ -206,13 +226,11 @@ def _filled_parts(job: BlockJob, timing: dict):
                 made += 1
             if not alive:
                 continue
-            clock = time.perf_counter()
-            frame = read_frame(images, frame_number, job.excluded_frames, lookup)
-            timing["read"] += time.perf_counter() - clock
-            clock = time.perf_counter()
-            for part in alive:
-                fill_from_frame(first, part.shoeboxes, frame_number, frame, part.overloaded)
-            timing["extract"] += time.perf_counter() - clock
+            with timing.stage("read"):
+                frame = read_frame(images, frame_number, job.excluded_frames, lookup)
+            with timing.stage("extract"):
+                for part in alive:
+                    fill_from_frame(first, part.shoeboxes, frame_number, frame, part.overloaded)
             for part in [p for p in alive if p.end == frame_number + 1]:
                 alive.remove(part)
                 yield part
@@ -220,7 +238,7 @@ def _filled_parts(job: BlockJob, timing: dict):
         images.close()
 
 
-def _filled_stills(job: BlockJob, timing: dict):
+def _filled_stills(job: BlockJob, timing: StageTimes):
     """The reflections of each still of a block, yielded once its image is read (frame 0 of each)."""
     table = job.table
     ids = np.asarray(table["id"])
@@ -232,18 +250,15 @@ def _filled_stills(job: BlockJob, timing: dict):
         experiment = job.experiments[number]
         part = _Part(number, rows, 1, ShoeboxColumn.empty_boxes(table["panel"][rows], table["bbox"][rows],
                                                                  allocate=True), np.zeros(len(rows), bool))
-        clock = time.perf_counter()
-        image = images_of_stills[number]
-        images = ImageSource(experiment.imageset, experiment.detector, 1)
-        try:
-            lookup = load_mask_file(job.lookup_mask_path, experiment.detector) if job.lookup_mask_path else None
-            frame = read_frame(images, image - 1, frozenset(), lookup)
-        finally:
-            images.close()
-        timing["read"] += time.perf_counter() - clock
-        clock = time.perf_counter()
-        fill_from_frame(experiment, part.shoeboxes, 0, frame, part.overloaded)
-        timing["extract"] += time.perf_counter() - clock
+        with timing.stage("read"):
+            images = ImageSource(experiment.imageset, experiment.detector, 1)
+            try:
+                lookup = load_mask_file(job.lookup_mask_path, experiment.detector) if job.lookup_mask_path else None
+                frame = read_frame(images, images_of_stills[number] - 1, frozenset(), lookup)
+            finally:
+                images.close()
+        with timing.stage("extract"):
+            fill_from_frame(experiment, part.shoeboxes, 0, frame, part.overloaded)
         yield part
 
 
@@ -267,29 +282,29 @@ def still_image_numbers(experiments: ExperimentList) -> list[int]:
 
 
 def _process_part(job: BlockJob, table: ReflectionTable, part: _Part, report: BlockReport,
-                  timing: dict) -> tuple[ReflectionTable, ShoeboxColumn]:
+                  timing: StageTimes) -> tuple[ReflectionTable, ShoeboxColumn]:
     """Process one finished group of reflections; returns its rows of the table and its shoeboxes."""
-    clock = time.perf_counter()
     part_table = table.select(part.rows)
     pieces = []
     for number, rows, sub_table, boxes in _per_experiment(part_table, part.shoeboxes):
         experiment, profile = job.experiments[int(number)], job.profiles[int(number)]
         process_shoeboxes(experiment, profile, sub_table, boxes, part.overloaded[rows], job.background_algorithm,
-                          job.params)
-        add_kapton_columns(experiment, sub_table, boxes, kapton_scopes(job.params))
+                          job.params, timing)
+        with timing.stage("summation"):
+            add_kapton_columns(experiment, sub_table, boxes, kapton_scopes(job.params))
         if (job.params.integration.profile.fitting and not experiment.is_still
                 and sub_table.get_flags(Flags.reference_spot).any()):
-            sums = accumulate_profiles(experiment, profile, sub_table, boxes, job.params.profile.gaussian_rs.fitting,
-                                       job.n_folds)
+            with timing.stage("profile modelling"):
+                sums = accumulate_profiles(experiment, profile, sub_table, boxes,
+                                           job.params.profile.gaussian_rs.fitting, job.n_folds)
             previous = report.profile_sums.get(int(number))
             report.profile_sums[int(number)] = sums if previous is None else (previous[0] + sums[0],
                                                                              previous[1] + sums[1])
         pieces.append((rows, sub_table, boxes))
-    part_table, shoeboxes = _reassemble(part_table, part.shoeboxes, pieces)
-    timing["process"] += time.perf_counter() - clock
-    return part_table, shoeboxes
+    return _reassemble(part_table, part.shoeboxes, pieces)
 
 
+@one_core
 def fit_block(job: BlockJob, references: dict[int, ReferenceProfiles],
               held_out: dict[int, list[ReferenceProfiles]] | None = None) -> BlockReport:
     """Second pass over one block: profile fitting from the stored shoeboxes, one group at a time.
@@ -306,36 +321,41 @@ def fit_block(job: BlockJob, references: dict[int, ReferenceProfiles],
             arrays = store.load_arrays(index, "validation.npz")
             report.validation = {int(k.split("_")[1]): arrays[k] for k in arrays}
         return report
-    start = time.perf_counter()
-    table = store.load_table(index, "modelled.refl")
-    parts = store.load_arrays(index, "parts.npz")
+    timing = StageTimes()
+    with timing.stage("read back"):
+        table = store.load_table(index, "modelled.refl")
+        parts = store.load_arrays(index, "parts.npz")
     part_of_row, position_in_part = parts["part_of_row"], parts["position_in_part"]
     fit_method = job.params.profile.gaussian_rs.fitting.fit_method
     for number in np.unique(part_of_row[part_of_row >= 0]):
         rows = np.flatnonzero(part_of_row == number)
         rows = rows[np.argsort(position_in_part[rows])]
         part = table.select(rows)
-        shoeboxes = store.load_shoeboxes(index, int(number))
+        with timing.stage("read back"):
+            shoeboxes = store.load_shoeboxes(index, int(number))
         pieces = []
         for experiment_id, sub_rows, sub_table, boxes in _per_experiment(part, shoeboxes):
             experiment_id = int(experiment_id)
             if experiment_id in references:
                 experiment = job.experiments[experiment_id]
-                fit_profiles(experiment, sub_table, boxes, references[experiment_id], fit_method)
+                with timing.stage("profile fitting"):
+                    fit_profiles(experiment, sub_table, boxes, references[experiment_id], fit_method)
                 if held_out and experiment_id in held_out:
-                    _validate(experiment, sub_table, boxes, held_out[experiment_id], fit_method,
-                              report.validation.setdefault(experiment_id,
-                                                           np.zeros((job.n_folds, len(STATISTICS)))))
+                    with timing.stage("validation"):
+                        _validate(experiment, sub_table, boxes, held_out[experiment_id], fit_method,
+                                  report.validation.setdefault(experiment_id,
+                                                               np.zeros((job.n_folds, len(STATISTICS)))))
             pieces.append((sub_rows, sub_table, boxes))
         part, _ = _reassemble(part, shoeboxes, pieces)
         for name in part.keys():
             if name not in table:
                 table[name] = np.zeros((table.nrows,) + np.shape(part[name])[1:], dtype=np.asarray(part[name]).dtype)
             table[name][rows] = part[name]
-    if report.validation:
-        store.save_arrays(index, "validation.npz", **{f"id_{k}": v for k, v in report.validation.items()})
-    store.save_table(index, "integrated.refl", table)
-    report.seconds["profile fitting"] = time.perf_counter() - start
+    with timing.stage("write"):
+        if report.validation:
+            store.save_arrays(index, "validation.npz", **{f"id_{k}": v for k, v in report.validation.items()})
+        store.save_table(index, "integrated.refl", table)
+    report.seconds = timing
     report.peak_memory = _peak_memory()
     return report
 

@@ -50,6 +50,21 @@ def worker_count(mp) -> tuple[int, int]:
     return njobs, nproc
 
 
+def worker_environment() -> dict:
+    """Environment of local Dask worker processes: Dask's, without its ``MALLOC_TRIM_THRESHOLD_``.
+
+    Setting that variable freezes glibc's mmap threshold, so every image-sized
+    array is a fresh mmap whose pages the kernel must zero: block tasks then
+    spent as long in page faults as in reading images.  glibc's default
+    (adaptive) thresholds reuse freed image buffers instead.
+    """
+    import dask
+
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
+    environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+    return environ
+
+
 @contextlib.contextmanager
 def scheduler(mp):
     """A ``dask.compute`` scheduler argument for the run, torn down afterwards."""
@@ -66,10 +81,12 @@ def scheduler(mp):
         if njobs * nproc == 1:
             yield "synchronous"
             return
+        import dask
         from distributed import Client, LocalCluster
 
-        with LocalCluster(n_workers=njobs * nproc, threads_per_worker=1, processes=True,
-                          dashboard_address=":0", silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environment()}), \
+                LocalCluster(n_workers=njobs * nproc, threads_per_worker=1, processes=True, dashboard_address=":0",
+                             silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
             log.info("Started %d local Dask workers (dashboard %s)", njobs * nproc, client.dashboard_link)
             yield client
         return

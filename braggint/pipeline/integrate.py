@@ -11,6 +11,7 @@ Intermediate results live in a work store next to the output
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -54,6 +55,7 @@ from .reference import mask_neighbouring_pixels, matched_reference, split_refere
 from .report import Table, integration_report, profile_report
 from .selection import excluded_frames
 from .stills import finalize_stills
+from .timing import StageTimes
 from .shoebox_processing import choose_background
 from .validation import assign_folds, validation_table
 from .work_store import WorkStore, inputs_digest
@@ -176,6 +178,7 @@ class IntegrationResult:
     report_tables: list[Table]
     report_arrays: dict = field(default_factory=dict)
     references: dict = field(default_factory=dict)
+    seconds: StageTimes = field(default_factory=StageTimes)  # wall time by stage of the parent process
 
 
 def partiality_of_rows(experiments: ExperimentList, profiles: list[GaussianRSProfile],
@@ -279,35 +282,51 @@ def run_pass(where, stage: str, task, jobs: list[BlockJob], *shared) -> list[Blo
 
 
 def run_blocks(jobs: list[BlockJob], experiments: ExperimentList, profiles: list[GaussianRSProfile],
-               params) -> tuple[list[BlockReport], list[BlockReport], dict]:
+               params, clock: StageTimes) -> tuple[list[BlockReport], list[BlockReport], dict]:
     """Both passes of every block on the configured scheduler; also the reference profiles.
 
     With validation folds, the profiles learned without each fold are made
-    too and the second pass fits each fold with them.
+    too and the second pass fits each fold with them.  ``clock`` gets the
+    wall time of starting and stopping the workers and of each pass.
     """
-    fitting = params.integration.profile.fitting
-    with scheduler(params.integration.mp) as where:
-        reports = run_pass(where, "modelling and summation", model_block, jobs)
-        sums = tree_reduce([r.profile_sums for r in reports], _add_arrays)
-        references, held_out = {}, {}
-        if fitting:
-            gaussian = params.profile.gaussian_rs.fitting
-            for number, (fold_sums, fold_counts) in sums.items():
-                total, counts = fold_sums.sum(axis=0), fold_counts.sum(axis=0)
-                references[number] = finish_profiles(experiments[number], profiles[number], gaussian, total, counts)
-                if len(fold_sums) > 1:
-                    held_out[number] = [finish_profiles(experiments[number], profiles[number], gaussian,
-                                                        total - fold_sum, counts - fold_count, quiet=True)
-                                        for fold_sum, fold_count in zip(fold_sums, fold_counts)]
-            if not references:
-                log.info("Skipping profile modelling - no reference profiles given")
-        if not references:
-            return reports, [], {}
-        shared = [references, held_out]
-        if where != "synchronous":  # one copy per worker; a list, since scatter would key a dict's values
-            shared = where.scatter(shared, broadcast=True)
-        fitted = run_pass(where, "profile fitting", fit_block, jobs, *shared)
-        return reports, fitted, references
+    with contextlib.ExitStack() as workers:
+        with clock.stage("worker start"):
+            where = workers.enter_context(scheduler(params.integration.mp))
+        with clock.stage("first pass"):
+            reports = run_pass(where, "modelling and summation", model_block, jobs)
+            references, held_out = reference_profiles(reports, experiments, profiles, params)
+        fitted = []
+        if references:
+            shared = [references, held_out]
+            if where != "synchronous":  # one copy per worker; a list, since scatter would key a dict's values
+                shared = where.scatter(shared, broadcast=True)
+            with clock.stage("second pass"):
+                fitted = run_pass(where, "profile fitting", fit_block, jobs, *shared)
+        stopping = time.perf_counter()
+    clock.add("worker stop", time.perf_counter() - stopping)
+    log.info("Block-task time by stage (summed over blocks): %s",
+             StageTimes.summed(r.seconds for r in reports + fitted).as_text())
+    return reports, fitted, references
+
+
+def reference_profiles(reports: list[BlockReport], experiments: ExperimentList, profiles: list[GaussianRSProfile],
+                       params) -> tuple[dict, dict]:
+    """The reference profiles of each experiment from the blocks' sums, and those without each fold."""
+    references, held_out = {}, {}
+    if not params.integration.profile.fitting:
+        return references, held_out
+    sums = tree_reduce([r.profile_sums for r in reports], _add_arrays)
+    gaussian = params.profile.gaussian_rs.fitting
+    for number, (fold_sums, fold_counts) in sums.items():
+        total, counts = fold_sums.sum(axis=0), fold_counts.sum(axis=0)
+        references[number] = finish_profiles(experiments[number], profiles[number], gaussian, total, counts)
+        if len(fold_sums) > 1:
+            held_out[number] = [finish_profiles(experiments[number], profiles[number], gaussian,
+                                                total - fold_sum, counts - fold_count, quiet=True)
+                                for fold_sum, fold_count in zip(fold_sums, fold_counts)]
+    if not references:
+        log.info("Skipping profile modelling - no reference profiles given")
+    return references, held_out
 
 
 def log_reports(stage: str, reports) -> None:
@@ -331,6 +350,7 @@ def integrate(experiments: ExperimentList, reference: ReflectionTable | None, pa
     removed here, when None); ``inputs`` identifies the run for resuming.
     """
     start = time.perf_counter()
+    clock = StageTimes()
     limit_malloc_arenas()
     holder = [] if reference is None else [reference]
     reference = None  # prepare takes the strong spots over (callers pass ownership)
@@ -367,8 +387,10 @@ def integrate(experiments: ExperimentList, reference: ReflectionTable | None, pa
     WorkStore(work_path, digest)
     jobs = [BlockJob(block, experiments, profiles, table.select(assignment == block.index), algorithm, params,
                      work_path, digest, excluded, integration.lookup.mask, n_folds) for block in blocks]
+    clock.add("prediction", time.perf_counter() - start)
     try:
-        first, second, references = run_blocks(jobs, experiments, profiles, params)
+        first, second, references = run_blocks(jobs, experiments, profiles, params, clock)
+        reducing = time.perf_counter()
         jobs = None  # their copies of the table rows are not needed any more
         peak = max([r.peak_memory for r in first + second] or [0])
         log.info("Largest peak memory of a block task: %.0f MB", peak / 1e6)
@@ -435,7 +457,8 @@ def integrate(experiments: ExperimentList, reference: ReflectionTable | None, pa
         rubbish.set_flags(np.ones(rubbish.nrows, bool), Flags.bad_reference)
         rubbish.unset_flags(np.ones(rubbish.nrows, bool), Flags.integrated)
         table.extend(rubbish)
+    clock.add("reduction", time.perf_counter() - reducing)
     log.info("Integrated %d reflections (%d by summation, %d by profile fitting) in %.1f s", table.nrows,
              int(table.get_flags(Flags.integrated_sum).sum()), int(table.get_flags(Flags.integrated_prf).sum()),
              time.perf_counter() - start)
-    return IntegrationResult(table, profiles, tables, arrays, references)
+    return IntegrationResult(table, profiles, tables, arrays, references, clock)

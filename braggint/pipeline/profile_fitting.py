@@ -24,10 +24,11 @@ from ..models.reflection_table import ReflectionTable
 from ..models.shoebox import ShoeboxColumn
 from ..tasks.reference_profiles import (
     Sampler,
-    accumulate_references,
+    add_references,
     finalise_profiles,
     fit_detector_space,
     fit_reciprocal_space,
+    reference_grids,
 )
 from ..tasks.shoebox_geometry import corner_coordinates
 from .validation import FOLD_COLUMN
@@ -36,6 +37,9 @@ log = logging.getLogger("braggint")
 
 #: A reference must be this fully recorded to teach the profile.
 MIN_REFERENCE_PARTIALITY = 0.99
+
+#: References mapped onto the grid at a time (512 grids of 11^3 cells are 5.5 MB).
+REFERENCE_BATCH = 512
 
 
 @dataclass
@@ -129,11 +133,16 @@ def accumulate_profiles(experiment: Experiment, profile: GaussianRSProfile, tabl
         fold = table[FOLD_COLUMN][rows] if n_folds > 1 else np.zeros(len(rows), np.int64)
         indices, weights = sampler.neighbourhood(xyz)
         corner_start, gx, gy, panel_size, scan, zeta = _geometry(experiment, table, shoeboxes, spec)
-        for f in range(n_folds):
-            accumulate_references(rows[fold == f], corner_start, gx, gy, shoeboxes.offsets, shoeboxes.bbox,
-                                  panel_size, shoeboxes.data, shoeboxes.background, shoeboxes.mask,
-                                  table["xyzcal.mm"][:, 2], zeta, scan, spec.sigma_m, spec.step_m, spec.half,
-                                  indices, weights, sums[f], counts[f])
+        for start in range(0, len(rows), REFERENCE_BATCH):
+            batch = rows[start:start + REFERENCE_BATCH]
+            grids, ok = reference_grids(batch, corner_start, gx, gy, shoeboxes.offsets, shoeboxes.bbox, panel_size,
+                                        shoeboxes.data, shoeboxes.background, shoeboxes.mask,
+                                        table["xyzcal.mm"][:, 2], zeta, scan, spec.sigma_m, spec.step_m, spec.half)
+            in_batch = fold[start:start + REFERENCE_BATCH]
+            for f in range(n_folds):
+                chosen = in_batch == f
+                add_references(grids[chosen], ok[chosen], indices[batch[chosen]], weights[batch[chosen]], sums[f],
+                               counts[f])
     return sums, counts
 
 

@@ -20,7 +20,7 @@ from ..errors import InputFileError
 from ..models.experiment import ExperimentList
 from ..models.flags import Flags, MaskCode
 from ..models.reflection_table import ReflectionTable
-from ..models.rotation import axis_angle_matrix
+from ..models.rotation import rotate_vectors
 from ..tasks.coordinates import unit
 
 log = logging.getLogger("braggint")
@@ -70,8 +70,7 @@ def pixel_miller_indices(experiment, panel: int, x: np.ndarray, y: np.ndarray, z
         return r @ np.linalg.inv(experiment.crystal.A).T
     gonio = experiment.goniometer
     r = r @ np.linalg.inv(gonio.setting_rotation).T
-    rotation = axis_angle_matrix(gonio.rotation_axis, experiment.scan.angle_from_frame(z))
-    r = np.einsum("nji,nj->ni", rotation, r)  # R^T r
+    r = rotate_vectors(gonio.rotation_axis, -experiment.scan.angle_from_frame(z), r)  # R^T r
     return r @ np.linalg.inv(gonio.fixed_rotation @ experiment.crystal.A).T
 
 

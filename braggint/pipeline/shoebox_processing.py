@@ -22,6 +22,7 @@ from ..tasks import background as background_kernels
 from ..tasks.extract import copy_frame, rows_on_frame
 from ..tasks.shoebox_geometry import foreground_mask
 from ..tasks.summation import centroids, mask_statistics, pixel_counts, summation
+from .timing import StageTimes
 
 #: dials.integrate's fixed setting that is not a parameter of its command line.
 VALID_FOREGROUND_THRESHOLD = 0.75
@@ -141,24 +142,39 @@ def _boxes_touching(table: np.ndarray, bbox: np.ndarray) -> np.ndarray:
 
 def process_shoeboxes(experiment: Experiment, profile: GaussianRSProfile, table: ReflectionTable,
                       shoeboxes: ShoeboxColumn, overloaded: np.ndarray, background_algorithm: str,
-                      params) -> None:
-    """Masks, background, centroid, summation and pixel counts of extracted shoeboxes (in place)."""
-    n = table.nrows
-    z = table["xyzcal.px"][:, 2]
-    foreground_mask(experiment, profile, shoeboxes, table["s1"], z)
+                      params, timing: StageTimes | None = None) -> None:
+    """Masks, background, centroid, summation and pixel counts of extracted shoeboxes (in place).
+
+    ``timing`` (when given) gets the seconds of the ``background`` model and
+    of the rest (``summation``: masks, centroids, sums and pixel counts).
+    """
+    timing = StageTimes() if timing is None else timing
+    with timing.stage("summation"):
+        _mask_shoeboxes(experiment, profile, table, shoeboxes, overloaded)
+    with timing.stage("background"):
+        ok, columns = model_background(background_algorithm, shoeboxes, params.integration.background, experiment)
+    with timing.stage("summation"):
+        table.set_flags(~ok, Flags.failed_during_background_modelling | Flags.dont_integrate)
+        for name, values in columns.items():
+            table[name] = values
+        _centroids_and_sums(experiment, table, shoeboxes)
+
+
+def _mask_shoeboxes(experiment: Experiment, profile: GaussianRSProfile, table: ReflectionTable,
+                    shoeboxes: ShoeboxColumn, overloaded: np.ndarray) -> None:
+    """Foreground/background masks and the flags that follow from bad or overloaded pixels."""
+    foreground_mask(experiment, profile, shoeboxes, table["s1"], table["xyzcal.px"][:, 2])
     table.set_flags(overloaded, Flags.overloaded)
-    sb = shoeboxes
-    bad_background, bad_foreground, n_fg, n_fg_valid = mask_statistics(sb.mask, sb.offsets)
+    bad_background, bad_foreground, n_fg, n_fg_valid = mask_statistics(shoeboxes.mask, shoeboxes.offsets)
     table.set_flags(bad_background, Flags.background_includes_bad_pixels)
     table.set_flags(bad_foreground, Flags.foreground_includes_bad_pixels)
     too_few = np.where(n_fg > 0, n_fg_valid / np.maximum(n_fg, 1), 0.0) < VALID_FOREGROUND_THRESHOLD
     table.set_flags(too_few, Flags.dont_integrate)
 
-    ok, columns = model_background(background_algorithm, sb, params.integration.background, experiment)
-    table.set_flags(~ok, Flags.failed_during_background_modelling | Flags.dont_integrate)
-    for name, values in columns.items():
-        table[name] = values
 
+def _centroids_and_sums(experiment: Experiment, table: ReflectionTable, sb: ShoeboxColumn) -> None:
+    """Observed centroids (px and mm/rad), summation intensities and pixel counts (in place)."""
+    n = table.nrows
     xyz, variance = centroids(sb.data, sb.mask, sb.background, sb.offsets, sb.bbox)
     table["xyzobs.px.value"] = xyz
     table["xyzobs.px.variance"] = variance

@@ -342,7 +342,9 @@ def _huber(r, c):
 
 @njit(cache=True)
 def _upper_median(values):
-    return np.sort(values)[len(values) // 2]
+    """The value at position n // 2 of the sorted values (a linear-time selection, not a sort)."""
+    middle = len(values) // 2
+    return np.partition(values, middle)[middle]
 
 
 @njit(cache=True)

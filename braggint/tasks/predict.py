@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..models.experiment import Experiment
-from ..models.rotation import axis_angle_matrix
+from ..models.rotation import axis_angle_matrix, rotate_vectors
 
 #: hkl generated per chunk, to bound the memory of the brute-force generator.
 _CHUNK = 2_000_000
@@ -147,9 +147,8 @@ def predict_static(experiment: Experiment, *, d_min: float | None = None, d_max:
     index = index[row]
     h = hkl[index]
     # s1 = s0 + S R(e, phi) F A h, evaluated at the angle in the scan.
-    rotations = axis_angle_matrix(gonio.rotation_axis, phi_in)
     p0 = h.astype(float) @ (gonio.fixed_rotation @ experiment.crystal.A).T
-    s1 = beam.s0 + np.einsum("ij,njk,nk->ni", gonio.setting_rotation, rotations, p0)
+    s1 = beam.s0 + rotate_vectors(gonio.rotation_axis, phi_in, p0) @ gonio.setting_rotation.T
     normal = np.cross(beam.s0, gonio.setting_rotation @ gonio.rotation_axis)
     entering = s1 @ (normal / np.linalg.norm(normal)) < 0
     return _on_detector(experiment, h, s1, phi_in, entering, experiment.crystal.A)[0]

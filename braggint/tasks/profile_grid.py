@@ -65,12 +65,6 @@ def _overlap(qx, qy, x0, y0, buf_x, buf_y, tmp_x, tmp_y):
 
 
 @njit(cache=True)
-def _scratch():
-    """Work arrays of the clipping: one pixel quadrilateral and two polygon buffers."""
-    return np.empty(4), np.empty(4), np.empty(16), np.empty(16), np.empty(16), np.empty(16)
-
-
-@njit(cache=True)
 def _pixel_quad(gx, gy, corner, stride, qx, qy):
     """The grid-space quadrilateral of the pixel whose first corner is ``corner`` (corners row-major)."""
     qx[0], qy[0] = gx[corner], gy[corner]
@@ -84,6 +78,72 @@ def _cells_under(qx, qy, size):
     """``(ix0, ix1, iy0, iy1)``: inclusive range of grid cells a quadrilateral can touch."""
     return (max(int(math.floor(qx.min())), 0), min(int(math.floor(qx.max())), size - 1),
             max(int(math.floor(qy.min())), 0), min(int(math.floor(qy.max())), size - 1))
+
+
+@njit(cache=True)
+def _scratch():
+    """Work arrays of the clipping: one pixel quadrilateral and two polygon buffers."""
+    return np.empty(4), np.empty(4), np.empty(16), np.empty(16), np.empty(16), np.empty(16)
+
+
+@njit(cache=True)
+def pixel_cell_overlaps(gx, gy, ny, nx, x0, y0, width, height, size, wanted):
+    """Overlaps of a shoebox's pixel quadrilaterals with the (e1, e2) grid cells.
+
+    ``gx, gy``: grid coordinates (e1, e2) of the (ny+1) x (nx+1) pixel
+    corners, row-major; ``wanted`` (ny * nx): the pixels to map; pixels
+    outside the panel (``width`` x ``height``) and degenerate quadrilaterals
+    are skipped.  Returns ``(pixel, cell_y, cell_x, area, quad_area, n)``:
+    the first n entries list each pixel (flat index j * nx + i) with every
+    cell it overlaps and the overlap area (cells have unit area);
+    ``quad_area`` (ny * nx) is each pixel's whole area on the grid.
+    """
+    qx, qy, buf_x, buf_y, tmp_x, tmp_y = _scratch()
+    capacity = 4 * ny * nx + 16
+    pixel = np.empty(capacity, np.int64)
+    cell_y = np.empty(capacity, np.int64)
+    cell_x = np.empty(capacity, np.int64)
+    area = np.empty(capacity)
+    quad_area = np.zeros(ny * nx)
+    n = 0
+    for j in range(ny):
+        if y0 + j < 0 or y0 + j >= height:
+            continue
+        for i in range(nx):
+            flat = j * nx + i
+            if not wanted[flat] or x0 + i < 0 or x0 + i >= width:
+                continue
+            _pixel_quad(gx, gy, j * (nx + 1) + i, nx + 1, qx, qy)
+            whole = _area(qx, qy, 4)
+            if whole <= 0.0:
+                continue
+            quad_area[flat] = whole
+            ix0, ix1, iy0, iy1 = _cells_under(qx, qy, size)
+            # A quadrilateral inside one cell needs no clipping.
+            inside_one = (ix0 == ix1 and iy0 == iy1 and qx.min() >= ix0 and qx.max() <= ix0 + 1
+                          and qy.min() >= iy0 and qy.max() <= iy0 + 1)
+            for jj in range(iy0, iy1 + 1):
+                for ii in range(ix0, ix1 + 1):
+                    if inside_one:
+                        part = whole
+                    else:
+                        part = _overlap(qx, qy, float(ii), float(jj), buf_x, buf_y, tmp_x, tmp_y)
+                    if part <= 0.0:
+                        continue
+                    if n == capacity:
+                        capacity *= 2
+                        pixel, cell_y, cell_x, area = (_grown(pixel, capacity), _grown(cell_y, capacity),
+                                                       _grown(cell_x, capacity), _grown(area, capacity))
+                    pixel[n], cell_y[n], cell_x[n], area[n] = flat, jj, ii, part
+                    n += 1
+    return pixel, cell_y, cell_x, area, quad_area, n
+
+
+@njit(cache=True)
+def _grown(values, capacity):
+    out = np.empty(capacity, values.dtype)
+    out[:len(values)] = values
+    return out
 
 
 @njit(cache=True)
@@ -128,37 +188,46 @@ def forward_transform(gx, gy, nz, ny, nx, x0, y0, width, height, data, backgroun
 
     ``gx, gy``: grid coordinates (e1, e2) of the (ny+1) x (nx+1) pixel
     corners, row-major; ``use``: the voxels to map (Valid & Foreground);
-    pixels outside the panel (``width`` x ``height``) are skipped.
+    pixels outside the panel (``width`` x ``height``) are skipped.  Each
+    pixel's frames are first shared among the e3 slices (a column per
+    pixel), then each column among the cells its quadrilateral overlaps,
+    so the polygon clipping runs once per pixel and only for pixels with
+    a voxel to map.
     """
-    qx, qy, buf_x, buf_y, tmp_x, tmp_y = _scratch()
     with_background = background.shape[0] > 0
-    for j in range(ny):
-        if y0 + j < 0 or y0 + j >= height:
-            continue
-        for i in range(nx):
-            if x0 + i < 0 or x0 + i >= width:
+    n_pixels = ny * nx
+    column = np.zeros((n_pixels, size))
+    b_column = np.zeros((n_pixels if with_background else 1, size))
+    wanted = np.zeros(n_pixels, np.bool_)
+    first, last = size, 0  # slices any mapped frame reaches
+    for k in range(nz):
+        lo, hi = size, 0
+        for kk in range(size):
+            if zfraction[k, kk] != 0.0:
+                lo, hi = min(lo, kk), kk + 1
+        for p in range(n_pixels):
+            voxel = k * n_pixels + p
+            if not use[voxel] or lo >= hi:
                 continue
-            _pixel_quad(gx, gy, j * (nx + 1) + i, nx + 1, qx, qy)
-            quad_area = _area(qx, qy, 4)
-            if quad_area <= 0.0:
-                continue
-            ix0, ix1, iy0, iy1 = _cells_under(qx, qy, size)
-            for jj in range(iy0, iy1 + 1):
-                for ii in range(ix0, ix1 + 1):
-                    fraction = _overlap(qx, qy, float(ii), float(jj), buf_x, buf_y, tmp_x, tmp_y) / quad_area
-                    if fraction <= 0.0:
-                        continue
-                    for k in range(nz):
-                        voxel = (k * ny + j) * nx + i
-                        if not use[voxel]:
-                            continue
-                        value = data[voxel] * fraction
-                        for kk in range(size):
-                            profile[kk, jj, ii] += value * zfraction[k, kk]
-                        if with_background:
-                            b_value = background[voxel] * fraction
-                            for kk in range(size):
-                                bgrid[kk, jj, ii] += b_value * zfraction[k, kk]
+            wanted[p] = True
+            first, last = min(first, lo), max(last, hi)
+            value = data[voxel]
+            for kk in range(lo, hi):
+                column[p, kk] += value * zfraction[k, kk]
+            if with_background:
+                b_value = background[voxel]
+                for kk in range(lo, hi):
+                    b_column[p, kk] += b_value * zfraction[k, kk]
+    pixel, cell_y, cell_x, area, quad_area, n = pixel_cell_overlaps(gx, gy, ny, nx, x0, y0, width, height, size,
+                                                                    wanted)
+    for e in range(n):
+        p, jj, ii = pixel[e], cell_y[e], cell_x[e]
+        fraction = area[e] / quad_area[p]
+        for kk in range(first, last):
+            profile[kk, jj, ii] += fraction * column[p, kk]
+        if with_background:
+            for kk in range(first, last):
+                bgrid[kk, jj, ii] += fraction * b_column[p, kk]
 
 
 @njit(cache=True)
@@ -170,23 +239,13 @@ def reverse_transform(gx, gy, nz, ny, nx, x0, y0, width, height, grid, reverse, 
     among the frames by ``reverse``.  Pixels outside the panel get 0.
     """
     out = np.zeros(nz * ny * nx)
-    qx, qy, buf_x, buf_y, tmp_x, tmp_y = _scratch()
-    for j in range(ny):
-        if y0 + j < 0 or y0 + j >= height:
-            continue
-        for i in range(nx):
-            if x0 + i < 0 or x0 + i >= width:
-                continue
-            _pixel_quad(gx, gy, j * (nx + 1) + i, nx + 1, qx, qy)
-            ix0, ix1, iy0, iy1 = _cells_under(qx, qy, size)
-            for jj in range(iy0, iy1 + 1):
-                for ii in range(ix0, ix1 + 1):
-                    area = _overlap(qx, qy, float(ii), float(jj), buf_x, buf_y, tmp_x, tmp_y)
-                    if area <= 0.0:
-                        continue
-                    for k in range(nz):
-                        total = 0.0
-                        for v in range(size):
-                            total += grid[v, jj, ii] * reverse[v, k]
-                        out[(k * ny + j) * nx + i] += area * total
+    pixel, cell_y, cell_x, area, _, n = pixel_cell_overlaps(gx, gy, ny, nx, x0, y0, width, height, size,
+                                                            np.ones(ny * nx, np.bool_))
+    for e in range(n):
+        p, jj, ii = pixel[e], cell_y[e], cell_x[e]
+        for k in range(nz):
+            total = 0.0
+            for v in range(size):
+                total += grid[v, jj, ii] * reverse[v, k]
+            out[k * ny * nx + p] += area[e] * total
     return out

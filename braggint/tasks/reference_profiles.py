@@ -138,36 +138,57 @@ def _voxels_to_use(mask, lo, hi):
 
 
 @njit(cache=True)
-def accumulate_references(rows, corner_start, gx, gy, offsets, bbox, panel_size, data, background, mask,
-                          phi, zeta, scan, sigma_m, step_e3, half, indices, weights, profiles, counts):
-    """Add each reference row's normalised, background-subtracted grid profile to its profiles.
+def reference_grids(rows, corner_start, gx, gy, offsets, bbox, panel_size, data, background, mask, phi, zeta, scan,
+                    sigma_m, step_e3, half):
+    """Each reference row's background-subtracted grid profile, normalised to unit sum.
 
-    ``scan`` = (array_start, phi0, dphi); ``indices``/``weights`` (n, 27)
-    from :meth:`Sampler.neighbourhood` (-1 = none).  ``profiles`` (P, G, G,
-    G) and ``counts`` (P,) are updated in place.
+    ``scan`` = (array_start, phi0, dphi).  Returns ``(grids (n, G, G, G),
+    ok (n,))``; ok is False (and the grid zero) where the signal does not
+    sum to a positive value.
     """
     size = 2 * half + 1
     empty = np.zeros(0, np.float32)
-    for r in rows:
+    unused = np.zeros((1, 1, 1))
+    grids = np.zeros((len(rows), size, size, size))
+    ok = np.zeros(len(rows), np.bool_)
+    for position in range(len(rows)):
+        r = rows[position]
         lo, hi = offsets[r], offsets[r + 1]
         x0, x1, y0, y1, z0, z1 = bbox[r]
         nx, ny, nz = x1 - x0, y1 - y0, z1 - z0
         zfraction, _, _ = frame_fractions(z0, nz, scan[0], scan[1], scan[2], phi[r], zeta[r], sigma_m, step_e3,
                                           half)
-        grid = np.zeros((size, size, size))
-        unused = np.zeros((1, 1, 1))
         signal = (data[lo:hi] - background[lo:hi]).astype(np.float64)
         c0, c1 = corner_start[r], corner_start[r + 1]
+        grid = grids[position]
         forward_transform(gx[c0:c1], gy[c0:c1], nz, ny, nx, x0, y0, panel_size[r, 0], panel_size[r, 1], signal,
                           empty, _voxels_to_use(mask, lo, hi), zfraction, size, grid, unused)
         total = grid.sum()
-        if total <= 0:
-            continue
-        for k in range(indices.shape[1]):
-            index = indices[r, k]
-            if index >= 0:
-                profiles[index] += grid / total * weights[r, k]
-                counts[index] += 1
+        if total > 0:
+            grid /= total
+            ok[position] = True
+        else:
+            grid[:] = 0.0
+    return grids, ok
+
+
+def add_references(grids: np.ndarray, ok: np.ndarray, indices: np.ndarray, weights: np.ndarray,
+                   profiles: np.ndarray, counts: np.ndarray) -> None:
+    """Add unit-sum reference grids to the profiles they teach (in place).
+
+    ``indices``/``weights`` (n, 27) from :meth:`Sampler.neighbourhood` for
+    the same rows (-1 = none); each usable grid adds ``weight * grid`` to
+    every listed profile and counts once towards it.  One matrix product
+    (profiles x rows) @ (rows x cells) does the weighted sum.
+    """
+    if len(grids) == 0:
+        return
+    listed = ok[:, None] & (indices >= 0)
+    row, slot = np.nonzero(listed)
+    matrix = np.zeros((len(grids), len(profiles)))
+    np.add.at(matrix, (row, indices[row, slot]), weights[row, slot])
+    profiles += (matrix.T @ grids.reshape(len(grids), -1)).reshape(profiles.shape)
+    counts += np.bincount(indices[row, slot], minlength=len(counts))
 
 
 def finalise_profiles(profiles: np.ndarray, counts: np.ndarray) -> np.ndarray:
