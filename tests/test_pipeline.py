@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import shutil
 
 import numpy as np
@@ -39,6 +40,21 @@ def test_any_number_of_workers_and_any_block_unit_give_the_same_table(dataset, t
         assert_same_tables(tables[name], tables["n1"])
     # The work store is gone after a successful run.
     assert not (tmp_path / "n1" / "integrated.refl.work").exists()
+    # With one worker the blocks run in the parent: their stage times account for the passes' wall time.
+    wall, blocks = stage_lines((tmp_path / "n1" / "dials.integrate.log").read_text())
+    passes = wall["first pass"] + wall["second pass"]
+    assert {"read", "extract", "background", "summation", "profile modelling", "profile fitting"} <= set(blocks)
+    assert 0.6 * passes < sum(blocks.values()) <= passes + 0.01
+
+
+def stage_lines(log: str) -> tuple[dict, dict]:
+    """The parent's wall time by stage and the block tasks' summed stage times, from a log."""
+    def stages(prefix: str) -> dict:
+        line = next(line for line in log.splitlines() if line.startswith(prefix))
+        return {name.strip(): float(seconds) for name, seconds in
+                re.findall(r"([a-z ]+) ([0-9.]+) s", line[len(prefix):].split("; total")[0])}
+
+    return stages("Wall time by stage: "), stages("Block-task time by stage (summed over blocks): ")
 
 
 def test_block_sizes_change_the_pieces_not_the_reflections(dataset, tmp_path):

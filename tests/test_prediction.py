@@ -13,7 +13,7 @@ import pytest
 from braggint.errors import BraggintError
 from braggint.io.expt import read_experiments
 from braggint.io.refl import read_reflections
-from braggint.models.rotation import axis_angle_matrix
+from braggint.models.rotation import axis_angle_matrix, rotate_vectors
 from braggint.params import ParameterSet, master_text
 from braggint.pipeline.predict import predict_reflections
 from braggint.tasks.predict import detector_d_min, predict_scan_varying, predict_static
@@ -154,3 +154,10 @@ def test_systematic_absences_are_gemmis():
         crystal = Crystal(np.diag([50.0, 60.0, 70.0]), group.hall)
         expected = [group.operations().is_systematically_absent([int(v) for v in h]) for h in hkl]
         np.testing.assert_array_equal(systematically_absent(crystal, hkl), expected, err_msg=symbol)
+
+
+def test_rotating_vectors_equals_applying_the_rotation_matrices():
+    rng = np.random.default_rng(3)
+    axis, angles, vectors = rng.normal(size=3), rng.uniform(-7, 7, 50), rng.normal(size=(50, 3))
+    expected = np.einsum("nij,nj->ni", axis_angle_matrix(axis, angles), vectors)
+    assert np.allclose(rotate_vectors(axis, angles, vectors), expected, atol=1e-12)
