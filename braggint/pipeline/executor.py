@@ -24,6 +24,11 @@ from ..errors import BraggintError, ParameterError
 log = logging.getLogger("braggint")
 
 
+#: dask-jobqueue's cluster class for each batch ``integration.mp.method`` (drmaa: Grid Engine jobs via libdrmaa).
+BATCH_CLUSTER_CLASSES = {"sge": "SGECluster", "drmaa": "SGECluster", "lsf": "LSFCluster", "pbs": "PBSCluster",
+                         "slurm": "SLURMCluster"}
+
+
 class BatchSubmissionError(BraggintError):
     """The batch system refused or never accepted the worker jobs."""
 
@@ -58,11 +63,21 @@ def worker_environment() -> dict:
     spent as long in page faults as in reading images.  glibc's default
     (adaptive) thresholds reuse freed image buffers instead.
     """
-    import dask
-
     environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
     environ.pop("MALLOC_TRIM_THRESHOLD_", None)
     return environ
+
+
+def _client(where):
+    """A Dask client of a cluster or scheduler address that is nobody's default.
+
+    Made and closed explicitly, not as the current client: the workers may
+    be started in one thread and stopped in another (see
+    :func:`starting_scheduler`), which Dask's context variable refuses.
+    """
+    from distributed import Client
+
+    return contextlib.closing(Client(where, set_as_default=False))
 
 
 @contextlib.contextmanager
@@ -71,9 +86,7 @@ def scheduler(mp):
     address = os.environ.get("BRAGGINT_SCHEDULER")
     njobs, nproc = worker_count(mp)
     if address:
-        from distributed import Client
-
-        with Client(address) as client:
+        with _client(address) as client:
             log.info("Using the Dask scheduler at %s (dashboard %s)", address, client.dashboard_link)
             yield client
         return
@@ -81,21 +94,18 @@ def scheduler(mp):
         if njobs * nproc == 1:
             yield "synchronous"
             return
-        import dask
-        from distributed import Client, LocalCluster
+        from distributed import LocalCluster
 
         with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environment()}), \
                 LocalCluster(n_workers=njobs * nproc, threads_per_worker=1, processes=True, dashboard_address=":0",
-                             silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+                             silence_logs=logging.ERROR) as cluster, _client(cluster) as client:
             log.info("Started %d local Dask workers (dashboard %s)", njobs * nproc, client.dashboard_link)
             yield client
         return
     failures: list[Exception] = []
     cluster = batch_cluster(mp.method, njobs, nproc, failures)
-    from distributed import Client
-
     try:
-        with Client(cluster) as client:
+        with _client(cluster) as client:
             cluster.scale(jobs=njobs)
             wait_for_submission(cluster, mp.method, failures)
             log.info("Submitted %d %s jobs of %d workers (dashboard %s)", njobs, mp.method, nproc,
@@ -106,6 +116,32 @@ def scheduler(mp):
             cluster.close()
         except Exception as error:  # a job that never started cannot be closed cleanly; nothing is lost
             log.debug("Closing the %s cluster: %r", mp.method, error)
+
+
+@contextlib.contextmanager
+def starting_scheduler(mp):
+    """Start the run's workers in the background while this thread prepares the run.
+
+    Yields a function that waits for the start and returns the scheduler
+    (as :func:`scheduler` yields); the workers are stopped when the block
+    ends.  A failure to start is raised by that function; if the run fails
+    before calling it, the run's own error is the one that surfaces.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    if mp.method in BATCH_CLUSTER_CLASSES:
+        with contextlib.suppress(ImportError):  # batch_cluster says what is missing
+            import dask_jobqueue  # noqa: F401 - its import installs signal handlers, which only the main thread may
+
+    workers = contextlib.ExitStack()
+    with ThreadPoolExecutor(1, thread_name_prefix="braggint-workers") as pool:
+        started = pool.submit(workers.enter_context, scheduler(mp))
+        try:
+            yield started.result
+        finally:
+            with contextlib.suppress(Exception):
+                started.result()
+            workers.close()
 
 
 def submission_error(method: str, error: Exception) -> BatchSubmissionError:
@@ -150,8 +186,7 @@ def batch_cluster(method: str, njobs: int, nproc: int, failures: list[Exception]
     except ImportError:
         raise ParameterError(f"integration.mp.method={method} needs dask-jobqueue (pip install dask-jobqueue)") \
             from None
-    classes = {"sge": "SGECluster", "drmaa": "SGECluster", "lsf": "LSFCluster", "pbs": "PBSCluster",
-               "slurm": "SLURMCluster"}
+    classes = BATCH_CLUSTER_CLASSES
     if method not in classes:
         raise ParameterError(f"integration.mp.method={method} is not a known back end")
     if method == "drmaa":

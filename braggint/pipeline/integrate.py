@@ -11,7 +11,6 @@ Intermediate results live in a work store next to the output
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import logging
 import os
@@ -39,7 +38,7 @@ from .absorption import KAPTON_ALGORITHMS, apply_kapton_corrections, kapton_scop
 from .block_tasks import BlockJob, BlockReport, fit_block, model_block
 from .blocks import assign_to_blocks, plan_blocks, split_across_blocks
 from .debug_output import write_block_shoeboxes, write_reference_profiles
-from .executor import scheduler, worker_count
+from .executor import starting_scheduler, worker_count
 from .filters import apply_significance_filter, flag_ice_rings, overlap_filters
 from .memory import (
     available_memory,
@@ -266,7 +265,7 @@ def run_pass(where, stage: str, task, jobs: list[BlockJob], *shared) -> list[Blo
 
             futures = [where.submit(task, job, *shared, key=f"{stage.split()[0]}-block-{job.block.index}",
                                     pure=False) for job in jobs]
-            for _ in as_completed(futures):
+            for _ in as_completed(futures, loop=where.loop):
                 progress.advance()
             for future in futures:
                 if future.status == "error":
@@ -282,28 +281,23 @@ def run_pass(where, stage: str, task, jobs: list[BlockJob], *shared) -> list[Blo
 
 
 def run_blocks(jobs: list[BlockJob], experiments: ExperimentList, profiles: list[GaussianRSProfile],
-               params, clock: StageTimes) -> tuple[list[BlockReport], list[BlockReport], dict]:
-    """Both passes of every block on the configured scheduler; also the reference profiles.
+               params, where, clock: StageTimes) -> tuple[list[BlockReport], list[BlockReport], dict]:
+    """Both passes of every block on the scheduler ``where``; also the reference profiles.
 
     With validation folds, the profiles learned without each fold are made
     too and the second pass fits each fold with them.  ``clock`` gets the
-    wall time of starting and stopping the workers and of each pass.
+    wall time of each pass.
     """
-    with contextlib.ExitStack() as workers:
-        with clock.stage("worker start"):
-            where = workers.enter_context(scheduler(params.integration.mp))
-        with clock.stage("first pass"):
-            reports = run_pass(where, "modelling and summation", model_block, jobs)
-            references, held_out = reference_profiles(reports, experiments, profiles, params)
-        fitted = []
-        if references:
-            shared = [references, held_out]
-            if where != "synchronous":  # one copy per worker; a list, since scatter would key a dict's values
-                shared = where.scatter(shared, broadcast=True)
-            with clock.stage("second pass"):
-                fitted = run_pass(where, "profile fitting", fit_block, jobs, *shared)
-        stopping = time.perf_counter()
-    clock.add("worker stop", time.perf_counter() - stopping)
+    with clock.stage("first pass"):
+        reports = run_pass(where, "modelling and summation", model_block, jobs)
+        references, held_out = reference_profiles(reports, experiments, profiles, params)
+    fitted = []
+    if references:
+        shared = [references, held_out]
+        if where != "synchronous":  # one copy per worker; a list, since scatter would key a dict's values
+            shared = where.scatter(shared, broadcast=True)
+        with clock.stage("second pass"):
+            fitted = run_pass(where, "profile fitting", fit_block, jobs, *shared)
     log.info("Block-task time by stage (summed over blocks): %s",
              StageTimes.summed(r.seconds for r in reports + fitted).as_text())
     return reports, fitted, references
@@ -351,6 +345,21 @@ def integrate(experiments: ExperimentList, reference: ReflectionTable | None, pa
     """
     start = time.perf_counter()
     clock = StageTimes()
+    with starting_scheduler(params.integration.mp) as started:
+        result = _integrate(experiments, reference, params, reference_path, work_path, inputs, output_directory,
+                            started, clock)
+        stopping = time.perf_counter()
+    clock.add("worker stop", time.perf_counter() - stopping)
+    log.info("Integrated %d reflections (%d by summation, %d by profile fitting) in %.1f s", result.table.nrows,
+             int(result.table.get_flags(Flags.integrated_sum).sum()),
+             int(result.table.get_flags(Flags.integrated_prf).sum()), time.perf_counter() - start)
+    return result
+
+
+def _integrate(experiments: ExperimentList, reference: ReflectionTable | None, params, reference_path: str,
+               work_path: str | None, inputs: bytes, output_directory: str, started, clock: StageTimes):
+    """:func:`integrate` while the workers start: ``started()`` waits for them and returns the scheduler."""
+    start = time.perf_counter()
     limit_malloc_arenas()
     holder = [] if reference is None else [reference]
     reference = None  # prepare takes the strong spots over (callers pass ownership)
@@ -389,7 +398,9 @@ def integrate(experiments: ExperimentList, reference: ReflectionTable | None, pa
                      work_path, digest, excluded, integration.lookup.mask, n_folds) for block in blocks]
     clock.add("prediction", time.perf_counter() - start)
     try:
-        first, second, references = run_blocks(jobs, experiments, profiles, params, clock)
+        with clock.stage("worker start"):  # the part of the start that preparing did not hide
+            where = started()
+        first, second, references = run_blocks(jobs, experiments, profiles, params, where, clock)
         reducing = time.perf_counter()
         jobs = None  # their copies of the table rows are not needed any more
         peak = max([r.peak_memory for r in first + second] or [0])
@@ -458,7 +469,4 @@ def integrate(experiments: ExperimentList, reference: ReflectionTable | None, pa
         rubbish.unset_flags(np.ones(rubbish.nrows, bool), Flags.integrated)
         table.extend(rubbish)
     clock.add("reduction", time.perf_counter() - reducing)
-    log.info("Integrated %d reflections (%d by summation, %d by profile fitting) in %.1f s", table.nrows,
-             int(table.get_flags(Flags.integrated_sum).sum()), int(table.get_flags(Flags.integrated_prf).sum()),
-             time.perf_counter() - start)
     return IntegrationResult(table, profiles, tables, arrays, references, clock)
