@@ -20,8 +20,8 @@ from ..errors import InputFileError
 from ..models.experiment import ExperimentList
 from ..models.flags import Flags, MaskCode
 from ..models.reflection_table import ReflectionTable
-from ..models.rotation import rotate_vectors
 from ..tasks.coordinates import unit
+from ..tasks.neighbours import foreign_voxels
 
 log = logging.getLogger("braggint")
 
@@ -57,21 +57,34 @@ def split_reference(reference: ReflectionTable, path: str = "reference") -> tupl
     return usable, rubbish
 
 
-def pixel_miller_indices(experiment, panel: int, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """Fractional hkl (n, 3) seen at pixel coordinates (x, y) (px) and frame z (0-based, continuous).
+def foreign_pixels(experiment, panel: int, x: np.ndarray, y: np.ndarray, z: np.ndarray,
+                   hkl: np.ndarray) -> np.ndarray:
+    """Which voxels (pixel column x, row y, 0-based frame z) lie nearer another reflection than ``hkl``.
 
-    ``h = A^-1 F^-1 R(e, phi)^T S^-1 (s' - s0)`` with s' the pixel's lab
-    direction scaled to |s0| and the static crystal A (for a still, no rotation).
+    The fractional index at a pixel centre is ``h = A^-1 F^-1 R(e, phi)^T
+    S^-1 (s' - s0)``, s' being the pixel's lab direction scaled to |s0|,
+    evaluated at both edges of the voxel's frame (for a still, once with no
+    rotation: ``h = A^-1 (s' - s0)``).  The pixel geometry is computed once
+    per distinct pixel.
     """
+    x, y = x.astype(np.int64), y.astype(np.int64)
+    x0, y0 = (x.min(), y.min()) if len(x) else (0, 0)
+    span = int(x.max() - x0 + 1) if len(x) else 1
+    pixels, pixel_of_voxel = np.unique((y - y0) * span + (x - x0), return_inverse=True)
+    centres = np.column_stack([pixels % span + x0 + 0.5, pixels // span + y0 + 0.5])
     s0 = experiment.beam.s0
-    lab = experiment.detector[panel].pixel_lab_coord(np.column_stack([x, y]))
-    r = unit(lab) * np.linalg.norm(s0) - s0
-    if experiment.is_still:  # no rotation: h = A^-1 (s' - s0)
-        return r @ np.linalg.inv(experiment.crystal.A).T
+    scattering = unit(experiment.detector[panel].pixel_lab_coord(centres)) * np.linalg.norm(s0) - s0
+    if experiment.is_still:
+        h = scattering[pixel_of_voxel] @ np.linalg.inv(experiment.crystal.A).T
+        return (np.floor(h + 0.5).astype(np.int64) != hkl).any(axis=1)
     gonio = experiment.goniometer
-    r = r @ np.linalg.inv(gonio.setting_rotation).T
-    r = rotate_vectors(gonio.rotation_axis, -experiment.scan.angle_from_frame(z), r)  # R^T r
-    return r @ np.linalg.inv(gonio.fixed_rotation @ experiment.crystal.A).T
+    scattering = scattering @ np.linalg.inv(gonio.setting_rotation).T
+    axis = unit(np.asarray(gonio.rotation_axis, dtype=float))
+    to_hkl = np.linalg.inv(gonio.fixed_rotation @ experiment.crystal.A)
+    z = z.astype(float)
+    return foreign_voxels(np.ascontiguousarray(scattering), pixel_of_voxel.astype(np.int64),
+                          experiment.scan.angle_from_frame(z), experiment.scan.angle_from_frame(z + 1.0), axis,
+                          to_hkl, np.ascontiguousarray(hkl, dtype=np.int64))
 
 
 #: Voxels of strong-spot shoeboxes handled at once by the neighbour masking (bounds its memory).
@@ -98,9 +111,7 @@ def mask_neighbouring_pixels(reference: ReflectionTable, experiments: Experiment
             experiment = experiments[int(number)]
             for panel in np.unique(part.panel):
                 sel = (experiment_of_voxel == number) & (part.panel[row] == panel)
-                for edge in (0.0, 1.0):
-                    h = pixel_miller_indices(experiment, int(panel), x[sel] + 0.5, y[sel] + 0.5, z[sel] + edge)
-                    other[sel] |= (np.floor(h + 0.5).astype(np.int64) != hkl[sel]).any(axis=1)
+                other[sel] = foreign_pixels(experiment, int(panel), x[sel], y[sel], z[sel], hkl[sel])
         flat = shoeboxes.offsets[first] + np.flatnonzero(other)
         shoeboxes.mask[flat] = code
         changed_rows[rows_here[np.unique(row[other])]] = True
@@ -130,16 +141,18 @@ def match_reference(predicted: ReflectionTable, reference: ReflectionTable) -> t
     p_sorted = p_key[p_order]
     starts = np.searchsorted(p_sorted, r_key, side="left")
     ends = np.searchsorted(p_sorted, r_key, side="right")
-    pred_rows, ref_rows = [], []
     p_xyz, r_xyz = predicted["xyzcal.px"], reference["xyzcal.px"]
-    for r in np.flatnonzero(ends > starts):
-        candidates = p_order[starts[r]:ends[r]]
-        distance = np.sum((p_xyz[candidates] - r_xyz[r]) ** 2, axis=1)
-        best = int(np.argmin(distance))
-        if distance[best] < MATCH_DISTANCE**2:
-            pred_rows.append(candidates[best])
-            ref_rows.append(r)
-    pred_rows, ref_rows = np.asarray(pred_rows, np.int64), np.asarray(ref_rows, np.int64)
+    # Every (reference, candidate prediction) pair; each reference keeps its nearest candidate (the first
+    # in prediction order on a tie).
+    counts = ends - starts
+    ref_rows = np.repeat(np.arange(len(r_key)), counts)
+    position = np.arange(len(ref_rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+    pred_rows = p_order[starts[ref_rows] + position]
+    distance = np.sum((p_xyz[pred_rows] - r_xyz[ref_rows]) ** 2, axis=1)
+    order = np.lexsort((position, distance, ref_rows))
+    nearest = order[np.concatenate([[True], np.diff(ref_rows[order]) != 0])] if len(order) else order
+    nearest = nearest[distance[nearest] < MATCH_DISTANCE**2]
+    pred_rows, ref_rows = pred_rows[nearest].astype(np.int64), ref_rows[nearest].astype(np.int64)
     # One reference per prediction: keep the nearest.
     if len(pred_rows):
         distance = np.sum((p_xyz[pred_rows] - r_xyz[ref_rows]) ** 2, axis=1)
