@@ -243,6 +243,28 @@ def _runs(case: dict, program: str):
             yield mode, int(n), run
 
 
+def goals(record: dict) -> list[str]:
+    """Lines comparing issue 9's goals with this record, per case and worker count."""
+    lines = ["## Against the goals", "",
+             "Goals: braggint / decode below 3 with profile fitting and below 2 summation only; scaling efficiency "
+             "at least 80 % at 2 workers; block-task memory flat in sweep length.", "",
+             "| case | workers | braggint / decode, prf | braggint / decode, sum | efficiency, prf | efficiency, sum |",
+             "|---|---|---|---|---|---|"]
+    for case in record["cases"]:
+        floor = case["decode_floor_s"]
+        for n in sorted(case["braggint"], key=int):
+            cells = []
+            for key in ("braggint", "braggint_sum"):
+                run = case.get(key, {}).get(n)
+                cells.append(f"{run['wall_s'] / floor:.1f}" if run else "-")
+            for key in ("braggint", "braggint_sum"):
+                runs = case.get(key, {})
+                one, this = runs.get("1"), runs.get(n)
+                cells.append(f"{one['wall_s'] / (int(n) * this['wall_s']):.0%}" if one and this else "-")
+            lines.append(f"| {case['case']} | {n} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def render(record: dict, path: Path) -> None:
     """docs/performance.md from one benchmark record (tables and inline SVG plots)."""
     from braggint.io.html_report import svg_lines
@@ -254,6 +276,7 @@ def render(record: dict, path: Path) -> None:
              "Regenerate with `python benchmarks/run.py` (simulates the datasets on first use).", "",
              "Ratios are from one run on one machine; wall times include start-up and writing outputs. "
              "prf: profile fitting (the default); sum: `profile.fitting=False`.", "",
+             *goals(record), "",
              "## Speed against the decode floor and DIALS", "",
              "The decode floor is one core reading and decoding every image once.", "",
              "| case | images | detector | decode floor (s) | mode | workers | braggint (s) | braggint / decode | "
@@ -339,6 +362,19 @@ def render(record: dict, path: Path) -> None:
             series["DIALS"] = np.array([c["dials"]["1"]["wall_s"] for c in sweeps])
         series["decode floor"] = np.array([c["decode_floor_s"] for c in sweeps])
         lines += ["", svg_lines("Wall time against images", images, series, "images", "seconds")]
+    lines += ["", "## The hot path", "",
+              "Found with py-spy (`--subprocesses` for workers) and cProfile on one-worker runs; the stage "
+              "breakdown above is braggint's own clock (`pipeline/timing.py`).  Fixed so far: the pixel-to-grid "
+              "transform clipped every pixel against the profile grid for every frame, now each pixel's frames "
+              "are folded onto the e3 slices first and only pixels with foreground are clipped; reference "
+              "profiles are summed by one matrix product; the GLM background takes its median by selection, "
+              "not sorting; idle OpenBLAS threads spun beside the workers (block tasks now keep BLAS "
+              "single-threaded); Dask's MALLOC_TRIM_THRESHOLD_ made every image buffer in a worker a fresh "
+              "mmap, so workers spent as long in page faults as in decoding; the neighbour masking and "
+              "reference matching of the strong spots ran per voxel in numpy temporaries and per spot in "
+              "Python.  Still to do: the work store (Zarr) costs a group of small arrays per flush; the "
+              "parent's preparation (reading the strong spots with their shoeboxes, profile estimation) is "
+              "serial and limits the scaling of short sweeps."]
     loads = sorted((REPO / "benchmarks" / "results").glob("service-load-*.json"))
     if loads:
         load = json.loads(loads[-1].read_text())
