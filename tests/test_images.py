@@ -103,3 +103,28 @@ def test_external_mask_file(tmp_path):
     source = ImageSource(ImageSet(template=str(path), mask=str(tmp_path / "mask.npy")), _panel())
     mask = source.mask(1)[0]
     assert not mask[10, 10] and mask[10, 11] and not mask[:, :2].any()
+
+
+def test_copying_a_frame_applies_the_trusted_range_pedestal_and_gain_and_flags_overloads():
+    from braggint.models.flags import MaskCode
+    from braggint.tasks.extract import copy_frame
+
+    raw = np.arange(36, dtype=np.int32).reshape(6, 6)
+    raw[1, 1] = 1000  # above the trusted range, inside box 0 only
+    raw[4, 4] = -5    # below it, inside box 1 only
+    usable = np.ones((6, 6), bool)
+    usable[2, 2] = False  # masked before the counts are looked at
+    bbox = np.array([[0, 3, 0, 3, 0, 1], [3, 7, 3, 7, 0, 1]], np.int32)  # box 1 leaves the panel
+    offsets = np.array([0, 9, 25], np.int64)
+    data, mask = np.zeros(25, np.float32), np.zeros(25, np.uint8)
+    overloaded = np.zeros(2, bool)
+    copy_frame(raw, usable, 0.0, 100.0, 2.0, 4.0, 0, np.array([0, 1]), bbox, offsets, data, mask, overloaded)
+    assert overloaded.tolist() == [True, False]
+    box0 = data[:9].reshape(3, 3)
+    assert np.allclose(box0, (raw[:3, :3] - 2.0) / 4.0)
+    valid0 = mask[:9].reshape(3, 3) == MaskCode.Valid
+    assert not valid0[1, 1] and not valid0[2, 2] and valid0.sum() == 7
+    box1, valid1 = data[9:].reshape(4, 4), mask[9:].reshape(4, 4) == MaskCode.Valid
+    assert np.allclose(box1[:3, :3], (raw[3:, 3:] - 2.0) / 4.0)
+    assert not valid1[1, 1] and valid1[:3, :3].sum() == 8  # -5 is untrusted
+    assert (box1[3, :] == 0).all() and (box1[:, 3] == 0).all() and not valid1[3, :].any() and not valid1[:, 3].any()

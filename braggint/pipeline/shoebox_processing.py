@@ -85,12 +85,12 @@ def model_background(algorithm: str, shoeboxes: ShoeboxColumn, background_params
 
 @dataclass
 class Frame:
-    """One image, per panel: raw counts, trusted mask (True = good) and corrected counts."""
+    """One image, per panel: raw counts as read, and the pixels usable before the counts are checked
+    (static and lookup masks; none on an excluded frame).  The trusted range, pedestal and gain are
+    applied per shoebox pixel as it is copied (:func:`braggint.tasks.extract.copy_frame`)."""
 
     raw: list[np.ndarray]
-    good: list[np.ndarray]
-    corrected: list[np.ndarray]
-    overloaded: list[np.ndarray | None]  # per panel: summed-area table of pixels above the trusted range
+    usable: list[np.ndarray]
 
 
 def read_frame(images: ImageSource, frame: int, excluded_frames: frozenset = frozenset(),
@@ -98,16 +98,12 @@ def read_frame(images: ImageSource, frame: int, excluded_frames: frozenset = fro
     """Frame ``frame`` (0-based); every pixel of an excluded frame, and pixels False in the lookup mask,
     are untrusted."""
     raw = images.raw(frame + 1)
-    good = images.mask(frame + 1, raw)
+    usable = images.static_masks()
     if frame in excluded_frames:
-        good = [np.zeros_like(g) for g in good]
+        usable = [np.zeros_like(u) for u in usable]
     elif lookup_mask is not None:
-        good = [g & m for g, m in zip(good, lookup_mask)]
-    overloaded = []
-    for panel, counts in zip(images.detector.panels, raw):
-        over = counts > panel.trusted_range[1]
-        overloaded.append(_summed_area(over) if over.any() else None)
-    return Frame(raw, good, images.corrected_from_raw(raw), overloaded)
+        usable = [u & m for u, m in zip(usable, lookup_mask)]
+    return Frame(raw, usable)
 
 
 def fill_from_frame(experiment: Experiment, shoeboxes: ShoeboxColumn, frame_number: int, frame: Frame,
@@ -119,25 +115,10 @@ def fill_from_frame(experiment: Experiment, shoeboxes: ShoeboxColumn, frame_numb
         rows = rows_on_frame(bbox, panel_of_row, frame_number, p)
         if len(rows) == 0:
             continue
-        copy_frame(frame.corrected[p], frame.good[p], frame_number, rows, bbox, shoeboxes.offsets,
-                   shoeboxes.data, shoeboxes.mask)
-        if frame.overloaded[p] is not None:
-            overloaded[rows] |= _boxes_touching(frame.overloaded[p], bbox[rows])
-
-
-def _summed_area(pixels: np.ndarray) -> np.ndarray:
-    """Summed-area table (rows + 1, columns + 1) of a boolean image."""
-    table = np.zeros((pixels.shape[0] + 1, pixels.shape[1] + 1), np.int64)
-    table[1:, 1:] = np.cumsum(np.cumsum(pixels, axis=0), axis=1)
-    return table
-
-
-def _boxes_touching(table: np.ndarray, bbox: np.ndarray) -> np.ndarray:
-    """Which boxes (x0, x1, y0, y1, ...) hold at least one counted pixel of a summed-area table."""
-    height, width = table.shape[0] - 1, table.shape[1] - 1
-    x0, x1 = np.clip(bbox[:, 0], 0, width), np.clip(bbox[:, 1], 0, width)
-    y0, y1 = np.clip(bbox[:, 2], 0, height), np.clip(bbox[:, 3], 0, height)
-    return (table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]) > 0
+        low, high = panel.trusted_range
+        copy_frame(frame.raw[p], frame.usable[p], float(low), float(high), float(panel.pedestal),
+                   float(panel.gain), frame_number, rows, bbox, shoeboxes.offsets, shoeboxes.data, shoeboxes.mask,
+                   overloaded)
 
 
 def process_shoeboxes(experiment: Experiment, profile: GaussianRSProfile, table: ReflectionTable,

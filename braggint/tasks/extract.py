@@ -11,15 +11,19 @@ _VALID = np.uint8(MaskCode.Valid)
 
 
 @njit(cache=True)
-def copy_frame(image, good, frame, rows, bbox, offsets, data, mask):
-    """Fill slice ``frame - z0`` of each shoebox in ``rows`` from one panel image.
+def copy_frame(raw, usable, trusted_min, trusted_max, pedestal, gain, frame, rows, bbox, offsets, data, mask,
+               overloaded):
+    """Fill slice ``frame - z0`` of each shoebox in ``rows`` from one panel's raw image.
 
-    ``image`` (n_slow, n_fast) float and ``good`` (same shape, bool) are the
-    corrected data and trusted mask of one panel; ``frame`` is the 0-based
-    frame.  Pixels of a box outside the panel keep data 0 and mask 0
-    (invalid); pixels inside get the image value and Valid where trusted.
+    ``raw`` (n_slow, n_fast) holds the counts as read; ``usable`` (same
+    shape, bool) the pixels not masked before the counts are looked at
+    (static, lookup and excluded-frame masks).  A pixel is Valid when usable
+    and ``trusted_min <= raw <= trusted_max``; its data is ``(raw -
+    pedestal) / gain``; a row touching a pixel above ``trusted_max`` is
+    marked in ``overloaded``.  ``frame`` is the 0-based frame.  Pixels of a
+    box outside the panel keep data 0 and mask 0 (invalid).
     """
-    height, width = image.shape
+    height, width = raw.shape
     for r in rows:
         x0, x1, y0, y1, z0 = bbox[r, 0], bbox[r, 1], bbox[r, 2], bbox[r, 3], bbox[r, 4]
         nx = x1 - x0
@@ -27,8 +31,12 @@ def copy_frame(image, good, frame, rows, bbox, offsets, data, mask):
         for y in range(max(y0, 0), min(y1, height)):
             row_start = base + (y - y0) * nx - x0
             for x in range(max(x0, 0), min(x1, width)):
-                data[row_start + x] = image[y, x]
-                mask[row_start + x] = _VALID if good[y, x] else 0
+                counts = raw[y, x]
+                data[row_start + x] = (counts - pedestal) / gain
+                trusted = usable[y, x] and counts >= trusted_min and counts <= trusted_max
+                mask[row_start + x] = _VALID if trusted else 0
+                if counts > trusted_max:
+                    overloaded[r] = True
 
 
 def rows_on_frame(bbox: np.ndarray, panel: np.ndarray, frame: int, panel_number: int) -> np.ndarray:
