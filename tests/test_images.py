@@ -128,3 +128,24 @@ def test_copying_a_frame_applies_the_trusted_range_pedestal_and_gain_and_flags_o
     assert np.allclose(box1[:3, :3], (raw[3:, 3:] - 2.0) / 4.0)
     assert not valid1[1, 1] and valid1[:3, :3].sum() == 8  # -5 is untrusted
     assert (box1[3, :] == 0).all() and (box1[:, 3] == 0).all() and not valid1[3, :].any() and not valid1[:, 3].any()
+
+
+def test_the_pipelines_shoebox_copy_matches_the_whole_image_mask_and_counts(real_sweep):
+    """copy_frame (the pipeline) and ImageSource.mask/corrected (whole images) apply one rule."""
+    from braggint.models.flags import MaskCode
+    from braggint.tasks.extract import copy_frame
+
+    experiment = read_experiments(str(real_sweep / "refined.expt"))[0]
+    source = ImageSource(experiment.imageset, experiment.detector, experiment.scan.image_range[0])
+    raw = source.raw(3)[0]
+    panel = experiment.detector.panels[0]
+    height, width = raw.shape
+    bbox = np.array([[0, width, 0, height, 0, 1]], np.int32)
+    data, mask = np.zeros(width * height, np.float32), np.zeros(width * height, np.uint8)
+    overloaded = np.zeros(1, bool)
+    copy_frame(raw, source.static_masks()[0], float(panel.trusted_range[0]), float(panel.trusted_range[1]),
+               float(panel.pedestal), float(panel.gain), 0, np.array([0]), bbox, np.array([0, width * height]),
+               data, mask, overloaded)
+    assert np.array_equal(mask.reshape(height, width) == MaskCode.Valid, source.mask(3, [raw])[0])
+    assert np.array_equal(data.reshape(height, width), source.corrected(3)[0].astype(np.float32))
+    assert overloaded[0] == (raw > panel.trusted_range[1]).any()

@@ -85,7 +85,11 @@ class ImageSource:
         return self.corrected_from_raw(self.raw(image_number))
 
     def corrected_from_raw(self, raw_panels: list[np.ndarray]) -> list[np.ndarray]:
-        """``(raw - pedestal) / gain`` of already-read panel arrays, float64."""
+        """``(raw - pedestal) / gain`` of already-read panel arrays, float64.
+
+        Whole images, for inspection; the integration pipeline applies the
+        same rule only to shoebox pixels (:func:`braggint.tasks.extract.copy_frame`).
+        """
         out = []
         for panel, raw in zip(self.detector.panels, raw_panels):
             data = raw.astype(np.float64)
@@ -97,7 +101,8 @@ class ImageSource:
         return out
 
     def mask(self, image_number: int, raw: list[np.ndarray] | None = None) -> list[np.ndarray]:
-        """Trusted-pixel mask per panel for one image (True = good)."""
+        """Trusted-pixel mask per panel for one image (True = good); the whole-image form of the rule
+        :func:`braggint.tasks.extract.copy_frame` applies to shoebox pixels."""
         raw = self.raw(image_number) if raw is None else raw
         static = self.static_masks()
         return [s & panel.trusted_mask(r) for s, panel, r in zip(static, self.detector.panels, raw)]

@@ -186,8 +186,7 @@ def batch_cluster(method: str, njobs: int, nproc: int, failures: list[Exception]
     except ImportError:
         raise ParameterError(f"integration.mp.method={method} needs dask-jobqueue (pip install dask-jobqueue)") \
             from None
-    classes = BATCH_CLUSTER_CLASSES
-    if method not in classes:
+    if method not in BATCH_CLUSTER_CLASSES:
         raise ParameterError(f"integration.mp.method={method} is not a known back end")
     if method == "drmaa":
         from .drmaa_cluster import drmaa_cluster_class, drmaa_library
@@ -195,7 +194,7 @@ def batch_cluster(method: str, njobs: int, nproc: int, failures: list[Exception]
         drmaa_library()  # a clear error now rather than a failed submission later
         cluster_class = drmaa_cluster_class()
     else:
-        cluster_class = getattr(dask_jobqueue, classes[method])
+        cluster_class = getattr(dask_jobqueue, BATCH_CLUSTER_CLASSES[method])
     config_name = "sge" if method == "drmaa" else method
 
     class RecordedJob(cluster_class.job_cls):
