@@ -140,9 +140,11 @@ def model_block(job: BlockJob) -> BlockReport:
         return report
     store.clear_block(index)
     table = job.table
-    keep_pixels = fitting or job.params.integration.debug.output
+    debug = job.params.integration.debug.output
+    keep_pixels = fitting or debug
     timing = StageTimes()
-    groups = _StoredGroups(store, index, table.nrows, timing)
+    # Only the debug output needs every voxel of the second pass's shoeboxes; fitting reads a seventh.
+    groups = _StoredGroups(store, index, table.nrows, timing, fitted_voxels_only=not debug)
     done: list[tuple[np.ndarray, ReflectionTable]] = []
     first = job.experiments[job.block.experiments[0]]
     filled = _filled_stills(job, timing) if first.is_still else _filled_parts(job, timing)
@@ -180,11 +182,13 @@ class _StoredGroups:
     """Finished shoeboxes written to the work store in groups of about STORE_GROUP_VOXELS voxels.
 
     ``part_of_row`` and ``position_in_part`` say where each block row's
-    shoebox was stored (-1: not stored).
+    shoebox was stored (-1: not stored); ``fitted_voxels_only``: see
+    :meth:`WorkStore.save_shoeboxes`.
     """
 
-    def __init__(self, store: WorkStore, index: int, n_rows: int, timing: StageTimes):
+    def __init__(self, store: WorkStore, index: int, n_rows: int, timing: StageTimes, fitted_voxels_only: bool):
         self.store, self.index, self.timing = store, index, timing
+        self.fitted_voxels_only = fitted_voxels_only
         self.part_of_row = np.full(n_rows, -1, np.int64)
         self.position_in_part = np.full(n_rows, -1, np.int64)
         self.pending: list[tuple[np.ndarray, ShoeboxColumn]] = []
@@ -203,7 +207,7 @@ class _StoredGroups:
             self.part_of_row[rows] = self.stored
             self.position_in_part[rows] = np.arange(len(rows))
             self.store.save_shoeboxes(self.index, ShoeboxColumn.concatenate([c for _, c in self.pending]),
-                                      self.stored)
+                                      self.stored, self.fitted_voxels_only)
             self.pending.clear()
             self.stored += 1
 

@@ -175,7 +175,10 @@ def fit_profiles(experiment: Experiment, table: ReflectionTable, shoeboxes: Shoe
     fisher = np.full(n, -1.0)
     correlation = np.zeros(n)
     ok = np.zeros(n, bool)
-    candidates = np.flatnonzero(~table.get_flags(Flags.dont_integrate))
+    fitted = ~table.get_flags(Flags.dont_integrate)
+    if fit_method == "detector_space":
+        fitted &= ~table.get_flags(Flags.foreground_includes_bad_pixels)
+    candidates = np.flatnonzero(fitted)
     if len(candidates) and model.usable.any():
         spec = model.spec
         corner_start, gx, gy, panel_size, scan, zeta = _geometry(experiment, table, shoeboxes, spec)

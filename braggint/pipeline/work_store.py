@@ -3,7 +3,8 @@
 Layout of ``<output.reflections>.work/``::
 
     inputs.sha256              what the run was started from; another input starts afresh
-    shoeboxes.zarr/block_0007_part_00012/  data, mask, background (flat, chunked), offsets, bbox, panel
+    shoeboxes.zarr/block_0007_part_00012/  geometry (per row) and data, mask, background (flat, chunked),
+                                           or only the fitted voxels (see WorkStore.save_shoeboxes)
     block_0007.parts.npz       which part (group of reflections starting on one frame) holds each row
     block_0007.modelled.refl   the block after background and summation (first pass)
     block_0007.profiles.npz    its reference-profile sums per experiment
@@ -23,11 +24,15 @@ import numpy as np
 
 from ..io.atomic import atomic_open
 from ..io.refl import read_reflections, write_reflections
+from ..models.flags import MaskCode
 from ..models.reflection_table import ReflectionTable
-from ..models.shoebox import ShoeboxColumn
+from ..models.shoebox import ShoeboxColumn, bbox_volume
 
 #: Voxels per Zarr chunk of the flat shoebox arrays (4 MiB of float32).
 CHUNK_VOXELS = 1 << 20
+
+#: The voxels profile fitting reads: valid and in the foreground.
+FITTED_VOXEL = MaskCode.Valid | MaskCode.Foreground
 
 
 def _fast_codec():
@@ -91,21 +96,34 @@ class WorkStore:
 
         return zarr.open_group(os.path.join(self.path, "shoeboxes.zarr"), mode=mode)
 
-    def save_shoeboxes(self, block: int, shoeboxes: ShoeboxColumn, part: int = 0) -> None:
-        """Store the shoeboxes of part ``part`` of a block (a group of its reflections)."""
+    def save_shoeboxes(self, block: int, shoeboxes: ShoeboxColumn, part: int = 0,
+                       fitted_voxels_only: bool = False) -> None:
+        """Store the shoeboxes of part ``part`` of a block (a group of its reflections).
+
+        ``geometry`` (rows x 8: bbox, panel, has_pixels) describes the rows;
+        the flat arrays are ``data``, ``mask`` and ``background``, or with
+        ``fitted_voxels_only`` only what profile fitting reads: ``fitted``,
+        the counts then the background of the valid foreground voxels, and
+        ``fitted_bits``, a bit per voxel saying which they are (about a
+        seventh of the bytes).  Few arrays per group: each costs a few
+        milliseconds of metadata however small it is.
+        """
         root = self._group("a")
         name = f"block_{block:04d}_part_{part:05d}"
         # A run killed while writing may have left this group half made: start it afresh.
         shutil.rmtree(os.path.join(self.path, "shoeboxes.zarr", name), ignore_errors=True)
         group = root.create_group(name)
-        for key in ("data", "mask", "background"):
-            values = getattr(shoeboxes, key)
+        if fitted_voxels_only:
+            fitted = (shoeboxes.mask & FITTED_VOXEL) == FITTED_VOXEL
+            flat = {"fitted": np.concatenate([shoeboxes.data[fitted], shoeboxes.background[fitted]]),
+                    "fitted_bits": np.packbits(fitted)}
+        else:
+            flat = {key: getattr(shoeboxes, key) for key in ("data", "mask", "background")}
+        flat["geometry"] = np.column_stack([shoeboxes.bbox, shoeboxes.panel, shoeboxes.has_pixels]).astype(np.int64)
+        for key, values in flat.items():
             array = group.create_array(key, shape=values.shape, dtype=values.dtype,
-                                       chunks=(min(CHUNK_VOXELS, max(len(values), 1)),), compressors=_fast_codec())
-            array[:] = values
-        for key in ("offsets", "bbox", "panel", "has_pixels"):
-            values = getattr(shoeboxes, key)
-            array = group.create_array(key, shape=values.shape, dtype=values.dtype)
+                                       chunks=(min(CHUNK_VOXELS, max(len(values), 1)),) + values.shape[1:],
+                                       compressors=_fast_codec())
             array[...] = values
 
     def clear_block(self, block: int) -> None:
@@ -117,9 +135,22 @@ class WorkStore:
                     shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
 
     def load_shoeboxes(self, block: int, part: int = 0) -> ShoeboxColumn:
+        """The shoeboxes of one part; when only the fitted voxels were stored, every other voxel reads
+        back as 0 counts and background with an empty mask, and fitted voxels as Valid | Foreground."""
         group = self._group("r")[f"block_{block:04d}_part_{part:05d}"]
-        return ShoeboxColumn(*(np.asarray(group[key][...]) for key in
-                               ("panel", "bbox", "has_pixels", "offsets", "data", "mask", "background")))
+        geometry = np.asarray(group["geometry"][...])
+        bbox, panel, has_pixels = geometry[:, :6].astype(np.int32), geometry[:, 6].astype(np.uint32), geometry[:, 7] > 0
+        offsets = np.concatenate([[0], np.cumsum(bbox_volume(bbox) * has_pixels)]).astype(np.int64)
+        if "fitted_bits" not in group:
+            return ShoeboxColumn(panel, bbox, has_pixels, offsets,
+                                 *(np.asarray(group[key][...]) for key in ("data", "mask", "background")))
+        n_voxels = int(offsets[-1])
+        fitted = np.unpackbits(np.asarray(group["fitted_bits"][...]), count=n_voxels).view(bool)
+        values = np.asarray(group["fitted"][...])
+        data, background = np.zeros(n_voxels, np.float32), np.zeros(n_voxels, np.float32)
+        data[fitted], background[fitted] = values[:len(values) // 2], values[len(values) // 2:]
+        mask = fitted.astype(np.uint8) * np.uint8(FITTED_VOXEL)
+        return ShoeboxColumn(panel, bbox, has_pixels, offsets, data, mask, background)
 
     def load_block_shoeboxes(self, block: int) -> ShoeboxColumn:
         """All shoeboxes of a block, in the block's row order."""

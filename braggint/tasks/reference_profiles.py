@@ -327,10 +327,10 @@ def fit_detector_space(rows, profile_index, corner_start, gx, gy, offsets, bbox,
                        intensity, variance, fisher, correlation, ok):
     """Fit every row with its reference profile mapped back onto the shoebox's own pixels.
 
-    Only rows whose bbox lies inside the panel and whose foreground pixels
-    are all valid are fitted (as DIALS's detector-space fitter demands);
-    the fit runs over the Valid & Foreground pixels with the shoebox's
-    background.
+    Only rows whose bbox lies inside the panel are fitted; the caller
+    leaves out rows with invalid foreground pixels (DIALS's detector-space
+    fitter demands both).  The fit runs over the Valid & Foreground pixels
+    with the shoebox's background.
     """
     size = 2 * half + 1
     for r in rows:
@@ -341,14 +341,11 @@ def fit_detector_space(rows, profile_index, corner_start, gx, gy, offsets, bbox,
         if x0 < 0 or y0 < 0 or x1 > panel_size[r, 0] or y1 > panel_size[r, 1]:
             continue
         lo, hi = offsets[r], offsets[r + 1]
-        m = mask[lo:hi]
-        use = (m & 5) == 5
-        if ((m & 4) != 0).sum() != use.sum():
-            continue
         nx, ny, nz = x1 - x0, y1 - y0, z1 - z0
         _, _, reverse = frame_fractions(z0, nz, scan[0], scan[1], scan[2], phi[r], zeta[r], sigma_m, step_e3, half)
         c0, c1 = corner_start[r], corner_start[r + 1]
         p = reverse_transform(gx[c0:c1], gy[c0:c1], nz, ny, nx, x0, y0, panel_size[r, 0], panel_size[r, 1],
                               profiles[index], reverse, size)
-        _store_fit(r, _fit_one(data[lo:hi].astype(np.float64), background[lo:hi].astype(np.float64), use, p,
-                               1e-3, 100), intensity, variance, fisher, correlation, ok)
+        _store_fit(r, _fit_one(data[lo:hi].astype(np.float64), background[lo:hi].astype(np.float64),
+                               _voxels_to_use(mask, lo, hi), p, 1e-3, 100),
+                   intensity, variance, fisher, correlation, ok)
