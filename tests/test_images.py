@@ -90,6 +90,13 @@ def test_missing_and_wrong_shape_images(tmp_path):
     (tmp_path / "x_002.cbf").write_bytes(b"not an image")
     with pytest.raises(ImageError, match="x_002.cbf: cannot read image 2"):
         source.raw(2)
+    # A CBF cut short inside its compressed block (its checksum is not verified) still fails to decode.
+    fabio.cbfimage.CbfImage(data=np.arange(24 * 32, dtype=np.int32).reshape(24, 32)).write(str(tmp_path / "x_003.cbf"))
+    assert source.raw(3)[0][1, 1] == 33
+    whole = (tmp_path / "x_003.cbf").read_bytes()
+    (tmp_path / "x_003.cbf").write_bytes(whole[:len(whole) - 400])
+    with pytest.raises(ImageError, match="x_003.cbf: cannot read image 3"):
+        source.raw(3)
 
 
 def test_external_mask_file(tmp_path):
