@@ -129,3 +129,28 @@ def test_truncated_shoebox_column_is_reported(real_sweep, tmp_path):
     path.write_bytes(msgpack.packb(raw, use_bin_type=True))
     with pytest.raises(InputFileError, match="shoebox data truncated at row"):
         read_reflections(str(path))
+
+
+def test_concatenating_tables_keeps_rows_shoeboxes_and_identifiers(real_sweep):
+    table = read_reflections(str(real_sweep / "integrated.refl"))
+    pieces = [table.select(np.arange(0, 10)), table.select(np.arange(10, 25)), ReflectionTable(),
+              table.select(np.arange(25, 40))]
+    joined = ReflectionTable.concatenate(pieces)
+    whole = table.select(np.arange(40))
+    assert joined.nrows == 40 and joined.identifiers == table.identifiers
+    for name in whole.keys():
+        if name == "shoebox":
+            assert joined[name].equals(whole[name])
+        else:
+            np.testing.assert_array_equal(joined[name], whole[name])
+    extended = table.select(np.arange(0, 10))
+    extended.extend(table.select(np.arange(10, 40)))
+    assert extended["shoebox"].equals(whole["shoebox"]) and extended.nrows == 40
+    clash = table.select(np.arange(3))
+    clash.identifiers = {key: "another" for key in table.identifiers}
+    with pytest.raises(ValueError, match="two identifiers"):
+        ReflectionTable.concatenate([pieces[0], clash])
+    del clash["shoebox"]
+    clash.identifiers = {}
+    with pytest.raises(ValueError, match="different columns: \\['shoebox'\\]"):
+        ReflectionTable.concatenate([pieces[0], clash])

@@ -119,24 +119,40 @@ class ReflectionTable:
 
     def extend(self, other: "ReflectionTable") -> None:
         """Append the rows of ``other`` (same columns) in place."""
-        if self._nrows == 0 and not self._columns:
-            self._nrows = other._nrows
-            self._columns = dict(other._columns)
-            self._types = dict(other._types)
-        else:
-            if set(self._columns) != set(other._columns):
+        joined = ReflectionTable.concatenate([self, other], self.identifiers)
+        self._nrows, self._columns, self._types, self.identifiers = (joined._nrows, joined._columns, joined._types,
+                                                                      joined.identifiers)
+
+    @classmethod
+    def concatenate(cls, tables: list["ReflectionTable"], identifiers: dict[int, str] | None = None
+                    ) -> "ReflectionTable":
+        """The rows of ``tables`` in order (each column copied once); empty tables without columns are skipped.
+
+        ``identifiers`` starts the identifier map; each table's identifiers
+        are added, and an id given two different identifiers is an error.
+        """
+        out = cls(0, identifiers)
+        with_columns = [table for table in tables if table._columns or table._nrows]
+        for table in tables:
+            for key, ident in table.identifiers.items():
+                if out.identifiers.get(key, ident) != ident:
+                    raise ValueError(f"experiment id {key} has two identifiers: {out.identifiers[key]} and {ident}")
+                out.identifiers[key] = ident
+        if not with_columns:
+            return out
+        names = set(with_columns[0]._columns)
+        for table in with_columns[1:]:
+            if set(table._columns) != names:
                 raise ValueError("tables to concatenate have different columns: "
-                                 f"{sorted(set(self._columns) ^ set(other._columns))}")
-            for name, value in self._columns.items():
-                if isinstance(value, ShoeboxColumn):
-                    self._columns[name] = ShoeboxColumn.concatenate([value, other._columns[name]])
-                else:
-                    self._columns[name] = np.concatenate([value, other._columns[name]])
-            self._nrows += other._nrows
-        for key, ident in other.identifiers.items():
-            if self.identifiers.get(key, ident) != ident:
-                raise ValueError(f"experiment id {key} has two identifiers: {self.identifiers[key]} and {ident}")
-            self.identifiers[key] = ident
+                                 f"{sorted(names ^ set(table._columns))}")
+        first = with_columns[0]
+        for name, value in first._columns.items():
+            parts = [table._columns[name] for table in with_columns]
+            out._columns[name] = (ShoeboxColumn.concatenate(parts) if isinstance(value, ShoeboxColumn)
+                                  else np.concatenate(parts))
+            out._types[name] = first._types[name]
+        out._nrows = sum(table._nrows for table in with_columns)
+        return out
 
     def sort(self, name: str, reverse: bool = False) -> None:
         """Stable sort of all rows by one column (vector columns sort lexicographically)."""

@@ -165,9 +165,7 @@ def _save_modelled(store: WorkStore, index: int, table: ReflectionTable, done: l
                    groups: "_StoredGroups") -> None:
     """The first pass's results of a block, the table last (its presence marks the block done)."""
     order = np.argsort(np.concatenate([rows for rows, _ in done]), kind="stable") if done else np.zeros(0, int)
-    merged = ReflectionTable(0, dict(table.identifiers))
-    for _, part_table in done:
-        merged.extend(part_table)
+    merged = ReflectionTable.concatenate([part_table for _, part_table in done], table.identifiers)
     merged = merged.select(order) if done else table
     if report.profile_sums:
         arrays = {}
@@ -394,9 +392,7 @@ def _reassemble(table: ReflectionTable, shoeboxes, pieces):
     if not pieces:
         return table, shoeboxes
     order = np.argsort(np.concatenate([rows for rows, _, _ in pieces]), kind="stable")
-    merged = ReflectionTable(0, dict(table.identifiers))
-    for _, part, _ in pieces:
-        merged.extend(part)
+    merged = ReflectionTable.concatenate([part for _, part, _ in pieces], table.identifiers)
     boxes = ShoeboxColumn.concatenate([b for _, _, b in pieces])
     return merged.select(order), boxes.select(order)
 

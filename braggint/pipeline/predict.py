@@ -18,11 +18,11 @@ def predict_reflections(experiments: ExperimentList, prediction) -> ReflectionTa
     s1, xyzcal.mm (mm, mm, rad), xyzcal.px (px, px, 0-based frame), d.
     """
     imagesets = {id(imageset): index for index, imageset in enumerate(experiments.unique("imageset"))}
-    table = ReflectionTable()
+    pieces = []
     for number, experiment in enumerate(experiments):
         if experiment.is_still:
             rays, delpsi = predict_still(experiment, d_min=prediction.d_min, d_max=prediction.d_max)
-            table.extend(_prediction_rows(number, experiment, imagesets, rays, delpsi))
+            pieces.append(_prediction_rows(number, experiment, imagesets, rays, delpsi))
             continue
         predict = predict_static
         if experiment.crystal.is_scan_varying and not prediction.force_static:
@@ -32,8 +32,8 @@ def predict_reflections(experiments: ExperimentList, prediction) -> ReflectionTa
                     f"but the scan has {experiment.scan.num_images} images (expected one more)")
             predict = predict_scan_varying
         rays = predict(experiment, d_min=prediction.d_min, d_max=prediction.d_max, padding_deg=prediction.padding)
-        table.extend(_prediction_rows(number, experiment, imagesets, rays))
-    return table
+        pieces.append(_prediction_rows(number, experiment, imagesets, rays))
+    return ReflectionTable.concatenate(pieces)
 
 
 def _prediction_rows(number: int, experiment, imagesets: dict[int, int], rays, delpsi=None) -> ReflectionTable:

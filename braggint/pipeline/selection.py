@@ -63,10 +63,9 @@ def apply_scan_ranges(experiments: ExperimentList, reference: ReflectionTable | 
     log.info("scan_range: %d experiment(s) from %d range(s)", len(result), len(scan_ranges))
     if reference is None:
         return result, None
-    merged = ReflectionTable(0, {i: e.identifier for i, e in enumerate(result) if e.identifier})
     for part in pieces:
         part.identifiers = {}
-        merged.extend(part)
+    merged = ReflectionTable.concatenate(pieces)
     merged.identifiers = {i: e.identifier for i, e in enumerate(result) if e.identifier}
     return result, merged
 

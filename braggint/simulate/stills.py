@@ -185,7 +185,4 @@ def simulate_stills(spec: SimulationSpec, directory: str) -> SimulationResult:
 
 
 def _joined(tables: list[ReflectionTable], experiments) -> ReflectionTable:
-    joined = ReflectionTable(0, {n: e.identifier for n, e in enumerate(experiments)})
-    for table in tables:
-        joined.extend(table)
-    return joined
+    return ReflectionTable.concatenate(tables, {n: e.identifier for n, e in enumerate(experiments)})
