@@ -28,7 +28,7 @@ from ..models.reflection_table import ReflectionTable
 from ..models.shoebox import ShoeboxColumn
 from .absorption import add_kapton_columns, kapton_scopes
 from .blocks import Block
-from .profile_fitting import MIN_REFERENCE_PARTIALITY, ReferenceProfiles, accumulate_profiles, fit_profiles
+from .profile_fitting import MIN_REFERENCE_PARTIALITY, ProfileAccumulator, ReferenceProfiles, fit_profiles
 from .shoebox_processing import fill_from_frame, process_shoeboxes, read_frame
 from .timing import StageTimes
 from .validation import FOLD_COLUMN, STATISTICS, fold_statistics
@@ -148,12 +148,15 @@ def model_block(job: BlockJob) -> BlockReport:
     done: list[tuple[np.ndarray, ReflectionTable]] = []
     first = job.experiments[job.block.experiments[0]]
     filled = _filled_stills(job, timing) if first.is_still else _filled_parts(job, timing)
+    accumulators: dict[int, ProfileAccumulator] = {}  # experiment -> its reference-profile sums
     for part in filled:
-        part_table, shoeboxes = _process_part(job, table, part, report, timing)
+        part_table, shoeboxes = _process_part(job, table, part, accumulators, timing)
         done.append((part.rows, part_table))
         if keep_pixels:
             groups.add(part.rows, shoeboxes)
     groups.flush()
+    with timing.stage("profile modelling"):
+        report.profile_sums = {number: accumulator.result() for number, accumulator in accumulators.items()}
     with timing.stage("write"):
         _save_modelled(store, index, table, done, report, groups)
     report.seconds = timing
@@ -283,9 +286,10 @@ def still_image_numbers(experiments: ExperimentList) -> list[int]:
     return image
 
 
-def _process_part(job: BlockJob, table: ReflectionTable, part: _Part, report: BlockReport,
+def _process_part(job: BlockJob, table: ReflectionTable, part: _Part, accumulators: dict,
                   timing: StageTimes) -> tuple[ReflectionTable, ShoeboxColumn]:
-    """Process one finished group of reflections; returns its rows of the table and its shoeboxes."""
+    """Process one finished group of reflections (its references go to ``accumulators``, one per experiment,
+    made as needed); returns its rows of the table and its shoeboxes."""
     part_table = table.select(part.rows)
     pieces = []
     for number, rows, sub_table, boxes in _per_experiment(part_table, part.shoeboxes):
@@ -297,11 +301,10 @@ def _process_part(job: BlockJob, table: ReflectionTable, part: _Part, report: Bl
         if (job.params.integration.profile.fitting and not experiment.is_still
                 and sub_table.get_flags(Flags.reference_spot).any()):
             with timing.stage("profile modelling"):
-                sums = accumulate_profiles(experiment, profile, sub_table, boxes,
-                                           job.params.profile.gaussian_rs.fitting, job.n_folds)
-            previous = report.profile_sums.get(int(number))
-            report.profile_sums[int(number)] = sums if previous is None else (previous[0] + sums[0],
-                                                                             previous[1] + sums[1])
+                if int(number) not in accumulators:
+                    accumulators[int(number)] = ProfileAccumulator(experiment, profile,
+                                                                   job.params.profile.gaussian_rs.fitting, job.n_folds)
+                accumulators[int(number)].add(sub_table, boxes)
         pieces.append((rows, sub_table, boxes))
     return _reassemble(part_table, part.shoeboxes, pieces)
 

@@ -94,8 +94,8 @@ def _geometry(experiment: Experiment, table: ReflectionTable, shoeboxes: Shoebox
     corner_start, c1, c2 = corner_coordinates(experiment, shoeboxes, table["s1"], table["xyzcal.px"][:, 2])
     gx = spec.half + 0.5 + c1 / spec.step_b
     gy = spec.half + 0.5 + c2 / spec.step_b
-    panel_size = np.array([experiment.detector[int(p)].image_size for p in table["panel"]],
-                          dtype=np.int64).reshape(-1, 2)
+    panel_sizes = np.array([panel.image_size for panel in experiment.detector.panels], dtype=np.int64)
+    panel_size = panel_sizes[np.asarray(table["panel"], dtype=np.int64)].reshape(-1, 2)
     phi0, dphi = experiment.scan.oscillation_rad
     scan = np.array([experiment.scan.array_range[0], phi0, dphi])
     zeta = table["zeta"]
@@ -114,36 +114,56 @@ def reference_rows(table: ReflectionTable, shoeboxes: ShoeboxColumn, experiment:
     return np.flatnonzero(good)
 
 
-def accumulate_profiles(experiment: Experiment, profile: GaussianRSProfile, table: ReflectionTable,
-                        shoeboxes: ShoeboxColumn, fitting, n_folds: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Unnormalised reference-profile sums (F, P, G, G, G) and reference counts (F, P) of one block.
+class ProfileAccumulator:
+    """Unnormalised reference-profile sums of one experiment over a block, fed a group of reflections at a time.
 
-    F is the number of validation folds (the ``profile.index`` column says
-    each reference's fold when F > 1); the profiles are the sum over folds.
+    Each group's reference rows are mapped onto the grid as they come (the
+    shoeboxes are freed afterwards); the grids are added to the profiles
+    they teach :data:`REFERENCE_BATCH` references at a time.  ``n_folds``
+    validation folds are summed apart (the ``profile.index`` column says
+    each reference's fold when there are more than one).
     """
-    spec = GridSpec.for_profile(profile, fitting.grid_size)
-    sampler = make_sampler(experiment, fitting)
-    size = 2 * spec.half + 1
-    sums = np.zeros((n_folds, sampler.size, size, size, size))
-    counts = np.zeros((n_folds, sampler.size), np.int64)
-    rows = reference_rows(table, shoeboxes, experiment)
-    xyz = table["xyzcal.px"]
-    rows = rows[sampler.nearest(xyz[rows]) >= 0]
-    if len(rows):
-        fold = table[FOLD_COLUMN][rows] if n_folds > 1 else np.zeros(len(rows), np.int64)
-        indices, weights = sampler.neighbourhood(xyz)
-        corner_start, gx, gy, panel_size, scan, zeta = _geometry(experiment, table, shoeboxes, spec)
-        for start in range(0, len(rows), REFERENCE_BATCH):
-            batch = rows[start:start + REFERENCE_BATCH]
-            grids, ok = reference_grids(batch, corner_start, gx, gy, shoeboxes.offsets, shoeboxes.bbox, panel_size,
-                                        shoeboxes.data, shoeboxes.background, shoeboxes.mask,
-                                        table["xyzcal.mm"][:, 2], zeta, scan, spec.sigma_m, spec.step_m, spec.half)
-            in_batch = fold[start:start + REFERENCE_BATCH]
-            for f in range(n_folds):
-                chosen = in_batch == f
-                add_references(grids[chosen], ok[chosen], indices[batch[chosen]], weights[batch[chosen]], sums[f],
-                               counts[f])
-    return sums, counts
+
+    def __init__(self, experiment: Experiment, profile: GaussianRSProfile, fitting, n_folds: int = 1):
+        self.experiment, self.n_folds = experiment, n_folds
+        self.spec = GridSpec.for_profile(profile, fitting.grid_size)
+        self.sampler = make_sampler(experiment, fitting)
+        size = 2 * self.spec.half + 1
+        self.sums = np.zeros((n_folds, self.sampler.size, size, size, size))
+        self.counts = np.zeros((n_folds, self.sampler.size), np.int64)
+        self.pending: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # grids, ok, xyz, fold
+
+    def add(self, table: ReflectionTable, shoeboxes: ShoeboxColumn) -> None:
+        """Map the reference rows among ``table``'s (with their ``shoeboxes``) onto the grid."""
+        rows = reference_rows(table, shoeboxes, self.experiment)
+        rows = rows[self.sampler.nearest(table["xyzcal.px"][rows]) >= 0]
+        if len(rows) == 0:
+            return
+        references, spec = table.select(rows), self.spec
+        outlines = ShoeboxColumn.empty_boxes(shoeboxes.panel[rows], shoeboxes.bbox[rows])  # geometry, no voxels
+        corner_start, gx, gy, panel_size, scan, zeta = _geometry(self.experiment, references, outlines, spec)
+        grids, ok = reference_grids(rows, corner_start, gx, gy, shoeboxes.offsets, shoeboxes.bbox, panel_size,
+                                    shoeboxes.data, shoeboxes.background, shoeboxes.mask, references["xyzcal.mm"][:, 2],
+                                    zeta, scan, spec.sigma_m, spec.step_m, spec.half)
+        fold = references[FOLD_COLUMN] if self.n_folds > 1 else np.zeros(len(rows), np.int64)
+        self.pending.append((grids, ok, references["xyzcal.px"], fold))
+        if sum(len(item[0]) for item in self.pending) >= REFERENCE_BATCH:
+            self._add_pending()
+
+    def _add_pending(self) -> None:
+        if not self.pending:
+            return
+        grids, ok, xyz, fold = (np.concatenate(parts) for parts in zip(*self.pending))
+        self.pending.clear()
+        indices, weights = self.sampler.neighbourhood(xyz)
+        for f in range(self.n_folds):
+            chosen = fold == f
+            add_references(grids[chosen], ok[chosen], indices[chosen], weights[chosen], self.sums[f], self.counts[f])
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(sums (F, P, G, G, G), counts (F, P))``; the profiles are the sum over folds."""
+        self._add_pending()
+        return self.sums, self.counts
 
 
 def finish_profiles(experiment: Experiment, profile: GaussianRSProfile, fitting, sums: np.ndarray,

@@ -140,11 +140,15 @@ def _voxels_to_use(mask, lo, hi):
 @njit(cache=True)
 def reference_grids(rows, corner_start, gx, gy, offsets, bbox, panel_size, data, background, mask, phi, zeta, scan,
                     sigma_m, step_e3, half):
-    """Each reference row's background-subtracted grid profile, normalised to unit sum.
+    """Background-subtracted grid profiles of shoeboxes ``rows``, each normalised to unit sum.
 
-    ``scan`` = (array_start, phi0, dphi).  Returns ``(grids (n, G, G, G),
-    ok (n,))``; ok is False (and the grid zero) where the signal does not
-    sum to a positive value.
+    ``offsets``, ``bbox``, ``data``, ``background`` and ``mask`` are the
+    whole shoebox column's (indexed by row); the geometry (``corner_start``,
+    ``gx``, ``gy``, ``panel_size``) and ``phi``, ``zeta`` are given for the
+    listed rows only (indexed by position in ``rows``).  ``scan`` =
+    (array_start, phi0, dphi).  Returns ``(grids (n, G, G, G), ok (n,))``;
+    ok is False (and the grid zero) where the signal does not sum to a
+    positive value.
     """
     size = 2 * half + 1
     empty = np.zeros(0, np.float32)
@@ -156,13 +160,13 @@ def reference_grids(rows, corner_start, gx, gy, offsets, bbox, panel_size, data,
         lo, hi = offsets[r], offsets[r + 1]
         x0, x1, y0, y1, z0, z1 = bbox[r]
         nx, ny, nz = x1 - x0, y1 - y0, z1 - z0
-        zfraction, _, _ = frame_fractions(z0, nz, scan[0], scan[1], scan[2], phi[r], zeta[r], sigma_m, step_e3,
-                                          half)
+        zfraction, _, _ = frame_fractions(z0, nz, scan[0], scan[1], scan[2], phi[position], zeta[position], sigma_m,
+                                          step_e3, half)
         signal = (data[lo:hi] - background[lo:hi]).astype(np.float64)
-        c0, c1 = corner_start[r], corner_start[r + 1]
+        c0, c1 = corner_start[position], corner_start[position + 1]
         grid = grids[position]
-        forward_transform(gx[c0:c1], gy[c0:c1], nz, ny, nx, x0, y0, panel_size[r, 0], panel_size[r, 1], signal,
-                          empty, _voxels_to_use(mask, lo, hi), zfraction, size, grid, unused)
+        forward_transform(gx[c0:c1], gy[c0:c1], nz, ny, nx, x0, y0, panel_size[position, 0], panel_size[position, 1],
+                          signal, empty, _voxels_to_use(mask, lo, hi), zfraction, size, grid, unused)
         total = grid.sum()
         if total > 0:
             grid /= total
