@@ -376,9 +376,15 @@ def render(record: dict, path: Path) -> None:
               "single-threaded); Dask's MALLOC_TRIM_THRESHOLD_ made every image buffer in a worker a fresh "
               "mmap, so workers spent as long in page faults as in decoding; the neighbour masking and "
               "reference matching of the strong spots ran per voxel in numpy temporaries and per spot in "
-              "Python.  Still to do: the work store (Zarr) costs a group of small arrays per flush; the "
-              "parent's preparation (reading the strong spots with their shoeboxes, profile estimation) is "
-              "serial and limits the scaling of short sweeps."]
+              "Python; fabio checksummed every CBF's compressed block (half its read time) only to log a "
+              "mismatch; the work store wrote whole shoeboxes in seven small Zarr arrays per group (now only "
+              "the valid foreground voxels that fitting reads, in three); profile modelling mapped and added "
+              "references group by group with the geometry of every row (now an accumulator per block adds "
+              "them 512 at a time); a block's groups were joined by repeated table extension.  Still to do: "
+              "the pixel-to-grid polygon clipping (profile modelling and fitting, a third of a one-worker run) "
+              "maps each reference twice, once to learn the profiles and once to fit it; the parent's "
+              "preparation (strong-spot shoeboxes, neighbour masking, profile estimation) is serial and "
+              "limits the scaling of short sweeps."]
     loads = sorted((REPO / "benchmarks" / "results").glob("service-load-*.json"))
     if loads:
         load = json.loads(loads[-1].read_text())

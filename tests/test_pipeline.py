@@ -124,11 +124,15 @@ def test_a_killed_worker_is_replaced_and_the_table_is_unchanged(dataset, tmp_pat
     killed = None
     deadline = time.monotonic() + 300
     while killed is None and process.poll() is None and time.monotonic() < deadline:
-        # Worker processes are children started by multiprocessing; kill one once blocks are under way.
+        # Worker processes are forked by the run's multiprocessing fork server; kill one once blocks are under way.
         work = out / "integrated.refl.work"
         started = list(work.glob("block_*")) if work.exists() else []
-        workers = [child for child in psutil.Process(process.pid).children()
-                   if "spawn_main" in " ".join(child.cmdline())]
+        try:
+            servers = [child for child in psutil.Process(process.pid).children()
+                       if "forkserver" in " ".join(child.cmdline())]
+            workers = [worker for server in servers for worker in server.children()]
+        except psutil.NoSuchProcess:
+            workers = []
         if started and workers:
             killed = workers[0].pid
             os.kill(killed, 9)
