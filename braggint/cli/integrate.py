@@ -16,19 +16,19 @@ from .. import __version__
 from ..errors import ImageError, InputFileError, ParameterError
 from ..io.atomic import atomic_open
 from ..io.expt import read_experiments, write_experiments
+from ..io.html_report import write_html_report
 from ..io.images import ImageSource
+from ..io.mtz import write_mtz
 from ..io.refl import read_reflections, write_reflections
 from ..models.experiment import ExperimentList
 from ..models.flags import Flags
 from ..models.reflection_table import ReflectionTable
 from ..params import ParameterSet, integrate_master_text
-from ..io.html_report import write_html_report
-from ..io.mtz import write_mtz
 from ..pipeline.integrate import integrate
+from ..pipeline.profile_model import ProfileModelError
 from ..pipeline.report import report_json, report_xml
 from ..pipeline.selection import apply_scan_ranges
 from ..pipeline.timing import StageTimes
-from ..pipeline.profile_model import ProfileModelError
 from .common import (
     CommandLine,
     apply_parameters,

@@ -54,3 +54,7 @@ class MaskCode(enum.IntFlag):
     Strong = 8
     BackgroundUsed = 16
     Overlapped = 32
+
+
+#: Voxels that are summed and fitted: valid and in the foreground.
+VALID_FOREGROUND = MaskCode.Valid | MaskCode.Foreground

@@ -29,7 +29,7 @@ import logging
 import numpy as np
 
 from ..models.experiment import Experiment
-from ..models.flags import MaskCode
+from ..models.flags import VALID_FOREGROUND
 from ..models.reflection_table import ReflectionTable
 from ..models.shoebox import ShoeboxColumn
 from ..tasks.kapton import kapton_corrections
@@ -37,7 +37,7 @@ from ..tasks.kapton import kapton_corrections
 log = logging.getLogger("braggint")
 
 KAPTON_ALGORITHMS = ("fuller_kapton", "kapton_2019")
-_VALID_FOREGROUND = np.uint8(MaskCode.Valid | MaskCode.Foreground)
+_VALID_FOREGROUND = np.uint8(VALID_FOREGROUND)
 
 
 def kapton_scopes(params) -> list:

@@ -28,7 +28,12 @@ from ..models.reflection_table import ReflectionTable
 from ..models.shoebox import ShoeboxColumn
 from .absorption import add_kapton_columns, kapton_scopes
 from .blocks import Block
-from .profile_fitting import MIN_REFERENCE_PARTIALITY, ProfileAccumulator, ReferenceProfiles, fit_profiles
+from .profile_fitting import (
+    MIN_REFERENCE_PARTIALITY,
+    ProfileAccumulator,
+    ReferenceProfiles,
+    fit_profiles,
+)
 from .shoebox_processing import fill_from_frame, process_shoeboxes, read_frame
 from .timing import StageTimes
 from .validation import FOLD_COLUMN, STATISTICS, fold_statistics

@@ -72,19 +72,17 @@ def worker_environment() -> dict:
 WORKER_PRELOAD = ("distributed", "numpy", "scipy", "dask", "numba", "braggint.pipeline.block_tasks")
 
 
-@contextlib.contextmanager
-def preloaded_worker_processes():
-    """Local workers forked from a server process that has imported :data:`WORKER_PRELOAD`.
+def preload_worker_modules() -> None:
+    """Have local workers forked from a server process that has imported :data:`WORKER_PRELOAD`.
 
     Spawned workers each import numba, Dask and braggint (seconds of CPU on
     a small machine, taken from the parent while it prepares the run); a
-    fork server pays that once.  Used with Dask's ``forkserver``
-    multiprocessing method, set for the cluster's start.
+    fork server pays that once.  Call with Dask's ``forkserver``
+    multiprocessing method configured, before the cluster starts.
     """
     from distributed.utils import get_mp_context
 
     get_mp_context().set_forkserver_preload(list(WORKER_PRELOAD))  # after Dask has set its own list
-    yield
 
 
 def _client(where):
@@ -116,11 +114,12 @@ def scheduler(mp):
         from distributed import LocalCluster
 
         with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environment(),
-                              "distributed.worker.multiprocessing-method": "forkserver"}), \
-                preloaded_worker_processes(), LocalCluster(n_workers=njobs * nproc, threads_per_worker=1, processes=True, dashboard_address=":0",
-                             silence_logs=logging.ERROR) as cluster, _client(cluster) as client:
-            log.info("Started %d local Dask workers (dashboard %s)", njobs * nproc, client.dashboard_link)
-            yield client
+                              "distributed.worker.multiprocessing-method": "forkserver"}):
+            preload_worker_modules()
+            with LocalCluster(n_workers=njobs * nproc, threads_per_worker=1, processes=True, dashboard_address=":0",
+                              silence_logs=logging.ERROR) as cluster, _client(cluster) as client:
+                log.info("Started %d local Dask workers (dashboard %s)", njobs * nproc, client.dashboard_link)
+                yield client
         return
     failures: list[Exception] = []
     cluster = batch_cluster(mp.method, njobs, nproc, failures)

@@ -12,7 +12,7 @@ import logging
 import numpy as np
 
 from ..errors import BraggintError
-from ..models.flags import Flags, MaskCode
+from ..models.flags import VALID_FOREGROUND, Flags, MaskCode
 from ..models.reflection_table import ReflectionTable
 from ..models.shoebox import ShoeboxColumn
 
@@ -58,7 +58,7 @@ def overlap_filters(table: ReflectionTable, foreground_foreground: bool, foregro
                             "integration.debug.output=True integration.debug.separate_files=False")
     shoeboxes = table["shoebox"]
     remove = np.zeros(table.nrows, bool)
-    fg_rows, fg_keys = _voxel_keys(shoeboxes, int(MaskCode.Valid | MaskCode.Foreground))
+    fg_rows, fg_keys = _voxel_keys(shoeboxes, int(VALID_FOREGROUND))
     if foreground_foreground and len(fg_keys):
         order = np.lexsort((fg_rows, fg_keys))
         keys, rows = fg_keys[order], fg_rows[order]

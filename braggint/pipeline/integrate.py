@@ -53,9 +53,9 @@ from .progress import BlockProgress
 from .reference import mask_neighbouring_pixels, matched_reference, split_reference
 from .report import Table, integration_report, profile_report
 from .selection import excluded_frames
+from .shoebox_processing import choose_background
 from .stills import finalize_stills
 from .timing import StageTimes
-from .shoebox_processing import choose_background
 from .validation import assign_folds, validation_table
 from .work_store import WorkStore, inputs_digest
 

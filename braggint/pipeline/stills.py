@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 
-
 from ..models.flags import Flags
 from ..models.reflection_table import ReflectionTable
 

@@ -24,15 +24,12 @@ import numpy as np
 
 from ..io.atomic import atomic_open
 from ..io.refl import read_reflections, write_reflections
-from ..models.flags import MaskCode
+from ..models.flags import VALID_FOREGROUND
 from ..models.reflection_table import ReflectionTable
 from ..models.shoebox import ShoeboxColumn, bbox_volume
 
 #: Voxels per Zarr chunk of the flat shoebox arrays (4 MiB of float32).
 CHUNK_VOXELS = 1 << 20
-
-#: The voxels profile fitting reads: valid and in the foreground.
-FITTED_VOXEL = MaskCode.Valid | MaskCode.Foreground
 
 
 def _fast_codec():
@@ -114,7 +111,7 @@ class WorkStore:
         shutil.rmtree(os.path.join(self.path, "shoeboxes.zarr", name), ignore_errors=True)
         group = root.create_group(name)
         if fitted_voxels_only:
-            fitted = (shoeboxes.mask & FITTED_VOXEL) == FITTED_VOXEL
+            fitted = (shoeboxes.mask & VALID_FOREGROUND) == VALID_FOREGROUND
             flat = {"fitted": np.concatenate([shoeboxes.data[fitted], shoeboxes.background[fitted]]),
                     "fitted_bits": np.packbits(fitted)}
         else:
@@ -149,7 +146,7 @@ class WorkStore:
         values = np.asarray(group["fitted"][...])
         data, background = np.zeros(n_voxels, np.float32), np.zeros(n_voxels, np.float32)
         data[fitted], background[fitted] = values[:len(values) // 2], values[len(values) // 2:]
-        mask = fitted.astype(np.uint8) * np.uint8(FITTED_VOXEL)
+        mask = fitted.astype(np.uint8) * np.uint8(VALID_FOREGROUND)
         return ShoeboxColumn(panel, bbox, has_pixels, offsets, data, mask, background)
 
     def load_block_shoeboxes(self, block: int) -> ShoeboxColumn:

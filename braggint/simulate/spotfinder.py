@@ -17,7 +17,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from ..models.experiment import Experiment
-from ..models.flags import Flags, MaskCode
+from ..models.flags import VALID_FOREGROUND, Flags
 from ..models.reflection_table import ReflectionTable
 from ..models.shoebox import ShoeboxColumn
 
@@ -75,7 +75,7 @@ class StreamingSpotFinder:
             sl = slices[index]
             data, mask, _ = column.arrays(row)
             data[:] = np.where(good[sl], stack[sl], 0)
-            mask[:] = np.where(labels[sl] == index + 1, np.uint8(MaskCode.Valid | MaskCode.Foreground), 0)
+            mask[:] = np.where(labels[sl] == index + 1, np.uint8(VALID_FOREGROUND), 0)
         self.pieces.append(column)
         self.sizes.append(sizes[keep] if keep else np.zeros(0, int))
         if not final:

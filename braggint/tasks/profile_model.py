@@ -15,12 +15,12 @@ import numpy as np
 from scipy.special import erf
 
 from ..models.detector import Detector
-from ..models.flags import MaskCode
+from ..models.flags import VALID_FOREGROUND
 from ..models.scan import Scan
 from ..models.shoebox import ShoeboxColumn
 
 #: Mask value of a spot pixel: exactly Valid | Foreground.
-SPOT_PIXEL = int(MaskCode.Valid | MaskCode.Foreground)
+SPOT_PIXEL = int(VALID_FOREGROUND)
 _TINY = 1e-10
 #: Voxels of strong-spot shoeboxes handled at once (bounds the memory of the estimate).
 CHUNK_VOXELS = 500_000

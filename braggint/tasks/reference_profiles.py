@@ -15,7 +15,10 @@ import math
 import numpy as np
 from numba import njit
 
+from ..models.flags import VALID_FOREGROUND
 from .profile_grid import forward_transform, frame_fractions, reverse_transform
+
+_VALID_FOREGROUND = np.uint8(VALID_FOREGROUND)
 
 #: Largest number of profiles one reference contributes to (a cell and its 26 neighbours).
 MAX_NEIGHBOURS = 27
@@ -134,7 +137,7 @@ class Sampler:
 def _voxels_to_use(mask, lo, hi):
     """Valid & Foreground voxels of one shoebox."""
     part = mask[lo:hi]
-    return (part & 5) == 5
+    return (part & _VALID_FOREGROUND) == _VALID_FOREGROUND
 
 
 @njit(cache=True)
