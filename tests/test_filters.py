@@ -114,7 +114,7 @@ def test_debug_output_files(dataset, tmp_path):
     deleted, _ = run(dataset, tmp_path / "deleted", "debug.output=True", "debug.separate_files=False",
                      "debug.delete_shoeboxes=True")
     assert "shoebox" not in deleted
-    # Debug output keeps whole shoeboxes between the passes, a plain run only the voxels fitting reads:
+    # Debug output keeps whole shoeboxes between the passes as well as the profile-grid cells fitting reads:
     # the same fits either way.
     plain, _ = run(dataset, tmp_path / "plain")
     assert_same_tables(plain, deleted)

@@ -1,12 +1,16 @@
-"""The work store's shoeboxes: whole, or only the voxels profile fitting reads (real DIALS shoeboxes)."""
+"""The work store's shoeboxes (whole, or only the voxels detector-space fitting reads; real DIALS shoeboxes) and
+the profile-grid cells reciprocal-space fitting reads."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from braggint.io.refl import read_reflections
+from braggint.models.fit_grids import FitGrids
 from braggint.models.flags import MaskCode
+from braggint.models.shoebox import ShoeboxColumn
 from braggint.pipeline.work_store import WorkStore
+from braggint.tasks.reference_profiles import fit_grids
 
 FITTED = MaskCode.Valid | MaskCode.Foreground
 
@@ -18,7 +22,7 @@ def _real_shoeboxes(real_sweep):
 def test_whole_shoeboxes_round_trip(real_sweep, tmp_path):
     boxes = _real_shoeboxes(real_sweep)
     store = WorkStore(str(tmp_path / "work"), "inputs")
-    store.save_shoeboxes(3, boxes, 1)
+    store.save_part(3, 1, boxes)
     assert store.load_shoeboxes(3, 1).equals(boxes)
 
 
@@ -27,8 +31,8 @@ def test_fitted_voxels_only_keeps_what_fitting_reads(real_sweep, tmp_path):
     fitted = (boxes.mask & FITTED) == FITTED
     assert 0 < fitted.sum() < 0.5 * len(fitted)
     store = WorkStore(str(tmp_path / "work"), "inputs")
-    store.save_shoeboxes(3, boxes, 1)
-    store.save_shoeboxes(3, boxes, 2, fitted_voxels_only=True)
+    store.save_part(3, 1, boxes)
+    store.save_part(3, 2, boxes, fitted_voxels_only=True)
     back = store.load_shoeboxes(3, 2)
     for key in ("panel", "bbox", "has_pixels", "offsets"):
         np.testing.assert_array_equal(getattr(back, key), getattr(boxes, key))
@@ -42,3 +46,57 @@ def test_fitted_voxels_only_keeps_what_fitting_reads(real_sweep, tmp_path):
         return sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
 
     assert stored_bytes(2) < 0.6 * stored_bytes(1)
+
+
+def _random_grids(rng, n=7, size=11):
+    """Whole grids of n rows with covered e3 slices as the first pass makes them (a contiguous run each;
+    one row covering none)."""
+    grids = rng.poisson(5.0, (n, size, size, size)).astype(float)
+    background = rng.uniform(0.5, 2.0, (n, size, size, size))
+    covered = np.zeros((n, size), bool)
+    for r in range(1, n):
+        first = rng.integers(0, size - 1)
+        covered[r, first:rng.integers(first + 1, size + 1)] = True
+    return grids, background, covered
+
+
+def test_fit_grids_keep_the_covered_slices_and_round_trip(tmp_path):
+    rng = np.random.default_rng(11)
+    grids, background, covered = _random_grids(rng)
+    stored = FitGrids.from_grids(grids, background, covered)
+    for r in range(len(covered)):
+        cells = stored.data[stored.offsets[r]:stored.offsets[r + 1]]
+        np.testing.assert_array_equal(cells, grids[r][covered[r]].ravel().astype(np.float32))
+    picked = stored.select([5, 0, 3])
+    again = FitGrids.from_grids(grids[[5, 0, 3]], background[[5, 0, 3]], covered[[5, 0, 3]])
+    for key in ("covered", "offsets", "data", "background"):
+        np.testing.assert_array_equal(getattr(picked, key), getattr(again, key))
+    store = WorkStore(str(tmp_path / "work"), "inputs")
+    store.save_part(2, 4, grids=stored)
+    back = store.load_fit_grids(2, 4)
+    for key in ("covered", "offsets", "data", "background"):
+        np.testing.assert_array_equal(getattr(back, key), getattr(stored, key))
+    store.save_part(2, 5, ShoeboxColumn.empty_boxes([0, 0], [[0, 2, 0, 2, 0, 1], [3, 5, 3, 5, 1, 2]], allocate=True))
+    assert store.load_fit_grids(2, 5) is None
+
+
+def test_fitting_the_covered_slices_gives_the_whole_intensity():
+    """The profile keeps its unit sum over the whole grid: a reflection whose frames cover only some
+    slices is still fitted with its full intensity (noise-free counts I p + b)."""
+    rng = np.random.default_rng(5)
+    size = 11
+    profile = rng.uniform(0.0, 1.0, (size, size, size)) ** 4
+    profile /= profile.sum()
+    _, background, covered = _random_grids(rng)
+    intensity = 1000.0 * (1 + np.arange(len(covered)))
+    grids = intensity[:, None, None, None] * profile + background
+    stored = FitGrids.from_grids(grids, background, covered)
+    n = len(covered)
+    results = np.zeros(n), np.full(n, -1.0), np.full(n, -1.0), np.zeros(n), np.zeros(n, bool)
+    fit_grids(np.arange(n), np.zeros(n, np.int64), stored.covered, stored.offsets, stored.data, stored.background,
+              profile[None], np.ones(1, bool), *results)
+    value, variance, fisher, correlation, ok = results
+    assert not ok[0]  # covers no slice: nothing to fit
+    assert ok[1:].all()
+    np.testing.assert_allclose(value[1:], intensity[1:], rtol=1e-4)
+    assert (correlation[1:] > 0.999).all() and (fisher[1:] > 0).all() and (variance[1:] > 0).all()

@@ -15,6 +15,22 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def row_index(index, n_rows: int) -> np.ndarray:
+    """Integer row numbers of a boolean mask or integer index array over ``n_rows`` rows."""
+    return np.arange(n_rows)[index] if np.asarray(index).dtype == bool else np.asarray(index, np.int64)
+
+
+def ragged_gather(offsets: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(new offsets, flat gather index)`` picking rows ``index`` of flat arrays addressed by ``offsets``
+    (n + 1): each picked row's contiguous range, in the order of ``index``."""
+    starts = offsets[:-1][index]
+    sizes = (offsets[1:] - offsets[:-1])[index]
+    new_offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    row_of_item = np.repeat(np.arange(len(index)), sizes)
+    gather = starts[row_of_item] + (np.arange(int(new_offsets[-1])) - new_offsets[:-1][row_of_item])
+    return new_offsets, gather
+
+
 def bbox_volume(bbox: np.ndarray) -> np.ndarray:
     """Voxel count of each bbox row (n, 6)."""
     b = np.asarray(bbox, dtype=np.int64).reshape(-1, 6)
@@ -109,13 +125,8 @@ class ShoeboxColumn:
 
     def select(self, index) -> "ShoeboxColumn":
         """Rows picked by an integer index array or boolean mask, in that order."""
-        index = np.arange(len(self))[index] if np.asarray(index).dtype == bool else np.asarray(index, np.int64)
-        starts = self.offsets[:-1][index]
-        sizes = (self.offsets[1:] - self.offsets[:-1])[index]
-        new_offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        # Flat gather index: for each selected row, its contiguous voxel range.
-        row_of_voxel = np.repeat(np.arange(len(index)), sizes)
-        gather = starts[row_of_voxel] + (np.arange(int(new_offsets[-1])) - new_offsets[:-1][row_of_voxel])
+        index = row_index(index, len(self))
+        new_offsets, gather = ragged_gather(self.offsets, index)
         return ShoeboxColumn(self.panel[index], self.bbox[index], self.has_pixels[index], new_offsets,
                              self.data[gather], self.mask[gather], self.background[gather])
 

@@ -22,10 +22,12 @@ from threadpoolctl import threadpool_limits
 
 from ..io.images import ImageSource, load_mask_file
 from ..models.experiment import ExperimentList
+from ..models.fit_grids import FitGrids
 from ..models.flags import Flags
 from ..models.profile import GaussianRSProfile
 from ..models.reflection_table import ReflectionTable
 from ..models.shoebox import ShoeboxColumn
+from ..tasks.shoebox_geometry import corner_coordinates
 from .absorption import add_kapton_columns, kapton_scopes
 from .blocks import Block
 from .profile_fitting import (
@@ -33,6 +35,7 @@ from .profile_fitting import (
     ProfileAccumulator,
     ReferenceProfiles,
     fit_profiles,
+    map_part,
 )
 from .shoebox_processing import fill_from_frame, process_shoeboxes, read_frame
 from .timing import StageTimes
@@ -145,23 +148,20 @@ def model_block(job: BlockJob) -> BlockReport:
         return report
     store.clear_block(index)
     table = job.table
-    debug = job.params.integration.debug.output
-    keep_pixels = fitting or debug
     timing = StageTimes()
-    # Only the debug output needs every voxel of the second pass's shoeboxes; fitting reads a seventh.
-    groups = _StoredGroups(store, index, table.nrows, timing, fitted_voxels_only=not debug)
+    groups = _StoredGroups(store, index, table.nrows, timing, _stored_voxels(job.params))
     done: list[tuple[np.ndarray, ReflectionTable]] = []
     first = job.experiments[job.block.experiments[0]]
     filled = _filled_stills(job, timing) if first.is_still else _filled_parts(job, timing)
     accumulators: dict[int, ProfileAccumulator] = {}  # experiment -> its reference-profile sums
+    taught: set[int] = set()  # experiments with reference spots in this block
     for part in filled:
-        part_table, shoeboxes = _process_part(job, table, part, accumulators, timing)
+        part_table, shoeboxes, grids = _process_part(job, table, part, accumulators, taught, timing)
         done.append((part.rows, part_table))
-        if keep_pixels:
-            groups.add(part.rows, shoeboxes)
+        groups.add(part.rows, shoeboxes, grids)
     groups.flush()
     with timing.stage("profile modelling"):
-        report.profile_sums = {number: accumulator.result() for number, accumulator in accumulators.items()}
+        report.profile_sums = {number: accumulators[number].result() for number in sorted(taught)}
     with timing.stage("write"):
         _save_modelled(store, index, table, done, report, groups)
     report.seconds = timing
@@ -184,37 +184,57 @@ def _save_modelled(store: WorkStore, index: int, table: ReflectionTable, done: l
     store.save_table(index, "modelled.refl", merged)
 
 
-class _StoredGroups:
-    """Finished shoeboxes written to the work store in groups of about STORE_GROUP_VOXELS voxels.
+def _stored_voxels(params) -> str | None:
+    """Which shoebox voxels the second pass reads from the store: ``"whole"`` shoeboxes for the debug
+    output, ``"fitted"`` (valid foreground) for detector-space fitting, else none (None: reciprocal-space
+    fitting reads the grids the first pass mapped, summation only reads nothing)."""
+    if params.integration.debug.output:
+        return "whole"
+    fitting = params.integration.profile.fitting
+    if fitting and params.profile.gaussian_rs.fitting.fit_method == "detector_space":
+        return "fitted"
+    return None
 
-    ``part_of_row`` and ``position_in_part`` say where each block row's
-    shoebox was stored (-1: not stored); ``fitted_voxels_only``: see
-    :meth:`WorkStore.save_shoeboxes`.
+
+class _StoredGroups:
+    """What the second pass reads, written to the work store in groups of about STORE_GROUP_VOXELS
+    voxels or grid cells: the shoeboxes (``voxels``: see :func:`_stored_voxels`) and the
+    :class:`FitGrids` of each group.
+
+    ``part_of_row`` and ``position_in_part`` say where each block row was
+    stored (-1: not stored).
     """
 
-    def __init__(self, store: WorkStore, index: int, n_rows: int, timing: StageTimes, fitted_voxels_only: bool):
+    def __init__(self, store: WorkStore, index: int, n_rows: int, timing: StageTimes, voxels: str | None):
         self.store, self.index, self.timing = store, index, timing
-        self.fitted_voxels_only = fitted_voxels_only
+        self.voxels = voxels
         self.part_of_row = np.full(n_rows, -1, np.int64)
         self.position_in_part = np.full(n_rows, -1, np.int64)
-        self.pending: list[tuple[np.ndarray, ShoeboxColumn]] = []
+        self.pending: list[tuple[np.ndarray, ShoeboxColumn, FitGrids | None]] = []
+        self.pending_size = 0
         self.stored = 0
 
-    def add(self, rows: np.ndarray, shoeboxes: ShoeboxColumn) -> None:
-        self.pending.append((rows, shoeboxes))
-        if sum(len(c.data) for _, c in self.pending) >= STORE_GROUP_VOXELS:
+    def add(self, rows: np.ndarray, shoeboxes: ShoeboxColumn, grids: FitGrids | None) -> None:
+        if self.voxels is None and grids is None:
+            return
+        self.pending.append((rows, shoeboxes, grids))
+        self.pending_size += (len(shoeboxes.data) if self.voxels else 0) + (len(grids.data) if grids else 0)
+        if self.pending_size >= STORE_GROUP_VOXELS:
             self.flush()
 
     def flush(self) -> None:
         if not self.pending:
             return
         with self.timing.stage("write"):
-            rows = np.concatenate([rows for rows, _ in self.pending])
+            rows = np.concatenate([rows for rows, _, _ in self.pending])
             self.part_of_row[rows] = self.stored
             self.position_in_part[rows] = np.arange(len(rows))
-            self.store.save_shoeboxes(self.index, ShoeboxColumn.concatenate([c for _, c in self.pending]),
-                                      self.stored, self.fitted_voxels_only)
+            shoeboxes = ShoeboxColumn.concatenate([c for _, c, _ in self.pending]) if self.voxels else None
+            with_grids = [g for _, _, g in self.pending if g is not None]
+            grids = FitGrids.concatenate(with_grids) if with_grids else None
+            self.store.save_part(self.index, self.stored, shoeboxes, self.voxels == "fitted", grids)
             self.pending.clear()
+            self.pending_size = 0
             self.stored += 1
 
 
@@ -291,27 +311,34 @@ def still_image_numbers(experiments: ExperimentList) -> list[int]:
     return image
 
 
-def _process_part(job: BlockJob, table: ReflectionTable, part: _Part, accumulators: dict,
-                  timing: StageTimes) -> tuple[ReflectionTable, ShoeboxColumn]:
+def _process_part(job: BlockJob, table: ReflectionTable, part: _Part, accumulators: dict, taught: set,
+                  timing: StageTimes) -> tuple[ReflectionTable, ShoeboxColumn, FitGrids | None]:
     """Process one finished group of reflections (its references go to ``accumulators``, one per experiment,
-    made as needed); returns its rows of the table and its shoeboxes."""
+    made as needed; experiments with reference spots join ``taught``); returns its rows of the table, its
+    shoeboxes and, for reciprocal-space fitting, their grids."""
     part_table = table.select(part.rows)
     pieces = []
+    fitting = job.params.integration.profile.fitting
+    gaussian = job.params.profile.gaussian_rs.fitting
     for number, rows, sub_table, boxes in _per_experiment(part_table, part.shoeboxes):
         experiment, profile = job.experiments[int(number)], job.profiles[int(number)]
+        with timing.stage("summation"):
+            corners = corner_coordinates(experiment, boxes, sub_table["s1"], sub_table["xyzcal.px"][:, 2])
         process_shoeboxes(experiment, profile, sub_table, boxes, part.overloaded[rows], job.background_algorithm,
-                          job.params, timing)
+                          job.params, timing, corners)
         with timing.stage("summation"):
             add_kapton_columns(experiment, sub_table, boxes, kapton_scopes(job.params))
-        if (job.params.integration.profile.fitting and not experiment.is_still
-                and sub_table.get_flags(Flags.reference_spot).any()):
-            with timing.stage("profile modelling"):
+        grids = None
+        if fitting and not experiment.is_still:
+            if sub_table.get_flags(Flags.reference_spot).any():
+                taught.add(int(number))
+            with timing.stage("grid mapping"):
                 if int(number) not in accumulators:
-                    accumulators[int(number)] = ProfileAccumulator(experiment, profile,
-                                                                   job.params.profile.gaussian_rs.fitting, job.n_folds)
-                accumulators[int(number)].add(sub_table, boxes)
-        pieces.append((rows, sub_table, boxes))
-    return _reassemble(part_table, part.shoeboxes, pieces)
+                    accumulators[int(number)] = ProfileAccumulator(experiment, profile, gaussian, job.n_folds)
+                grids = map_part(experiment, sub_table, boxes, accumulators[int(number)], corners,
+                                 with_fit_grids=gaussian.fit_method != "detector_space")
+        pieces.append((rows, sub_table, boxes, grids))
+    return _reassemble(part_table, (part.shoeboxes, None), pieces)
 
 
 @one_core
@@ -342,21 +369,23 @@ def fit_block(job: BlockJob, references: dict[int, ReferenceProfiles],
         rows = rows[np.argsort(position_in_part[rows])]
         part = table.select(rows)
         with timing.stage("read back"):
-            shoeboxes = store.load_shoeboxes(index, int(number))
+            # Reciprocal-space fitting reads the grids the first pass mapped, detector-space the shoeboxes.
+            source = (store.load_shoeboxes(index, int(number)) if fit_method == "detector_space"
+                      else store.load_fit_grids(index, int(number)))
         pieces = []
-        for experiment_id, sub_rows, sub_table, boxes in _per_experiment(part, shoeboxes):
+        for experiment_id, sub_rows, sub_table, sub_source in _per_experiment(part, source):
             experiment_id = int(experiment_id)
             if experiment_id in references:
                 experiment = job.experiments[experiment_id]
                 with timing.stage("profile fitting"):
-                    fit_profiles(experiment, sub_table, boxes, references[experiment_id], fit_method)
+                    fit_profiles(experiment, sub_table, sub_source, references[experiment_id], fit_method)
                 if held_out and experiment_id in held_out:
                     with timing.stage("validation"):
-                        _validate(experiment, sub_table, boxes, held_out[experiment_id], fit_method,
+                        _validate(experiment, sub_table, sub_source, held_out[experiment_id], fit_method,
                                   report.validation.setdefault(experiment_id,
                                                                np.zeros((job.n_folds, len(STATISTICS)))))
-            pieces.append((sub_rows, sub_table, boxes))
-        part, _ = _reassemble(part, shoeboxes, pieces)
+            pieces.append((sub_rows, sub_table, sub_source))
+        part, _ = _reassemble(part, (source,), pieces)
         for name in part.keys():
             if name not in table:
                 table[name] = np.zeros((table.nrows,) + np.shape(part[name])[1:], dtype=np.asarray(part[name]).dtype)
@@ -370,7 +399,7 @@ def fit_block(job: BlockJob, references: dict[int, ReferenceProfiles],
     return report
 
 
-def _validate(experiment, table: ReflectionTable, shoeboxes: ShoeboxColumn, models: list[ReferenceProfiles],
+def _validate(experiment, table: ReflectionTable, source: FitGrids | ShoeboxColumn, models: list[ReferenceProfiles],
               fit_method: str, statistics: np.ndarray) -> None:
     """Fit each fold's fully recorded rows with the profiles learned without them; add their statistics."""
     full = table["partiality"] > MIN_REFERENCE_PARTIALITY
@@ -378,31 +407,36 @@ def _validate(experiment, table: ReflectionTable, shoeboxes: ShoeboxColumn, mode
         rows = np.flatnonzero((table[FOLD_COLUMN] == fold) & full)
         if len(rows):
             held = table.select(rows)
-            fit_profiles(experiment, held, shoeboxes.select(rows), model, fit_method)
+            fit_profiles(experiment, held, source.select(rows), model, fit_method)
             statistics[fold] += fold_statistics(held, table.select(rows))
 
 
-def _per_experiment(table: ReflectionTable, shoeboxes: ShoeboxColumn):
-    """``(experiment id, rows, table part, shoebox part)`` per experiment; no copies for one experiment."""
+def _per_experiment(table: ReflectionTable, *columns):
+    """``(experiment id, rows, table part, column parts ...)`` per experiment, for columns of the same rows
+    (:class:`ShoeboxColumn`, :class:`FitGrids` or None); no copies for one experiment."""
     numbers = np.unique(table["id"]) if table.nrows else []
     if len(numbers) == 1:
-        yield numbers[0], np.arange(table.nrows), table, shoeboxes
+        yield (numbers[0], np.arange(table.nrows), table, *columns)
         return
     for number in numbers:
         rows = np.flatnonzero(table["id"] == number)
-        yield number, rows, table.select(rows), shoeboxes.select(rows)
+        yield (number, rows, table.select(rows), *(None if c is None else c.select(rows) for c in columns))
 
 
-def _reassemble(table: ReflectionTable, shoeboxes, pieces):
-    """Put per-experiment pieces back in the block's row order."""
+def _reassemble(table: ReflectionTable, columns: tuple, pieces: list[tuple]) -> tuple:
+    """Per-experiment pieces ``(rows, table part, column parts ...)`` put back in the block's row order:
+    ``(table, columns ...)``; ``columns`` are the whole's, returned as they are when there is no piece.
+    A column that a piece lacks (None) is None."""
     if len(pieces) == 1 and len(pieces[0][0]) == table.nrows:
-        return pieces[0][1], pieces[0][2]
+        return pieces[0][1:]
     if not pieces:
-        return table, shoeboxes
-    order = np.argsort(np.concatenate([rows for rows, _, _ in pieces]), kind="stable")
-    merged = ReflectionTable.concatenate([part for _, part, _ in pieces], table.identifiers)
-    boxes = ShoeboxColumn.concatenate([b for _, _, b in pieces])
-    return merged.select(order), boxes.select(order)
+        return (table, *columns)
+    order = np.argsort(np.concatenate([piece[0] for piece in pieces]), kind="stable")
+    merged = [ReflectionTable.concatenate([piece[1] for piece in pieces], table.identifiers).select(order)]
+    for k in range(len(columns)):
+        parts = [piece[2 + k] for piece in pieces]
+        merged.append(None if any(p is None for p in parts) else type(parts[0]).concatenate(parts).select(order))
+    return tuple(merged)
 
 
 def _peak_memory() -> int:

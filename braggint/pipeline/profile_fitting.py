@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import ParameterError
 from ..models.experiment import Experiment
+from ..models.fit_grids import FitGrids
 from ..models.flags import Flags
 from ..models.profile import GaussianRSProfile
 from ..models.reflection_table import ReflectionTable
@@ -27,8 +28,9 @@ from ..tasks.reference_profiles import (
     add_references,
     finalise_profiles,
     fit_detector_space,
-    fit_reciprocal_space,
-    reference_grids,
+    fit_grids,
+    map_to_grids,
+    reference_signal,
 )
 from ..tasks.shoebox_geometry import corner_coordinates
 from .validation import FOLD_COLUMN
@@ -90,8 +92,14 @@ def make_sampler(experiment: Experiment, fitting) -> Sampler:
     return Sampler(method, width, height, scan.array_range, num_z)
 
 
-def _geometry(experiment: Experiment, table: ReflectionTable, shoeboxes: ShoeboxColumn, spec: GridSpec):
-    corner_start, c1, c2 = corner_coordinates(experiment, shoeboxes, table["s1"], table["xyzcal.px"][:, 2])
+def _geometry(experiment: Experiment, table: ReflectionTable, shoeboxes: ShoeboxColumn, spec: GridSpec,
+              corners=None):
+    """Grid coordinates of every row's pixel corners and what the transforms need besides (see
+    :func:`braggint.tasks.reference_profiles.map_to_grids`); ``corners``: the rows'
+    :func:`corner_coordinates`, when already computed."""
+    if corners is None:
+        corners = corner_coordinates(experiment, shoeboxes, table["s1"], table["xyzcal.px"][:, 2])
+    corner_start, c1, c2 = corners
     gx = spec.half + 0.5 + c1 / spec.step_b
     gy = spec.half + 0.5 + c2 / spec.step_b
     panel_sizes = np.array([panel.image_size for panel in experiment.detector.panels], dtype=np.int64)
@@ -117,11 +125,11 @@ def reference_rows(table: ReflectionTable, shoeboxes: ShoeboxColumn, experiment:
 class ProfileAccumulator:
     """Unnormalised reference-profile sums of one experiment over a block, fed a group of reflections at a time.
 
-    Each group's reference rows are mapped onto the grid as they come (the
-    shoeboxes are freed afterwards); the grids are added to the profiles
-    they teach :data:`REFERENCE_BATCH` references at a time.  ``n_folds``
-    validation folds are summed apart (the ``profile.index`` column says
-    each reference's fold when there are more than one).
+    Each group's references come mapped onto the grid (:func:`map_part`);
+    they are added to the profiles they teach :data:`REFERENCE_BATCH` at a
+    time.  ``n_folds`` validation folds are summed apart (the
+    ``profile.index`` column says each reference's fold when there are
+    more than one).
     """
 
     def __init__(self, experiment: Experiment, profile: GaussianRSProfile, fitting, n_folds: int = 1):
@@ -133,19 +141,11 @@ class ProfileAccumulator:
         self.counts = np.zeros((n_folds, self.sampler.size), np.int64)
         self.pending: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # grids, ok, xyz, fold
 
-    def add(self, table: ReflectionTable, shoeboxes: ShoeboxColumn) -> None:
-        """Map the reference rows among ``table``'s (with their ``shoeboxes``) onto the grid."""
-        rows = reference_rows(table, shoeboxes, self.experiment)
-        rows = rows[self.sampler.nearest(table["xyzcal.px"][rows]) >= 0]
-        if len(rows) == 0:
+    def add(self, references: ReflectionTable, grids: np.ndarray, ok: np.ndarray) -> None:
+        """Add reference rows ``references`` with their unit-sum signal ``grids`` (usable where ``ok``)."""
+        if references.nrows == 0:
             return
-        references, spec = table.select(rows), self.spec
-        outlines = ShoeboxColumn.empty_boxes(shoeboxes.panel[rows], shoeboxes.bbox[rows])  # geometry, no voxels
-        corner_start, gx, gy, panel_size, scan, zeta = _geometry(self.experiment, references, outlines, spec)
-        grids, ok = reference_grids(rows, corner_start, gx, gy, shoeboxes.offsets, shoeboxes.bbox, panel_size,
-                                    shoeboxes.data, shoeboxes.background, shoeboxes.mask, references["xyzcal.mm"][:, 2],
-                                    zeta, scan, spec.sigma_m, spec.step_m, spec.half)
-        fold = references[FOLD_COLUMN] if self.n_folds > 1 else np.zeros(len(rows), np.int64)
+        fold = references[FOLD_COLUMN] if self.n_folds > 1 else np.zeros(references.nrows, np.int64)
         self.pending.append((grids, ok, references["xyzcal.px"], fold))
         if sum(len(item[0]) for item in self.pending) >= REFERENCE_BATCH:
             self._add_pending()
@@ -166,6 +166,47 @@ class ProfileAccumulator:
         return self.sums, self.counts
 
 
+def map_part(experiment: Experiment, table: ReflectionTable, shoeboxes: ShoeboxColumn,
+             accumulator: ProfileAccumulator, corners=None, with_fit_grids: bool = True) -> FitGrids | None:
+    """Map a group of processed reflections onto the profile grid, once each.
+
+    The references among them go to ``accumulator``; with
+    ``with_fit_grids``, returns the :class:`FitGrids` that the second pass
+    fits (rows that will be fitted: not ``dont_integrate``), else None.
+    Rows outside the sampler's range are neither.  ``corners``: the rows'
+    :func:`corner_coordinates`, when already computed.  Rows are mapped
+    :data:`REFERENCE_BATCH` at a time (whole grids are 21 kB a row).
+    """
+    spec, n = accumulator.spec, table.nrows
+    in_range = accumulator.sampler.nearest(table["xyzcal.px"]) >= 0
+    is_reference = np.zeros(n, bool)
+    is_reference[reference_rows(table, shoeboxes, experiment)] = True
+    is_reference &= in_range
+    fitted = in_range & ~table.get_flags(Flags.dont_integrate) if with_fit_grids else np.zeros(n, bool)
+    mapped = np.flatnonzero(is_reference | fitted)
+    if len(mapped) == 0:
+        return FitGrids.from_covered(np.zeros((n, 2 * spec.half + 1), bool), [], []) if with_fit_grids else None
+    corner_start, gx, gy, panel_size, scan, zeta = _geometry(experiment, table, shoeboxes, spec, corners)
+    phi = table["xyzcal.mm"][:, 2]
+    parts = []
+    for start in range(0, len(mapped), REFERENCE_BATCH):
+        rows = mapped[start:start + REFERENCE_BATCH]
+        grids, bgrids, covered = map_to_grids(rows, corner_start, gx, gy, shoeboxes.offsets, shoeboxes.bbox,
+                                              panel_size, shoeboxes.data, shoeboxes.background, shoeboxes.mask,
+                                              phi, zeta, scan, spec.sigma_m, spec.step_m, spec.half)
+        references = is_reference[rows]
+        accumulator.add(table.select(rows[references]), *reference_signal(grids[references], bgrids[references]))
+        if with_fit_grids:
+            keep = fitted[rows]
+            parts.append(FitGrids.from_grids(grids[keep], bgrids[keep], covered[keep]))
+    if not with_fit_grids:
+        return None
+    kept = FitGrids.concatenate(parts)  # the fitted rows, in row order
+    covered = np.zeros((n, kept.size), bool)
+    covered[fitted] = kept.covered
+    return FitGrids.from_covered(covered, kept.data, kept.background)
+
+
 def finish_profiles(experiment: Experiment, profile: GaussianRSProfile, fitting, sums: np.ndarray,
                     counts: np.ndarray, quiet: bool = False) -> ReferenceProfiles:
     """Reference profiles from the summed block contributions (negative cells cleared, unit sum)."""
@@ -182,10 +223,12 @@ def finish_profiles(experiment: Experiment, profile: GaussianRSProfile, fitting,
 FISHER_COLUMN = "intensity.prf.variance_fisher"
 
 
-def fit_profiles(experiment: Experiment, table: ReflectionTable, shoeboxes: ShoeboxColumn,
+def fit_profiles(experiment: Experiment, table: ReflectionTable, source: FitGrids | ShoeboxColumn,
                  model: ReferenceProfiles, fit_method: str = "reciprocal_space") -> None:
     """Profile-fitted intensities of every row (in place): intensity.prf.*, profile.correlation, flags.
 
+    ``source``: the rows' :class:`FitGrids` (reciprocal_space), or their
+    shoeboxes (detector_space: the profile is mapped back onto the pixels).
     ``intensity.prf.variance`` is DIALS's; :func:`calibrate_variances`
     replaces it once every block is fitted when variance_model=calibrated.
     """
@@ -200,14 +243,18 @@ def fit_profiles(experiment: Experiment, table: ReflectionTable, shoeboxes: Shoe
         fitted &= ~table.get_flags(Flags.foreground_includes_bad_pixels)
     candidates = np.flatnonzero(fitted)
     if len(candidates) and model.usable.any():
-        spec = model.spec
-        corner_start, gx, gy, panel_size, scan, zeta = _geometry(experiment, table, shoeboxes, spec)
         profile_index = model.sampler.nearest(table["xyzcal.px"])
-        fitter = fit_detector_space if fit_method == "detector_space" else fit_reciprocal_space
-        fitter(candidates, profile_index, corner_start, gx, gy, shoeboxes.offsets, shoeboxes.bbox,
-                             panel_size, shoeboxes.data, shoeboxes.background, shoeboxes.mask,
-                             table["xyzcal.mm"][:, 2], zeta, scan, spec.sigma_m, spec.step_m, spec.half,
-                             model.profiles, model.usable, intensity, variance, fisher, correlation, ok)
+        results = (intensity, variance, fisher, correlation, ok)
+        if fit_method == "detector_space":
+            spec = model.spec
+            corner_start, gx, gy, panel_size, scan, zeta = _geometry(experiment, table, source, spec)
+            fit_detector_space(candidates, profile_index, corner_start, gx, gy, source.offsets, source.bbox,
+                               panel_size, source.data, source.background, source.mask, table["xyzcal.mm"][:, 2],
+                               zeta, scan, spec.sigma_m, spec.step_m, spec.half, model.profiles, model.usable,
+                               *results)
+        else:
+            fit_grids(candidates, profile_index, source.covered, source.offsets, source.data, source.background,
+                      model.profiles, model.usable, *results)
     table[FISHER_COLUMN] = fisher
     table["intensity.prf.value"] = intensity
     table["intensity.prf.variance"] = variance

@@ -123,15 +123,18 @@ def fill_from_frame(experiment: Experiment, shoeboxes: ShoeboxColumn, frame_numb
 
 def process_shoeboxes(experiment: Experiment, profile: GaussianRSProfile, table: ReflectionTable,
                       shoeboxes: ShoeboxColumn, overloaded: np.ndarray, background_algorithm: str,
-                      params, timing: StageTimes | None = None) -> None:
+                      params, timing: StageTimes | None = None, corners=None) -> None:
     """Masks, background, centroid, summation and pixel counts of extracted shoeboxes (in place).
 
     ``timing`` (when given) gets the seconds of the ``background`` model and
     of the rest (``summation``: masks, centroids, sums and pixel counts).
+    ``corners``: the shoeboxes' pixel-corner coordinates
+    (:func:`~braggint.tasks.shoebox_geometry.corner_coordinates`), when
+    the caller has them.
     """
     timing = StageTimes() if timing is None else timing
     with timing.stage("summation"):
-        _mask_shoeboxes(experiment, profile, table, shoeboxes, overloaded)
+        _mask_shoeboxes(experiment, profile, table, shoeboxes, overloaded, corners)
     with timing.stage("background"):
         ok, columns = model_background(background_algorithm, shoeboxes, params.integration.background, experiment)
     with timing.stage("summation"):
@@ -142,9 +145,9 @@ def process_shoeboxes(experiment: Experiment, profile: GaussianRSProfile, table:
 
 
 def _mask_shoeboxes(experiment: Experiment, profile: GaussianRSProfile, table: ReflectionTable,
-                    shoeboxes: ShoeboxColumn, overloaded: np.ndarray) -> None:
+                    shoeboxes: ShoeboxColumn, overloaded: np.ndarray, corners=None) -> None:
     """Foreground/background masks and the flags that follow from bad or overloaded pixels."""
-    foreground_mask(experiment, profile, shoeboxes, table["s1"], table["xyzcal.px"][:, 2])
+    foreground_mask(experiment, profile, shoeboxes, table["s1"], table["xyzcal.px"][:, 2], corners)
     table.set_flags(overloaded, Flags.overloaded)
     bad_background, bad_foreground, n_fg, n_fg_valid = mask_statistics(shoeboxes.mask, shoeboxes.offsets)
     table.set_flags(bad_background, Flags.background_includes_bad_pixels)

@@ -3,8 +3,8 @@
 Layout of ``<output.reflections>.work/``::
 
     inputs.sha256              what the run was started from; another input starts afresh
-    shoeboxes.zarr/block_0007_part_00012/  geometry (per row) and data, mask, background (flat, chunked),
-                                           or only the fitted voxels (see WorkStore.save_shoeboxes)
+    shoeboxes.zarr/block_0007_part_00012/  profile-grid cells of the rows to fit, and (for detector-space
+                                           fitting or debug output) shoeboxes (see WorkStore.save_part)
     block_0007.parts.npz       which part (group of reflections starting on one frame) holds each row
     block_0007.modelled.refl   the block after background and summation (first pass)
     block_0007.profiles.npz    its reference-profile sums per experiment
@@ -24,6 +24,7 @@ import numpy as np
 
 from ..io.atomic import atomic_open
 from ..io.refl import read_reflections, write_reflections
+from ..models.fit_grids import FitGrids
 from ..models.flags import VALID_FOREGROUND
 from ..models.reflection_table import ReflectionTable
 from ..models.shoebox import ShoeboxColumn, bbox_volume
@@ -93,35 +94,53 @@ class WorkStore:
 
         return zarr.open_group(os.path.join(self.path, "shoeboxes.zarr"), mode=mode)
 
-    def save_shoeboxes(self, block: int, shoeboxes: ShoeboxColumn, part: int = 0,
-                       fitted_voxels_only: bool = False) -> None:
-        """Store the shoeboxes of part ``part`` of a block (a group of its reflections).
+    def save_part(self, block: int, part: int, shoeboxes: ShoeboxColumn | None = None,
+                  fitted_voxels_only: bool = False, grids: FitGrids | None = None) -> None:
+        """Store what the second pass needs of part ``part`` of a block (a group of its reflections).
 
-        ``geometry`` (rows x 8: bbox, panel, has_pixels) describes the rows;
-        the flat arrays are ``data``, ``mask`` and ``background``, or with
-        ``fitted_voxels_only`` only what profile fitting reads: ``fitted``,
-        the counts then the background of the valid foreground voxels, and
-        ``fitted_bits``, a bit per voxel saying which they are (about a
-        seventh of the bytes).  Few arrays per group: each costs a few
-        milliseconds of metadata however small it is.
+        Shoeboxes: ``geometry`` (rows x 8: bbox, panel, has_pixels)
+        describes the rows; the flat arrays are ``data``, ``mask`` and
+        ``background``, or with ``fitted_voxels_only`` only what
+        detector-space fitting reads: ``fitted``, the counts then the
+        background of the valid foreground voxels, and ``fitted_bits``, a
+        bit per voxel saying which they are (about a seventh of the bytes).
+        Grids (what reciprocal-space fitting reads): ``grid_covered`` (rows
+        x G) and ``grids``, the covered cells' counts then their background.
+        Few arrays per group: each costs a few milliseconds of metadata
+        however small it is.
         """
         root = self._group("a")
         name = f"block_{block:04d}_part_{part:05d}"
         # A run killed while writing may have left this group half made: start it afresh.
         shutil.rmtree(os.path.join(self.path, "shoeboxes.zarr", name), ignore_errors=True)
         group = root.create_group(name)
-        if fitted_voxels_only:
-            fitted = (shoeboxes.mask & VALID_FOREGROUND) == VALID_FOREGROUND
-            flat = {"fitted": np.concatenate([shoeboxes.data[fitted], shoeboxes.background[fitted]]),
-                    "fitted_bits": np.packbits(fitted)}
-        else:
-            flat = {key: getattr(shoeboxes, key) for key in ("data", "mask", "background")}
-        flat["geometry"] = np.column_stack([shoeboxes.bbox, shoeboxes.panel, shoeboxes.has_pixels]).astype(np.int64)
+        flat = {}
+        if shoeboxes is not None:
+            if fitted_voxels_only:
+                fitted = (shoeboxes.mask & VALID_FOREGROUND) == VALID_FOREGROUND
+                flat = {"fitted": np.concatenate([shoeboxes.data[fitted], shoeboxes.background[fitted]]),
+                        "fitted_bits": np.packbits(fitted)}
+            else:
+                flat = {key: getattr(shoeboxes, key) for key in ("data", "mask", "background")}
+            flat["geometry"] = np.column_stack([shoeboxes.bbox, shoeboxes.panel,
+                                                shoeboxes.has_pixels]).astype(np.int64)
+        if grids is not None:
+            flat["grid_covered"] = grids.covered.astype(np.uint8)
+            flat["grids"] = np.concatenate([grids.data, grids.background])
         for key, values in flat.items():
             array = group.create_array(key, shape=values.shape, dtype=values.dtype,
                                        chunks=(min(CHUNK_VOXELS, max(len(values), 1)),) + values.shape[1:],
                                        compressors=_fast_codec())
             array[...] = values
+
+    def load_fit_grids(self, block: int, part: int) -> FitGrids | None:
+        """The grids stored with one part, or None when it has none."""
+        group = self._group("r")[f"block_{block:04d}_part_{part:05d}"]
+        if "grids" not in group:
+            return None
+        values = np.asarray(group["grids"][...])
+        return FitGrids.from_covered(np.asarray(group["grid_covered"][...]) > 0, values[:len(values) // 2],
+                                     values[len(values) // 2:])
 
     def clear_block(self, block: int) -> None:
         """Remove whatever an interrupted first pass of ``block`` left behind."""

@@ -141,42 +141,48 @@ def _voxels_to_use(mask, lo, hi):
 
 
 @njit(cache=True)
-def reference_grids(rows, corner_start, gx, gy, offsets, bbox, panel_size, data, background, mask, phi, zeta, scan,
-                    sigma_m, step_e3, half):
-    """Background-subtracted grid profiles of shoeboxes ``rows``, each normalised to unit sum.
+def map_to_grids(rows, corner_start, gx, gy, offsets, bbox, panel_size, data, background, mask, phi, zeta, scan,
+                 sigma_m, step_e3, half):
+    """Counts and background of shoeboxes ``rows`` mapped onto the grid, and the slices their frames cover.
 
     ``offsets``, ``bbox``, ``data``, ``background`` and ``mask`` are the
-    whole shoebox column's (indexed by row); the geometry (``corner_start``,
-    ``gx``, ``gy``, ``panel_size``) and ``phi``, ``zeta`` are given for the
-    listed rows only (indexed by position in ``rows``).  ``scan`` =
-    (array_start, phi0, dphi).  Returns ``(grids (n, G, G, G), ok (n,))``;
-    ok is False (and the grid zero) where the signal does not sum to a
-    positive value.
+    whole shoebox column's; the geometry (``corner_start``, ``gx``, ``gy``,
+    ``panel_size``) and ``phi`` (radians), ``zeta`` are given for every row
+    of the column too (all indexed by row).  ``scan`` = (array_start, phi0,
+    dphi).  Only Valid & Foreground voxels are mapped.  Returns ``(grids
+    (n, G, G, G), background grids (n, G, G, G), covered (n, G))``, n =
+    len(rows); a slice is covered when the shoebox's frames hold more than
+    0.99 of its rocking-curve weight (the slices profile fitting uses).
     """
     size = 2 * half + 1
-    empty = np.zeros(0, np.float32)
-    unused = np.zeros((1, 1, 1))
     grids = np.zeros((len(rows), size, size, size))
-    ok = np.zeros(len(rows), np.bool_)
+    bgrids = np.zeros((len(rows), size, size, size))
+    covered = np.zeros((len(rows), size), np.bool_)
     for position in range(len(rows)):
         r = rows[position]
         lo, hi = offsets[r], offsets[r + 1]
         x0, x1, y0, y1, z0, z1 = bbox[r]
         nx, ny, nz = x1 - x0, y1 - y0, z1 - z0
-        zfraction, _, _ = frame_fractions(z0, nz, scan[0], scan[1], scan[2], phi[position], zeta[position], sigma_m,
-                                          step_e3, half)
-        signal = (data[lo:hi] - background[lo:hi]).astype(np.float64)
-        c0, c1 = corner_start[position], corner_start[position + 1]
-        grid = grids[position]
-        forward_transform(gx[c0:c1], gy[c0:c1], nz, ny, nx, x0, y0, panel_size[position, 0], panel_size[position, 1],
-                          signal, empty, _voxels_to_use(mask, lo, hi), zfraction, size, grid, unused)
-        total = grid.sum()
-        if total > 0:
-            grid /= total
-            ok[position] = True
-        else:
-            grid[:] = 0.0
-    return grids, ok
+        zfraction, coverage, _ = frame_fractions(z0, nz, scan[0], scan[1], scan[2], phi[r], zeta[r], sigma_m,
+                                                 step_e3, half)
+        c0, c1 = corner_start[r], corner_start[r + 1]
+        forward_transform(gx[c0:c1], gy[c0:c1], nz, ny, nx, x0, y0, panel_size[r, 0], panel_size[r, 1],
+                          data[lo:hi].astype(np.float64), background[lo:hi].astype(np.float64),
+                          _voxels_to_use(mask, lo, hi), zfraction, size, grids[position], bgrids[position])
+        for v in range(size):
+            covered[position, v] = coverage[v] > 0.99
+    return grids, bgrids, covered
+
+
+def reference_signal(grids: np.ndarray, background: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(unit-sum signal grids, ok)`` of mapped references: counts minus background, each normalised to
+    unit sum; ok is False (and the grid zero) where the signal does not sum to a positive value."""
+    signal = grids - background
+    total = signal.sum(axis=(1, 2, 3))
+    ok = total > 0
+    signal[ok] /= total[ok, None, None, None]
+    signal[~ok] = 0.0
+    return signal, ok
 
 
 def add_references(grids: np.ndarray, ok: np.ndarray, indices: np.ndarray, weights: np.ndarray,
@@ -294,37 +300,33 @@ def _store_fit(r, fit, intensity, variance, fisher, correlation, ok):
 
 
 @njit(cache=True)
-def fit_reciprocal_space(rows, profile_index, corner_start, gx, gy, offsets, bbox, panel_size, data, background,
-                         mask, phi, zeta, scan, sigma_m, step_e3, half, profiles, usable,
-                         intensity, variance, fisher, correlation, ok):
+def fit_grids(rows, profile_index, covered, offsets, data, background, profiles, usable, intensity, variance,
+              fisher, correlation, ok):
     """Fit every row in ``rows`` with its reference profile on the grid (results written in place).
 
-    Both variances are returned: DIALS's (``variance``) and the inverse
-    Fisher information of the fit (``fisher``).  Grid e3 slices that the
-    shoebox's frames do not fully cover (coverage <= 0.99) are left out; the profile keeps its unit sum over the whole
-    grid, so the fitted intensity is the full intensity.
+    ``covered``, ``offsets``, ``data``, ``background``: a
+    :class:`~braggint.models.fit_grids.FitGrids`' arrays, each row's
+    counts and background on the grid slices its frames cover; the fit
+    runs over those slices only.  The profile keeps its unit sum over the
+    whole grid, so the fitted intensity is the full intensity.  Both
+    variances are returned: DIALS's (``variance``) and the inverse Fisher
+    information of the fit (``fisher``).
     """
-    size = 2 * half + 1
+    size = profiles.shape[1]
+    area = size * size
     for r in rows:
         index = profile_index[r]
-        if index < 0 or not usable[index]:
-            continue
         lo, hi = offsets[r], offsets[r + 1]
-        x0, x1, y0, y1, z0, z1 = bbox[r]
-        nx, ny, nz = x1 - x0, y1 - y0, z1 - z0
-        zfraction, coverage, _ = frame_fractions(z0, nz, scan[0], scan[1], scan[2], phi[r], zeta[r], sigma_m,
-                                                 step_e3, half)
-        grid = np.zeros((size, size, size))
-        bgrid = np.zeros((size, size, size))
-        c0, c1 = corner_start[r], corner_start[r + 1]
-        forward_transform(gx[c0:c1], gy[c0:c1], nz, ny, nx, x0, y0, panel_size[r, 0], panel_size[r, 1],
-                          data[lo:hi].astype(np.float64), background[lo:hi].astype(np.float64),
-                          _voxels_to_use(mask, lo, hi), zfraction, size, grid, bgrid)
-        m = np.zeros((size, size, size), np.bool_)
+        if index < 0 or not usable[index] or hi == lo:
+            continue
+        profile = np.empty(hi - lo)
+        cell = 0
         for v in range(size):
-            if coverage[v] > 0.99:
-                m[v] = True
-        _store_fit(r, _fit_one(grid.ravel(), bgrid.ravel(), m.ravel(), profiles[index].ravel(), 1e-3, 100),
+            if covered[r, v]:
+                profile[cell:cell + area] = profiles[index, v].ravel()
+                cell += area
+        _store_fit(r, _fit_one(data[lo:hi].astype(np.float64), background[lo:hi].astype(np.float64),
+                               np.ones(hi - lo, np.bool_), profile, 1e-3, 100),
                    intensity, variance, fisher, correlation, ok)
 
 

@@ -189,20 +189,21 @@ def _corner_offsets(bbox, panel_of_row, origin, fast, slow, pixel, parallax, dep
 
 
 def foreground_mask(experiment: Experiment, profile: GaussianRSProfile, shoeboxes: ShoeboxColumn,
-                    s1, z) -> None:
+                    s1, z, corners=None) -> None:
     """OR Foreground or Background into every voxel of ``shoeboxes`` (in place).
 
     A pixel is foreground when the smallest ``(c1^2 + c2^2) / delta_b^2`` of
     its four corners is at most 1 (no sigma_b multiplier; the rotation
     extent does not enter: every frame of the box gets the same 2-D
-    pattern).  Frames outside the scan are left untouched.
+    pattern).  Frames outside the scan are left untouched.  ``corners``:
+    the shoeboxes' :func:`corner_coordinates`, when already computed.
     """
     if len(shoeboxes) == 0:
         return
     bbox = shoeboxes.bbox.astype(np.int64)
     sigma_b, _ = sigmas_at_frames(profile, experiment, np.asarray(z, dtype=float))
     delta_b2 = (profile.n_sigma * sigma_b) ** 2
-    corner_start, c1, c2 = corner_coordinates(experiment, shoeboxes, s1, z)
+    corner_start, c1, c2 = corner_coordinates(experiment, shoeboxes, s1, z) if corners is None else corners
     corner_row = np.repeat(np.arange(len(bbox)), np.diff(corner_start))
     d2 = (c1**2 + c2**2) / delta_b2[corner_row]
 
