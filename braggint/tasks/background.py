@@ -348,17 +348,46 @@ def _upper_median(values):
 
 
 @njit(cache=True)
+def _value_counts(values):
+    """``(distinct values ascending, how often each occurs)``: counted in an array when the values are
+    integers of a modest range (photon counts), else by sorting."""
+    n = len(values)
+    low, high = values.min(), values.max()
+    integral = True
+    for y in values:
+        if y != math.floor(y):
+            integral = False
+            break
+    if integral and high - low < 4 * n + 64:
+        tally = np.zeros(int(high - low) + 1, np.int64)
+        for y in values:
+            tally[int(y - low)] += 1
+        present = np.flatnonzero(tally)
+        return present.astype(np.float64) + low, tally[present]
+    ordered = np.sort(values)
+    starts = np.flatnonzero(np.concatenate((np.ones(1, np.bool_), ordered[1:] != ordered[:-1])))
+    ends = np.append(starts[1:], n)
+    return ordered[starts], ends - starts
+
+
+@njit(cache=True)
 def robust_poisson_mean(values, c, tolerance, max_iter):
-    """exp(beta) of the Huber-robust Poisson mean; raises if not converged."""
-    median = _upper_median(values)
+    """exp(beta) of the Huber-robust Poisson mean; raises if not converged.
+
+    Starts from the upper median (the value at sorted position n // 2); the
+    score sums over the distinct values, each weighted by how often it
+    occurs (background counts take few distinct values).
+    """
+    distinct, counts = _value_counts(values)
+    median = distinct[np.searchsorted(np.cumsum(counts), len(values) // 2, side="right")]
     beta = math.log(median if median != 0 else 1.0)
     for _ in range(max_iter):
         mu = math.exp(beta)
         svar = math.sqrt(mu)
         epsi1, epsi2 = _expectations(mu, svar, c)
         U = 0.0
-        for y in values:
-            U += (_huber((y - mu) / svar, c) - epsi1) * mu / svar
+        for i in range(len(distinct)):
+            U += counts[i] * (_huber((distinct[i] - mu) / svar, c) - epsi1) * mu / svar
         H = len(values) * epsi2 * mu * mu / svar
         step = U / H
         error = math.sqrt(step * step / max(1e-10, beta * beta))
