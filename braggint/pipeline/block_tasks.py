@@ -93,6 +93,9 @@ def _store(job: BlockJob) -> WorkStore:
 
 #: Finished shoeboxes are written to the store in groups of about this many voxels (~18 MB in memory).
 STORE_GROUP_VOXELS = 2_000_000
+#: Finished groups of reflections wait until they hold this many voxels (~18 MB) and are then processed
+#: together: every stage has a fixed cost per call, which small groups (tens of rows) would pay many times.
+PROCESS_BATCH_VOXELS = 2_000_000
 
 
 @dataclass
@@ -152,7 +155,7 @@ def model_block(job: BlockJob) -> BlockReport:
     groups = _StoredGroups(store, index, table.nrows, timing, _stored_voxels(job.params))
     done: list[tuple[np.ndarray, ReflectionTable]] = []
     first = job.experiments[job.block.experiments[0]]
-    filled = _filled_stills(job, timing) if first.is_still else _filled_parts(job, timing)
+    filled = _filled_stills(job, timing) if first.is_still else _batched(_filled_parts(job, timing))
     accumulators: dict[int, ProfileAccumulator] = {}  # experiment -> its reference-profile sums
     taught: set[int] = set()  # experiments with reference spots in this block
     for part in filled:
@@ -266,6 +269,26 @@ def _filled_parts(job: BlockJob, timing: StageTimes):
                 yield part
     finally:
         images.close()
+
+
+def _batched(parts, voxels: int = PROCESS_BATCH_VOXELS):
+    """The finished parts joined into parts of at least ``voxels`` voxels (the last one may be smaller)."""
+    waiting: list[_Part] = []
+    for part in parts:
+        waiting.append(part)
+        if sum(len(p.shoeboxes.data) for p in waiting) >= voxels:
+            yield _joined(waiting)
+            waiting = []
+    if waiting:
+        yield _joined(waiting)
+
+
+def _joined(parts: list[_Part]) -> _Part:
+    if len(parts) == 1:
+        return parts[0]
+    return _Part(parts[0].number, np.concatenate([p.rows for p in parts]), max(p.end for p in parts),
+                 ShoeboxColumn.concatenate([p.shoeboxes for p in parts]),
+                 np.concatenate([p.overloaded for p in parts]))
 
 
 def _filled_stills(job: BlockJob, timing: StageTimes):
