@@ -17,6 +17,10 @@ import math
 import numpy as np
 from numba import njit
 
+from ..models.flags import VALID_FOREGROUND
+
+_VALID_FOREGROUND = np.uint8(VALID_FOREGROUND)
+
 
 # The clipping helpers are inlined into their callers: as calls they cost a third of the transform.
 @njit(inline="always")
@@ -111,7 +115,7 @@ def pixel_cell_overlaps(gx, gy, ny, nx, x0, y0, width, height, size, wanted):
     ``quad_area`` (ny * nx) is each pixel's whole area on the grid.
     """
     qx, qy, strip_x, strip_y, cell_x_buf, cell_y_buf, tmp_x, tmp_y = _scratch()
-    capacity = 4 * ny * nx + 16
+    capacity = 4 * int(wanted.sum()) + 16
     pixel = np.empty(capacity, np.int64)
     cell_y = np.empty(capacity, np.int64)
     cell_x = np.empty(capacity, np.int64)
@@ -200,52 +204,67 @@ def frame_fractions(z0, nz, array_start, phi0, dphi, phi, zeta, sigma_m, step_e3
 
 
 @njit(cache=True)
-def forward_transform(gx, gy, nz, ny, nx, x0, y0, width, height, data, background, use, zfraction, size,
-                      profile, bgrid):
-    """Add one shoebox to ``profile`` (and ``bgrid``, when ``background`` is given) on the grid.
+def forward_transform(gx, gy, nz, ny, nx, x0, y0, width, height, data, background, mask, zfraction, size,
+                      grid, bgrid):
+    """Add one shoebox's counts to ``grid`` and its background to ``bgrid`` on the profile grid.
 
     ``gx, gy``: grid coordinates (e1, e2) of the (ny+1) x (nx+1) pixel
-    corners, row-major; ``use``: the voxels to map (Valid & Foreground);
-    pixels outside the panel (``width`` x ``height``) are skipped.  Each
-    pixel's frames are first shared among the e3 slices (a column per
-    pixel), then each column among the cells its quadrilateral overlaps,
-    so the polygon clipping runs once per pixel and only for pixels with
-    a voxel to map.
+    corners, row-major; ``data``, ``background``, ``mask``: the shoebox's
+    voxels (frames, rows, columns); only Valid & Foreground voxels are
+    mapped; pixels outside the panel (``width`` x ``height``) are skipped.
+    Each pixel's frames are first shared among the e3 slices (a column per
+    pixel with a voxel to map), then each column among the cells its
+    quadrilateral overlaps, so the polygon clipping runs once per pixel and
+    only for those pixels.
     """
-    with_background = background.shape[0] > 0
     n_pixels = ny * nx
-    column = np.zeros((n_pixels, size))
-    b_column = np.zeros((n_pixels if with_background else 1, size))
-    wanted = np.zeros(n_pixels, np.bool_)
+    slot = np.full(n_pixels, -1, np.int64)  # each mapped pixel's column
+    n_columns = 0
+    for k in range(nz):
+        if not _reaches_a_slice(zfraction[k]):
+            continue
+        for p in range(n_pixels):
+            if slot[p] < 0 and (mask[k * n_pixels + p] & _VALID_FOREGROUND) == _VALID_FOREGROUND:
+                slot[p] = n_columns
+                n_columns += 1
+    if n_columns == 0:
+        return
+    column = np.zeros((n_columns, size))
+    b_column = np.zeros((n_columns, size))
     first, last = size, 0  # slices any mapped frame reaches
     for k in range(nz):
         lo, hi = size, 0
         for kk in range(size):
             if zfraction[k, kk] != 0.0:
                 lo, hi = min(lo, kk), kk + 1
+        if lo >= hi:
+            continue
         for p in range(n_pixels):
             voxel = k * n_pixels + p
-            if not use[voxel] or lo >= hi:
+            if (mask[voxel] & _VALID_FOREGROUND) != _VALID_FOREGROUND:
                 continue
-            wanted[p] = True
             first, last = min(first, lo), max(last, hi)
-            value = data[voxel]
+            value, b_value, c = data[voxel], background[voxel], slot[p]
             for kk in range(lo, hi):
-                column[p, kk] += value * zfraction[k, kk]
-            if with_background:
-                b_value = background[voxel]
-                for kk in range(lo, hi):
-                    b_column[p, kk] += b_value * zfraction[k, kk]
+                column[c, kk] += value * zfraction[k, kk]
+                b_column[c, kk] += b_value * zfraction[k, kk]
     pixel, cell_y, cell_x, area, quad_area, n = pixel_cell_overlaps(gx, gy, ny, nx, x0, y0, width, height, size,
-                                                                    wanted)
+                                                                    slot >= 0)
     for e in range(n):
         p, jj, ii = pixel[e], cell_y[e], cell_x[e]
         fraction = area[e] / quad_area[p]
+        c = slot[p]
         for kk in range(first, last):
-            profile[kk, jj, ii] += fraction * column[p, kk]
-        if with_background:
-            for kk in range(first, last):
-                bgrid[kk, jj, ii] += fraction * b_column[p, kk]
+            grid[kk, jj, ii] += fraction * column[c, kk]
+            bgrid[kk, jj, ii] += fraction * b_column[c, kk]
+
+
+@njit(inline="always")
+def _reaches_a_slice(fractions):
+    for value in fractions:
+        if value != 0.0:
+            return True
+    return False
 
 
 @njit(cache=True)

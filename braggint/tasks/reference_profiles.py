@@ -167,8 +167,8 @@ def map_to_grids(rows, corner_start, gx, gy, offsets, bbox, panel_size, data, ba
                                                  step_e3, half)
         c0, c1 = corner_start[r], corner_start[r + 1]
         forward_transform(gx[c0:c1], gy[c0:c1], nz, ny, nx, x0, y0, panel_size[r, 0], panel_size[r, 1],
-                          data[lo:hi].astype(np.float64), background[lo:hi].astype(np.float64),
-                          _voxels_to_use(mask, lo, hi), zfraction, size, grids[position], bgrids[position])
+                          data[lo:hi], background[lo:hi], mask[lo:hi], zfraction, size, grids[position],
+                          bgrids[position])
         for v in range(size):
             covered[position, v] = coverage[v] > 0.99
     return grids, bgrids, covered
