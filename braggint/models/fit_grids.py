@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .shoebox import ragged_gather, row_index
+from .shoebox import ragged_take, row_index
 
 
 @dataclass(eq=False)
@@ -64,8 +64,7 @@ class FitGrids:
     def select(self, index) -> "FitGrids":
         """Rows picked by an integer index array or boolean mask, in that order."""
         index = row_index(index, len(self))
-        offsets, gather = ragged_gather(self.offsets, index)
-        return FitGrids(self.covered[index], offsets, self.data[gather], self.background[gather])
+        return FitGrids(self.covered[index], *ragged_take(self.offsets, index, self.data, self.background))
 
     @classmethod
     def concatenate(cls, columns: list["FitGrids"]) -> "FitGrids":

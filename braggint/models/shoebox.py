@@ -20,15 +20,23 @@ def row_index(index, n_rows: int) -> np.ndarray:
     return np.arange(n_rows)[index] if np.asarray(index).dtype == bool else np.asarray(index, np.int64)
 
 
-def ragged_gather(offsets: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(new offsets, flat gather index)`` picking rows ``index`` of flat arrays addressed by ``offsets``
-    (n + 1): each picked row's contiguous range, in the order of ``index``."""
-    starts = offsets[:-1][index]
-    sizes = (offsets[1:] - offsets[:-1])[index]
-    new_offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    row_of_item = np.repeat(np.arange(len(index)), sizes)
-    gather = starts[row_of_item] + (np.arange(int(new_offsets[-1])) - new_offsets[:-1][row_of_item])
-    return new_offsets, gather
+def ragged_take(offsets: np.ndarray, index: np.ndarray, *flat: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``(new offsets, each flat array's picked rows ...)``: rows ``index`` of flat arrays addressed by
+    ``offsets`` (n + 1), each row's contiguous range copied, in the order of ``index``.
+
+    Runs of rows that follow one another in the source are copied as one
+    slice, so taking all or most rows in order costs a few large copies.
+    """
+    index = np.asarray(index, np.int64)
+    starts, ends = offsets[:-1][index], offsets[1:][index]
+    new_offsets = np.concatenate([[0], np.cumsum(ends - starts)]).astype(np.int64)
+    # A run continues while the next row starts where this one ended.
+    breaks = np.flatnonzero(starts[1:] != ends[:-1]) + 1
+    run_first = np.concatenate([[0], breaks]).astype(np.int64)
+    run_last = np.concatenate([breaks - 1, [len(index) - 1]]).astype(np.int64)
+    spans = list(zip(starts[run_first], ends[run_last])) if len(index) else []
+    return (new_offsets, *(np.concatenate([values[a:b] for a, b in spans]) if spans else values[:0]
+                           for values in flat))
 
 
 def bbox_volume(bbox: np.ndarray) -> np.ndarray:
@@ -126,9 +134,9 @@ class ShoeboxColumn:
     def select(self, index) -> "ShoeboxColumn":
         """Rows picked by an integer index array or boolean mask, in that order."""
         index = row_index(index, len(self))
-        new_offsets, gather = ragged_gather(self.offsets, index)
-        return ShoeboxColumn(self.panel[index], self.bbox[index], self.has_pixels[index], new_offsets,
-                             self.data[gather], self.mask[gather], self.background[gather])
+        new_offsets, data, mask, background = ragged_take(self.offsets, index, self.data, self.mask, self.background)
+        return ShoeboxColumn(self.panel[index], self.bbox[index], self.has_pixels[index], new_offsets, data, mask,
+                             background)
 
     @classmethod
     def concatenate(cls, columns: list["ShoeboxColumn"]) -> "ShoeboxColumn":
