@@ -15,6 +15,7 @@ simulator's truth.  One JSON record per run is written to ``--out``;
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime
 import json
 import os
@@ -56,9 +57,27 @@ def dataset(name: str, root: Path) -> Path:
     return directory
 
 
+def reuse_freed_memory() -> None:
+    """Have glibc keep freed memory for reuse instead of mapping every image-sized buffer afresh.
+
+    By default each decoded frame is a new mmap whose pages the kernel must
+    zero: that took 10 ms of a 2M-like frame's 14 ms here, a cost no reader
+    has to pay (block tasks reuse their buffers), so the floor is measured
+    without it.  No effect off glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 256 << 20)  # M_MMAP_THRESHOLD: image buffers from the heap
+        libc.mallopt(-1, 512 << 20)  # M_TRIM_THRESHOLD: and kept there when freed
+    except (OSError, AttributeError):
+        pass
+
+
 def decode_floor(directory: Path, passes: int = 2) -> float:
-    """Seconds to read and decode every image once (one core): the faster of two passes, so that a first
-    pass reading the files from disk rather than the page cache does not raise the floor."""
+    """Seconds to read and decode every image once (one core, freed buffers reused): the faster of two
+    passes, so that a first pass reading the files from disk rather than the page cache does not raise
+    the floor."""
+    reuse_freed_memory()
     experiment = read_experiments(str(directory / "models.expt"))[0]
     images = ImageSource(experiment.imageset, experiment.detector, experiment.scan.image_range[0])
     seconds = []
@@ -381,11 +400,20 @@ def render(record: dict, path: Path) -> None:
               "mismatch; the work store wrote whole shoeboxes in seven small Zarr arrays per group (now only "
               "the valid foreground voxels that fitting reads, in three); profile modelling mapped and added "
               "references group by group with the geometry of every row (now an accumulator per block adds "
-              "them 512 at a time); a block's groups were joined by repeated table extension.  Still to do: "
-              "the pixel-to-grid polygon clipping (profile modelling and fitting, a third of a one-worker run) "
-              "maps each reference twice, once to learn the profiles and once to fit it; the parent's "
-              "preparation (strong-spot shoeboxes, neighbour masking, profile estimation) is serial and "
-              "limits the scaling of short sweeps."]
+              "them 512 at a time); a block's groups were joined by repeated table extension; each reference "
+              "was mapped onto the grid twice, once to learn the profiles and once to fit it, and the fitting "
+              "pass computed every pixel corner again (now the first pass maps every reflection once and "
+              "stores its covered grid slices, and the second pass only fits); the GLM background summed its "
+              "score over every pixel in each iteration (now over the distinct counts); groups of a few tens "
+              "of reflections each paid every stage's fixed cost (now groups wait until they hold 2M voxels). "
+              " The decode floor itself was measured with every decoded frame in a fresh mmap (page faults "
+              "took 10 of a 2M-like frame's 14 ms), which raised the floor about 2.5 times and flattered the "
+              "ratios of records before 2026-12-01; it is now measured with freed buffers reused, as block "
+              "tasks read.  Still to do: the pixel-to-grid polygon clipping (grid mapping, about 30 % of a "
+              "one-worker run; a one-pass split of each quadrilateral at the cell edges was tried and was no "
+              "faster than the band clipping); the work-store writes of the grid cells; the parent's "
+              "preparation (strong-spot shoeboxes, profile estimation) and start-up, serial, which limit the "
+              "scaling of short sweeps."]
     loads = sorted((REPO / "benchmarks" / "results").glob("service-load-*.json"))
     if loads:
         load = json.loads(loads[-1].read_text())
