@@ -14,6 +14,7 @@ import struct
 
 import msgpack
 import numpy as np
+from numba import njit
 
 from ..errors import InputFileError
 from ..models.reflection_table import COLUMN_TYPES, SHOEBOX_TYPE, ReflectionTable
@@ -77,42 +78,84 @@ def table_from_msgpack(document) -> ReflectionTable:
 
 
 def _decode_shoeboxes(payload: bytes, nrows: int, name: str) -> ShoeboxColumn:
-    view = memoryview(payload)
-    panel = np.empty(nrows, np.uint32)
-    bbox = np.empty((nrows, 6), np.int32)
-    present = np.zeros(nrows, bool)
-    data_parts, mask_parts, bg_parts = [], [], []
+    """The shoebox column's records: per row the header (:data:`_HEADER`), then, when present, its
+    float32 data, mask (int32 in layout 1, uint8 otherwise) and float32 background."""
+    raw = np.frombuffer(payload, np.uint8)
+    panel, bbox, sizes, end, bad_row = _scan_shoebox_records(raw, nrows, _HEADER.size)
+    if bad_row >= 0:
+        raise InputFileError(f"column {name!r}: shoebox data truncated at row {bad_row}")
+    if end != len(payload):
+        raise InputFileError(f"column {name!r}: {len(payload) - end} stray bytes after the last shoebox")
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    data, mask, background = _copy_shoebox_records(raw, nrows, _HEADER.size, offsets)
+    return ShoeboxColumn(panel, bbox, sizes > 0, offsets, data.view(np.float32), mask, background.view(np.float32))
+
+
+@njit(cache=True)
+def _le_int(raw, pos, signed):
+    """The little-endian 32-bit integer at byte ``pos`` (records are not aligned)."""
+    value = np.int64(raw[pos]) | (np.int64(raw[pos + 1]) << 8) | (np.int64(raw[pos + 2]) << 16) | (
+        np.int64(raw[pos + 3]) << 24)
+    if signed and value >= 1 << 31:
+        value -= 1 << 32
+    return value
+
+
+@njit(cache=True)
+def _record_bytes(layout, n):
+    """Bytes of a present shoebox's voxels after its header: data, mask, background."""
+    return n * (8 + (4 if layout == 1 else 1))
+
+
+@njit(cache=True)
+def _scan_shoebox_records(raw, nrows, header):
+    """``(panel, bbox, voxels per row (0 when absent), end of the last record, first truncated row or -1)``."""
+    panel = np.zeros(nrows, np.uint32)
+    bbox = np.zeros((nrows, 6), np.int32)
     sizes = np.zeros(nrows, np.int64)
     pos = 0
-    try:
-        for row in range(nrows):
-            p, x0, x1, y0, y1, z0, z1, layout = _HEADER.unpack_from(view, pos)
-            pos += _HEADER.size
-            panel[row] = p
-            bbox[row] = (x0, x1, y0, y1, z0, z1)
-            if layout == 0:
-                continue
-            n = (x1 - x0) * (y1 - y0) * (z1 - z0)
-            mask_dtype = np.dtype("<i4") if layout == 1 else np.dtype(np.uint8)
-            data_parts.append(np.frombuffer(view, "<f4", n, pos))
-            pos += 4 * n
-            mask_parts.append(np.frombuffer(view, mask_dtype, n, pos).astype(np.uint8))
-            pos += mask_dtype.itemsize * n
-            bg_parts.append(np.frombuffer(view, "<f4", n, pos))
-            pos += 4 * n
-            present[row] = True
-            sizes[row] = n
-    except (struct.error, ValueError):
-        raise InputFileError(f"column {name!r}: shoebox data truncated at row {row}") from None
-    if pos != len(payload):
-        raise InputFileError(f"column {name!r}: {len(payload) - pos} stray bytes after the last shoebox")
+    for row in range(nrows):
+        if pos + header > len(raw):
+            return panel, bbox, sizes, pos, row
+        panel[row] = _le_int(raw, pos, False)
+        for k in range(6):
+            bbox[row, k] = _le_int(raw, pos + 4 + 4 * k, True)
+        layout = raw[pos + header - 1]
+        pos += header
+        if layout == 0:
+            continue
+        n = (bbox[row, 1] - bbox[row, 0]) * (bbox[row, 3] - bbox[row, 2]) * (bbox[row, 5] - bbox[row, 4])
+        if n < 0 or pos + _record_bytes(layout, n) > len(raw):
+            return panel, bbox, sizes, pos, row
+        sizes[row] = n
+        pos += _record_bytes(layout, n)
+    return panel, bbox, sizes, pos, -1
 
-    def joined(parts, dtype):
-        return np.concatenate(parts) if parts else np.zeros(0, dtype)
 
-    return ShoeboxColumn(panel, bbox, present, np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
-                         joined(data_parts, np.float32), joined(mask_parts, np.uint8),
-                         joined(bg_parts, np.float32))
+@njit(cache=True)
+def _copy_shoebox_records(raw, nrows, header, offsets):
+    """The records' data and background bytes (float32 once viewed so) and masks (uint8; an int32 mask's
+    low byte), concatenated in row order."""
+    data = np.empty(4 * offsets[-1], np.uint8)
+    background = np.empty(4 * offsets[-1], np.uint8)
+    mask = np.empty(offsets[-1], np.uint8)
+    pos = 0
+    for row in range(nrows):
+        layout = raw[pos + header - 1]
+        pos += header
+        if layout == 0:
+            continue
+        n = offsets[row + 1] - offsets[row]
+        first = offsets[row]
+        data[4 * first:4 * (first + n)] = raw[pos:pos + 4 * n]
+        pos += 4 * n
+        width = 4 if layout == 1 else 1
+        for v in range(n):
+            mask[first + v] = raw[pos + width * v]
+        pos += width * n
+        background[4 * first:4 * (first + n)] = raw[pos:pos + 4 * n]
+        pos += 4 * n
+    return data, mask, background
 
 
 def _encode_shoeboxes(column: ShoeboxColumn, version: int) -> bytes:
