@@ -293,6 +293,14 @@ class Detector:
     def __len__(self) -> int:
         return len(self.panels)
 
+    def image_sizes(self) -> np.ndarray:
+        """(n_panels, 2) int64: each panel's (fast, slow) size in pixels; index it with a panel column."""
+        return np.array([panel.image_size for panel in self.panels], dtype=np.int64).reshape(-1, 2)
+
+    def pixel_sizes(self) -> np.ndarray:
+        """(n_panels, 2): each panel's (fast, slow) pixel size in mm; index it with a panel column."""
+        return np.array([panel.pixel_size for panel in self.panels], dtype=float).reshape(-1, 2)
+
     def __getitem__(self, i: int) -> Panel:
         return self.panels[i]
 

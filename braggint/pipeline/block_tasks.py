@@ -275,11 +275,13 @@ def _filled_parts(job: BlockJob, timing: StageTimes):
 def _batched(parts, voxels: int = PROCESS_BATCH_VOXELS):
     """The finished parts joined into parts of at least ``voxels`` voxels (the last one may be smaller)."""
     waiting: list[_Part] = []
+    held = 0
     for part in parts:
         waiting.append(part)
-        if sum(len(p.shoeboxes.data) for p in waiting) >= voxels:
+        held += len(part.shoeboxes.data)
+        if held >= voxels:
             yield _joined(waiting)
-            waiting = []
+            waiting, held = [], 0
     if waiting:
         yield _joined(waiting)
 

@@ -102,8 +102,7 @@ def _geometry(experiment: Experiment, table: ReflectionTable, shoeboxes: Shoebox
     corner_start, c1, c2 = corners
     gx = spec.half + 0.5 + c1 / spec.step_b
     gy = spec.half + 0.5 + c2 / spec.step_b
-    panel_sizes = np.array([panel.image_size for panel in experiment.detector.panels], dtype=np.int64)
-    panel_size = panel_sizes[np.asarray(table["panel"], dtype=np.int64)].reshape(-1, 2)
+    panel_size = experiment.detector.image_sizes()[np.asarray(table["panel"], dtype=np.int64)]
     phi0, dphi = experiment.scan.oscillation_rad
     scan = np.array([experiment.scan.array_range[0], phi0, dphi])
     zeta = table["zeta"]
@@ -113,8 +112,7 @@ def _geometry(experiment: Experiment, table: ReflectionTable, shoeboxes: Shoebox
 def reference_rows(table: ReflectionTable, shoeboxes: ShoeboxColumn, experiment: Experiment) -> np.ndarray:
     """Rows fit to teach the reference profiles."""
     bbox = shoeboxes.bbox
-    width = np.array([experiment.detector[int(p)].image_size[0] for p in table["panel"]])
-    height = np.array([experiment.detector[int(p)].image_size[1] for p in table["panel"]])
+    width, height = experiment.detector.image_sizes()[np.asarray(table["panel"], dtype=np.int64)].T
     inside = (bbox[:, 0] >= 0) & (bbox[:, 2] >= 0) & (bbox[:, 1] <= width) & (bbox[:, 3] <= height)
     good = (table.get_flags(Flags.reference_spot) & table.get_flags(Flags.integrated_sum)
             & ~table.get_flags(Flags.foreground_includes_bad_pixels)

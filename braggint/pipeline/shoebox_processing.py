@@ -170,7 +170,7 @@ def _centroids_and_sums(experiment: Experiment, table: ReflectionTable, sb: Shoe
     dphi = 0.0 if experiment.is_still else experiment.scan.oscillation_rad[1]
     mm[:, 2] = 0.0 if experiment.is_still else experiment.scan.angle_from_frame(xyz[:, 2])
     table["xyzobs.mm.value"] = mm
-    pixel_size = np.array([experiment.detector[int(p)].pixel_size for p in table["panel"]]).reshape(-1, 2)
+    pixel_size = experiment.detector.pixel_sizes()[np.asarray(table["panel"], dtype=np.int64)]
     table["xyzobs.mm.variance"] = variance * np.column_stack([pixel_size**2, np.full(n, dphi**2)])
 
     intensity, var, bg_sum, bg_var, sum_ok = summation(sb.data, sb.mask, sb.background, sb.offsets)

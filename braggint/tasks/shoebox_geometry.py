@@ -141,7 +141,7 @@ def corner_coordinates(experiment: Experiment, shoeboxes: ShoeboxColumn, s1, z):
     origin = np.array([f[2] for f in frames_of_panels])
     fast = np.array([f[0] for f in frames_of_panels])
     slow = np.array([f[1] for f in frames_of_panels])
-    pixel = np.array([panel.pixel_size for panel in detector.panels], dtype=float)
+    pixel = detector.pixel_sizes()
     parallax = np.array([panel.parallax_params is not None for panel in detector.panels])
     panel_of_row = shoeboxes.panel.astype(np.int64)
     depth = np.zeros(len(bbox))
