@@ -153,9 +153,32 @@ def test_robust_poisson_mean_solves_its_estimating_equation(offset):
     else:
         values += offset
     c = 1.345
-    mu = bg.robust_poisson_mean(values, c, 1e-10, 100)
+    distinct, counts, n = bg._candidate_value_counts(values, np.full(len(values), bg._VALID_BG), 0, len(values))
+    assert n == len(values) and counts.sum() == n
+    mu = bg._robust_mean_of_counts(distinct, counts, n, c, 1e-10, 100)
     svar = np.sqrt(mu)
     epsi1, _ = bg._expectations(mu, svar, c)
     score = np.sum((np.clip((values - mu) / svar, -c, c) - epsi1) * mu / svar)
     assert abs(score) < 1e-6 * len(values)
     assert 6.0 < mu < 9.0 if offset != 1e6 else 6.0 < mu < 9.5
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5])  # photon counts (tallied); non-integer data (sorted)
+def test_candidate_value_counts_take_only_background_candidates(scale):
+    """Distinct values and occurrences of Valid & Background, not Overlapped pixels, as np.unique finds."""
+    rng = np.random.default_rng(3)
+    values = rng.poisson(4.0, 500).astype(np.float32) * np.float32(scale)
+    mask = np.full(500, bg._VALID_BG)
+    mask[::5] = MaskCode.Valid | MaskCode.Foreground
+    mask[1::7] |= np.uint8(MaskCode.Overlapped)
+    mask[2::11] = MaskCode.Background  # not valid
+    chosen = ((mask & bg._VALID_BG) == bg._VALID_BG) & ((mask & MaskCode.Overlapped) == 0)
+    values[~chosen] = 1000.5  # would show if taken
+    distinct, counts, n = bg._candidate_value_counts(values, mask, 0, 500)
+    expected, expected_counts = np.unique(values[chosen], return_counts=True)
+    assert n == chosen.sum()
+    np.testing.assert_array_equal(distinct, expected)
+    np.testing.assert_array_equal(counts, expected_counts)
+    values[np.flatnonzero(chosen)[3]] = -1.0
+    with pytest.raises(ValueError, match="negative"):
+        bg._candidate_value_counts(values, mask, 0, 500)

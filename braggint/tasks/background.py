@@ -348,38 +348,75 @@ def _upper_median(values):
 
 
 @njit(cache=True)
-def _value_counts(values):
-    """``(distinct values ascending, how often each occurs)``: counted in an array when the values are
-    integers of a modest range (photon counts), else by sorting."""
-    n = len(values)
-    low, high = values.min(), values.max()
-    integral = True
-    for y in values:
-        if y != math.floor(y):
-            integral = False
-            break
-    if integral and high - low < 4 * n + 64:
-        tally = np.zeros(int(high - low) + 1, np.int64)
-        for y in values:
-            tally[int(y - low)] += 1
-        present = np.flatnonzero(tally)
-        return present.astype(np.float64) + low, tally[present]
+def _is_candidate(m):
+    return (m & _VALID_BG) == _VALID_BG and (m & _OVERLAPPED) == 0
+
+
+@njit(cache=True)
+def _distinct_from_tally(tally):
+    present = np.flatnonzero(tally)
+    return present.astype(np.float64), tally[present]
+
+
+@njit(cache=True)
+def _distinct_by_sorting(values):
     ordered = np.sort(values)
     starts = np.flatnonzero(np.concatenate((np.ones(1, np.bool_), ordered[1:] != ordered[:-1])))
-    ends = np.append(starts[1:], n)
+    ends = np.append(starts[1:], len(values))
     return ordered[starts], ends - starts
 
 
 @njit(cache=True)
-def robust_poisson_mean(values, c, tolerance, max_iter):
-    """exp(beta) of the Huber-robust Poisson mean; raises if not converged.
+def _tally_limit(n):
+    """The largest count tallied in an array for ``n`` values; beyond it the values are sorted."""
+    return 4 * n + 64
+
+
+@njit(cache=True)
+def _candidate_value_counts(data, mask, lo, hi):
+    """``(distinct values, occurrences, number of candidates)`` of the candidate pixels in [lo, hi),
+    tallied in an array when they are photon counts of a modest range; raises on a negative candidate."""
+    n_pixels = 0
+    high = 0.0
+    integral = True
+    for i in range(lo, hi):
+        if _is_candidate(mask[i]):
+            y = data[i]
+            if y < 0:
+                raise ValueError("negative background pixel")
+            n_pixels += 1
+            high = max(high, y)
+            integral = integral and y == np.int64(y)
+    if not (integral and high < _tally_limit(n_pixels)):
+        return _value_counts_of_candidates(data, mask, lo, hi, n_pixels) + (n_pixels,)
+    tally = np.zeros(int(high) + 1, np.int64)
+    for i in range(lo, hi):
+        if _is_candidate(mask[i]):
+            tally[int(data[i])] += 1
+    return _distinct_from_tally(tally) + (n_pixels,)
+
+
+@njit(cache=True)
+def _value_counts_of_candidates(data, mask, lo, hi, n_pixels):
+    values = np.empty(n_pixels)
+    j = 0
+    for i in range(lo, hi):
+        if _is_candidate(mask[i]):
+            values[j] = data[i]
+            j += 1
+    return _distinct_by_sorting(values)
+
+
+@njit(cache=True)
+def _robust_mean_of_counts(distinct, counts, n, c, tolerance, max_iter):
+    """exp(beta) of the Huber-robust Poisson mean of ``n`` non-negative values, given as their distinct
+    values (ascending) and occurrences; raises if not converged.
 
     Starts from the upper median (the value at sorted position n // 2); the
     score sums over the distinct values, each weighted by how often it
     occurs (background counts take few distinct values).
     """
-    distinct, counts = _value_counts(values)
-    median = distinct[np.searchsorted(np.cumsum(counts), len(values) // 2, side="right")]
+    median = distinct[np.searchsorted(np.cumsum(counts), n // 2, side="right")]
     beta = math.log(median if median != 0 else 1.0)
     for _ in range(max_iter):
         mu = math.exp(beta)
@@ -388,7 +425,7 @@ def robust_poisson_mean(values, c, tolerance, max_iter):
         U = 0.0
         for i in range(len(distinct)):
             U += counts[i] * (_huber((distinct[i] - mu) / svar, c) - epsi1) * mu / svar
-        H = len(values) * epsi2 * mu * mu / svar
+        H = n * epsi2 * mu * mu / svar
         step = U / H
         error = math.sqrt(step * step / max(1e-10, beta * beta))
         beta += step
@@ -425,20 +462,23 @@ def robust_poisson_glm(X, values, beta, c, tolerance, max_iter):
 
 @njit(cache=True)
 def _glm_constant(data, mask, background, lo, hi, c, min_pixels, max_iter):
-    index = _candidates(mask, lo, hi)
-    if len(index) < min_pixels:
+    """Constant robust Poisson background of voxels [lo, hi); returns (sum of the background over the
+    pixels used, their number)."""
+    distinct, counts, n_pixels = _candidate_value_counts(data, mask, lo, hi)
+    if n_pixels < min_pixels:
         raise ValueError("too few background pixels")
-    values = data[index].astype(np.float64)
-    if values.min() < 0:
-        raise ValueError("negative background pixel")
-    level = robust_poisson_mean(values, c, 1e-3, max_iter)
+    level = _robust_mean_of_counts(distinct, counts, n_pixels, c, 1e-3, max_iter)
     background[lo:hi] = level
-    for i in index:
-        mask[i] |= _USED
+    for i in range(lo, hi):
+        if _is_candidate(mask[i]):
+            mask[i] |= _USED
+    return float(background[lo]) * n_pixels, n_pixels
 
 
 @njit(cache=True)
 def _glm_loglinear2d(data, mask, background, lo, hi, nx, ny, c, min_pixels, max_iter):
+    """Log-linear robust Poisson background in x and y of voxels [lo, hi) (one frame of a box); returns
+    (sum of the background over the pixels used, their number)."""
     index = _candidates(mask, lo, hi)
     if len(index) < min_pixels:
         raise ValueError("too few background pixels")
@@ -460,8 +500,11 @@ def _glm_loglinear2d(data, mask, background, lo, hi, nx, ny, c, min_pixels, max_
             raise ValueError("background out of range")
     for i in range(lo, hi):
         background[i] = math.exp(beta[0] + beta[1] * ((i - lo) // nx + 0.5) + beta[2] * ((i - lo) % nx + 0.5))
+    total = 0.0
     for i in index:
         mask[i] |= _USED
+        total += background[i]
+    return total, len(index)
 
 
 @njit(cache=True)
@@ -483,18 +526,21 @@ def glm_background(data, mask, background, offsets, bbox, model, c, min_pixels, 
         d, m, g = data[a:b], mask[a:b], background[a:b]
         try:
             if model == 1:
-                _glm_constant(d, m, g, 0, b - a, c, min_pixels, max_iter)
+                total, used = _glm_constant(d, m, g, 0, b - a, c, min_pixels, max_iter)
             elif model == 3:
                 raise ValueError("loglinear3d")
             else:
+                total, used = 0.0, 0
                 for k in range(nz):
                     lo, hi = k * nx * ny, (k + 1) * nx * ny
                     if model == 0:
-                        _glm_constant(d, m, g, lo, hi, c, min_pixels, max_iter)
+                        frame_total, frame_used = _glm_constant(d, m, g, lo, hi, c, min_pixels, max_iter)
                     else:
-                        _glm_loglinear2d(d, m, g, lo, hi, nx, ny, c, min_pixels, max_iter)
-            used = (m & _USED) != 0
-            mean[r] = g[used].astype(np.float64).mean() if used.any() else 0.0
+                        frame_total, frame_used = _glm_loglinear2d(d, m, g, lo, hi, nx, ny, c, min_pixels,
+                                                                   max_iter)
+                    total += frame_total
+                    used += frame_used
+            mean[r] = total / used if used else 0.0
             ok[r] = True
         except Exception:  # noqa: BLE001 - the row is flagged, not fatal
             mean[r] = 0.0
