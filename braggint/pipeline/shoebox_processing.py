@@ -21,7 +21,7 @@ from ..models.shoebox import ShoeboxColumn
 from ..tasks import background as background_kernels
 from ..tasks.extract import copy_frame, rows_on_frame
 from ..tasks.shoebox_geometry import foreground_mask
-from ..tasks.summation import centroids, mask_statistics, pixel_counts, summation
+from ..tasks.summation import PIXEL_COUNTS, summarise
 from .timing import StageTimes
 
 #: dials.integrate's fixed setting that is not a parameter of its command line.
@@ -146,20 +146,22 @@ def process_shoeboxes(experiment: Experiment, profile: GaussianRSProfile, table:
 
 def _mask_shoeboxes(experiment: Experiment, profile: GaussianRSProfile, table: ReflectionTable,
                     shoeboxes: ShoeboxColumn, overloaded: np.ndarray, corners=None) -> None:
-    """Foreground/background masks and the flags that follow from bad or overloaded pixels."""
+    """Foreground/background masks, and the flag of rows touching overloaded pixels."""
     foreground_mask(experiment, profile, shoeboxes, table["s1"], table["xyzcal.px"][:, 2], corners)
     table.set_flags(overloaded, Flags.overloaded)
-    bad_background, bad_foreground, n_fg, n_fg_valid = mask_statistics(shoeboxes.mask, shoeboxes.offsets)
-    table.set_flags(bad_background, Flags.background_includes_bad_pixels)
-    table.set_flags(bad_foreground, Flags.foreground_includes_bad_pixels)
-    too_few = np.where(n_fg > 0, n_fg_valid / np.maximum(n_fg, 1), 0.0) < VALID_FOREGROUND_THRESHOLD
-    table.set_flags(too_few, Flags.dont_integrate)
 
 
 def _centroids_and_sums(experiment: Experiment, table: ReflectionTable, sb: ShoeboxColumn) -> None:
-    """Observed centroids (px and mm/rad), summation intensities and pixel counts (in place)."""
+    """Observed centroids (px and mm/rad), summation intensities, pixel counts and the flags of bad
+    pixels (in place)."""
     n = table.nrows
-    xyz, variance = centroids(sb.data, sb.mask, sb.background, sb.offsets, sb.bbox)
+    sums, sum_ok, xyz, variance, pixels = summarise(sb.data, sb.mask, sb.background, sb.offsets, sb.bbox)
+    counted = dict(zip(PIXEL_COUNTS, pixels.T))
+    table.set_flags(counted["invalid_background"] > 0, Flags.background_includes_bad_pixels)
+    n_foreground = counted["all_foreground"]
+    table.set_flags(counted["foreground"] < n_foreground, Flags.foreground_includes_bad_pixels)
+    too_few = np.where(n_foreground > 0, counted["foreground"] / np.maximum(n_foreground, 1), 0.0)
+    table.set_flags(too_few < VALID_FOREGROUND_THRESHOLD, Flags.dont_integrate)
     table["xyzobs.px.value"] = xyz
     table["xyzobs.px.variance"] = variance
     mm = np.zeros_like(xyz)
@@ -173,13 +175,10 @@ def _centroids_and_sums(experiment: Experiment, table: ReflectionTable, sb: Shoe
     pixel_size = experiment.detector.pixel_sizes()[np.asarray(table["panel"], dtype=np.int64)]
     table["xyzobs.mm.variance"] = variance * np.column_stack([pixel_size**2, np.full(n, dphi**2)])
 
-    intensity, var, bg_sum, bg_var, sum_ok = summation(sb.data, sb.mask, sb.background, sb.offsets)
-    table["intensity.sum.value"] = intensity
-    table["intensity.sum.variance"] = var
-    table["background.sum.value"] = bg_sum
-    table["background.sum.variance"] = bg_var
+    for column, name in enumerate(("intensity.sum.value", "intensity.sum.variance", "background.sum.value",
+                                   "background.sum.variance")):
+        table[name] = sums[:, column].copy()
     table.set_flags(sum_ok, Flags.integrated_sum)
     table.set_flags(~sum_ok, Flags.failed_during_summation)
-    counts = pixel_counts(sb.mask, sb.offsets)
-    for name, values in zip(("valid", "background", "background_used", "foreground"), counts):
-        table[f"num_pixels.{name}"] = values.astype(np.int32)
+    for name in PIXEL_COUNTS[:4]:
+        table[f"num_pixels.{name}"] = counted[name].copy()

@@ -204,28 +204,35 @@ def foreground_mask(experiment: Experiment, profile: GaussianRSProfile, shoeboxe
     sigma_b, _ = sigmas_at_frames(profile, experiment, np.asarray(z, dtype=float))
     delta_b2 = (profile.n_sigma * sigma_b) ** 2
     corner_start, c1, c2 = corner_coordinates(experiment, shoeboxes, s1, z) if corners is None else corners
-    corner_row = np.repeat(np.arange(len(bbox)), np.diff(corner_start))
-    d2 = (c1**2 + c2**2) / delta_b2[corner_row]
-
     a0, a1 = frame_range(experiment)
-    _apply_foreground(d2, corner_start, bbox, shoeboxes.offsets, shoeboxes.mask, a0, a1)
+    _apply_foreground(c1, c2, delta_b2, corner_start, bbox, shoeboxes.offsets, shoeboxes.mask, a0, a1)
 
 
 @njit(cache=True)
-def _apply_foreground(d2, corner_start, bbox, offsets, mask, a0, a1):
-    """OR Foreground where the smallest corner value of a pixel is <= 1, else Background (frames in [a0, a1))."""
+def _apply_foreground(c1, c2, delta_b2, corner_start, bbox, offsets, mask, a0, a1):
+    """OR Foreground where the smallest ``(c1^2 + c2^2) / delta_b2`` of a pixel's corners is <= 1, else
+    Background, into the box's frames in [a0, a1)."""
     foreground, background = _FOREGROUND, _BACKGROUND
+    largest = 0
+    for r in range(len(offsets) - 1):
+        largest = max(largest, corner_start[r + 1] - corner_start[r])
+    d2 = np.empty(largest)
+    codes = np.empty(largest, np.uint8)
     for r in range(len(offsets) - 1):
         if offsets[r + 1] == offsets[r]:
             continue
         nx, ny, z0, nz = bbox[r, 1] - bbox[r, 0], bbox[r, 3] - bbox[r, 2], bbox[r, 4], bbox[r, 5] - bbox[r, 4]
         stride = nx + 1
         base = corner_start[r]
+        for c in range(corner_start[r + 1] - base):
+            d2[c] = (c1[base + c] ** 2 + c2[base + c] ** 2) / delta_b2[r]
         for j in range(ny):
             for i in range(nx):
-                c = base + j * stride + i
+                c = j * stride + i
                 nearest = min(min(d2[c], d2[c + 1]), min(d2[c + stride], d2[c + stride + 1]))
-                code = foreground if nearest <= 1.0 else background
-                for k in range(nz):
-                    if a0 <= z0 + k < a1:
-                        mask[offsets[r] + (k * ny + j) * nx + i] |= code
+                codes[j * nx + i] = foreground if nearest <= 1.0 else background
+        for k in range(nz):
+            if a0 <= z0 + k < a1:
+                start = offsets[r] + k * ny * nx
+                for pixel in range(ny * nx):
+                    mask[start + pixel] |= codes[pixel]
