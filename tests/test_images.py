@@ -121,17 +121,20 @@ def test_copying_a_frame_applies_the_trusted_range_pedestal_and_gain_and_flags_o
     raw[4, 4] = -5    # below it, inside box 1 only
     usable = np.ones((6, 6), bool)
     usable[2, 2] = False  # masked before the counts are looked at
-    bbox = np.array([[0, 3, 0, 3, 0, 1], [3, 7, 3, 7, 0, 1]], np.int32)  # box 1 leaves the panel
-    offsets = np.array([0, 9, 25], np.int64)
-    data, mask = np.zeros(25, np.float32), np.zeros(25, np.uint8)
-    overloaded = np.zeros(2, bool)
-    copy_frame(raw, usable, 0.0, 100.0, 2.0, 4.0, 0, np.array([0, 1]), bbox, offsets, data, mask, overloaded)
-    assert overloaded.tolist() == [True, False]
+    # Box 1 leaves the panel; box 2 starts on the next frame and box 3 is on another panel: both untouched.
+    bbox = np.array([[0, 3, 0, 3, 0, 1], [3, 7, 3, 7, 0, 1], [0, 2, 0, 2, 1, 2], [0, 2, 0, 2, 0, 1]], np.int32)
+    offsets = np.array([0, 9, 25, 29, 33], np.int64)
+    data, mask = np.zeros(33, np.float32), np.zeros(33, np.uint8)
+    overloaded = np.zeros(4, bool)
+    copy_frame(raw, usable, 0.0, 100.0, 2.0, 4.0, 0, 0, np.array([0, 0, 0, 1], np.uint32), bbox, offsets, data,
+               mask, overloaded)
+    assert overloaded.tolist() == [True, False, False, False]
+    assert not data[25:].any() and not mask[25:].any()
     box0 = data[:9].reshape(3, 3)
     assert np.allclose(box0, (raw[:3, :3] - 2.0) / 4.0)
     valid0 = mask[:9].reshape(3, 3) == MaskCode.Valid
     assert not valid0[1, 1] and not valid0[2, 2] and valid0.sum() == 7
-    box1, valid1 = data[9:].reshape(4, 4), mask[9:].reshape(4, 4) == MaskCode.Valid
+    box1, valid1 = data[9:25].reshape(4, 4), mask[9:25].reshape(4, 4) == MaskCode.Valid
     assert np.allclose(box1[:3, :3], (raw[3:, 3:] - 2.0) / 4.0)
     assert not valid1[1, 1] and valid1[:3, :3].sum() == 8  # -5 is untrusted
     assert (box1[3, :] == 0).all() and (box1[:, 3] == 0).all() and not valid1[3, :].any() and not valid1[:, 3].any()
@@ -151,7 +154,7 @@ def test_the_pipelines_shoebox_copy_matches_the_whole_image_mask_and_counts(real
     data, mask = np.zeros(width * height, np.float32), np.zeros(width * height, np.uint8)
     overloaded = np.zeros(1, bool)
     copy_frame(raw, source.static_masks()[0], float(panel.trusted_range[0]), float(panel.trusted_range[1]),
-               float(panel.pedestal), float(panel.gain), 0, np.array([0]), bbox, np.array([0, width * height]),
+               float(panel.pedestal), float(panel.gain), 0, 0, np.zeros(1, np.uint32), bbox, np.array([0, width * height]),
                data, mask, overloaded)
     assert np.array_equal(mask.reshape(height, width) == MaskCode.Valid, source.mask(3, [raw])[0])
     assert np.array_equal(data.reshape(height, width), source.corrected(3)[0].astype(np.float32))

@@ -121,6 +121,18 @@ def mask_neighbouring_pixels(reference: ReflectionTable, experiments: Experiment
     return changed
 
 
+def _distinct_row_ids(keys: np.ndarray) -> np.ndarray:
+    """For each row of ``keys`` (n, k) the number of its distinct value in lexicographic order (what
+    ``np.unique(keys, axis=0, return_inverse=True)`` gives, by one lexsort instead of a sort of
+    structured rows)."""
+    order = np.lexsort(keys.T[::-1])
+    ordered = keys[order]
+    new = np.concatenate([[False], np.any(ordered[1:] != ordered[:-1], axis=1)])
+    ids = np.empty(len(keys), np.int64)
+    ids[order] = np.cumsum(new)
+    return ids
+
+
 def match_reference(predicted: ReflectionTable, reference: ReflectionTable) -> tuple[np.ndarray, np.ndarray]:
     """Pairs ``(predicted rows, reference rows)`` of matching spots.
 
@@ -133,9 +145,7 @@ def match_reference(predicted: ReflectionTable, reference: ReflectionTable) -> t
                                 table["id"].astype(np.int64), table["panel"].astype(np.int64)])
 
     pk, rk = keys(predicted), keys(reference)
-    both = np.concatenate([pk, rk])
-    _, key_id = np.unique(both, axis=0, return_inverse=True)
-    key_id = key_id.ravel()
+    key_id = _distinct_row_ids(np.concatenate([pk, rk]))
     p_key, r_key = key_id[: len(pk)], key_id[len(pk):]
     p_order = np.argsort(p_key, kind="stable")
     p_sorted = p_key[p_order]

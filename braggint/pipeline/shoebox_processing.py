@@ -19,7 +19,7 @@ from ..models.profile import GaussianRSProfile
 from ..models.reflection_table import ReflectionTable
 from ..models.shoebox import ShoeboxColumn
 from ..tasks import background as background_kernels
-from ..tasks.extract import copy_frame, rows_on_frame
+from ..tasks.extract import copy_frame
 from ..tasks.shoebox_geometry import foreground_mask
 from ..tasks.summation import PIXEL_COUNTS, summarise
 from .timing import StageTimes
@@ -109,16 +109,11 @@ def read_frame(images: ImageSource, frame: int, excluded_frames: frozenset = fro
 def fill_from_frame(experiment: Experiment, shoeboxes: ShoeboxColumn, frame_number: int, frame: Frame,
                     overloaded: np.ndarray) -> None:
     """Copy one frame into the shoeboxes whose z-range holds it; mark rows touching overloaded pixels."""
-    bbox = shoeboxes.bbox
-    panel_of_row = shoeboxes.panel.astype(np.int64)
     for p, panel in enumerate(experiment.detector.panels):
-        rows = rows_on_frame(bbox, panel_of_row, frame_number, p)
-        if len(rows) == 0:
-            continue
         low, high = panel.trusted_range
         copy_frame(frame.raw[p], frame.usable[p], float(low), float(high), float(panel.pedestal),
-                   float(panel.gain), frame_number, rows, bbox, shoeboxes.offsets, shoeboxes.data, shoeboxes.mask,
-                   overloaded)
+                   float(panel.gain), frame_number, p, shoeboxes.panel, shoeboxes.bbox, shoeboxes.offsets,
+                   shoeboxes.data, shoeboxes.mask, overloaded)
 
 
 def process_shoeboxes(experiment: Experiment, profile: GaussianRSProfile, table: ReflectionTable,

@@ -11,9 +11,10 @@ _VALID = np.uint8(MaskCode.Valid)
 
 
 @njit(cache=True)
-def copy_frame(raw, usable, trusted_min, trusted_max, pedestal, gain, frame, rows, bbox, offsets, data, mask,
-               overloaded):
-    """Fill slice ``frame - z0`` of each shoebox in ``rows`` from one panel's raw image.
+def copy_frame(raw, usable, trusted_min, trusted_max, pedestal, gain, frame, panel, panel_of_row, bbox, offsets,
+               data, mask, overloaded):
+    """Fill slice ``frame - z0`` of each shoebox on panel ``panel`` whose z-range holds ``frame`` from that
+    panel's raw image.
 
     ``raw`` (n_slow, n_fast) holds the counts as read; ``usable`` (same
     shape, bool) the pixels not masked before the counts are looked at
@@ -24,7 +25,9 @@ def copy_frame(raw, usable, trusted_min, trusted_max, pedestal, gain, frame, row
     box outside the panel keep data 0 and mask 0 (invalid).
     """
     height, width = raw.shape
-    for r in rows:
+    for r in range(len(bbox)):
+        if panel_of_row[r] != panel or not bbox[r, 4] <= frame < bbox[r, 5] or offsets[r + 1] == offsets[r]:
+            continue
         x0, x1, y0, y1, z0 = bbox[r, 0], bbox[r, 1], bbox[r, 2], bbox[r, 3], bbox[r, 4]
         nx = x1 - x0
         base = offsets[r] + (frame - z0) * nx * (y1 - y0)
@@ -44,7 +47,3 @@ def copy_frame(raw, usable, trusted_min, trusted_max, pedestal, gain, frame, row
         if over:
             overloaded[r] = True
 
-
-def rows_on_frame(bbox: np.ndarray, panel: np.ndarray, frame: int, panel_number: int) -> np.ndarray:
-    """Rows whose bbox z-range contains ``frame`` on panel ``panel_number``."""
-    return np.flatnonzero((bbox[:, 4] <= frame) & (bbox[:, 5] > frame) & (panel == panel_number))

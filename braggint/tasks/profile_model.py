@@ -12,6 +12,7 @@ Valid|Background).
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 from scipy.special import erf
 
 from ..models.detector import Detector
@@ -49,10 +50,8 @@ def beam_divergence(detector: Detector, shoeboxes: ShoeboxColumn, centres: np.nd
     for last in np.unique(np.clip(ends, 1, n)):
         rows_here = np.arange(first, last)
         part = shoeboxes.select(rows_here)
-        row, _, y, x = part.voxel_coordinates()
-        keep = part.mask != 0
-        row, y, x = row[keep], y[keep], x[keep]
-        counts = part.data[keep].astype(float)
+        # Angles are computed once per pixel of a box's footprint, which all its frames share.
+        footprint_start, row, y, x = part.footprints()
         lab = np.empty((len(row), 3))
         for p in np.unique(part.panel):
             sel = part.panel[row] == p
@@ -61,13 +60,33 @@ def beam_divergence(detector: Detector, shoeboxes: ShoeboxColumn, centres: np.nd
         cos_angle = np.einsum("ij,ij->i", lab, centre) / (np.linalg.norm(lab, axis=1)
                                                           * np.linalg.norm(centre, axis=1))
         angle = np.arccos(np.clip(cos_angle, -1.0, 1.0))
-        total[rows_here] = np.bincount(row, weights=counts, minlength=len(rows_here))
-        weighted[rows_here] = np.bincount(row, weights=counts * angle**2, minlength=len(rows_here))
+        total[rows_here], weighted[rows_here] = _count_weighted_sums(part.data, part.mask, part.offsets,
+                                                                     footprint_start, angle**2)
         first = last
     good = total > 1
     if not good.any():
         raise EstimationError("no strong spot has more than one count for the beam-divergence estimate")
     return float(np.sqrt(np.mean(weighted[good] / (total[good] - 1))))
+
+
+@njit(cache=True)
+def _count_weighted_sums(data, mask, offsets, footprint_start, footprint_values):
+    """Per box: ``(sum of c, sum of c v)`` over voxels with a non-zero mask, c the voxel's counts and v
+    the ``footprint_values`` entry of its footprint pixel."""
+    n = len(offsets) - 1
+    total = np.zeros(n)
+    weighted = np.zeros(n)
+    for r in range(n):
+        first, area = footprint_start[r], footprint_start[r + 1] - footprint_start[r]
+        i = offsets[r]
+        for _ in range((offsets[r + 1] - offsets[r]) // max(area, 1)):
+            for pixel in range(area):
+                if mask[i] != 0:
+                    counts = float(data[i])
+                    total[r] += counts
+                    weighted[r] += counts * footprint_values[first + pixel]
+                i += 1
+    return total, weighted
 
 
 def spot_frames(shoeboxes: ShoeboxColumn) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
