@@ -32,10 +32,21 @@ GLM_MODELS = ("constant2d", "constant3d", "loglinear2d", "loglinear3d")
 
 
 @njit(cache=True)
+def _is_candidate(m):
+    """Whether a pixel of mask value ``m`` is a background candidate: Valid & Background, not Overlapped."""
+    return (m & _VALID_BG) == _VALID_BG and (m & _OVERLAPPED) == 0
+
+
+@njit(cache=True)
 def _candidates(mask, lo, hi):
-    """Indices in [lo, hi) of Valid & Background & not Overlapped pixels."""
-    part = mask[lo:hi]
-    return np.flatnonzero(((part & _VALID_BG) == _VALID_BG) & ((part & _OVERLAPPED) == 0)) + lo
+    """Indices in [lo, hi) of the candidate pixels."""
+    index = np.empty(hi - lo, np.int64)
+    n = 0
+    for i in range(lo, hi):
+        if _is_candidate(mask[i]):
+            index[n] = i
+            n += 1
+    return index[:n]
 
 
 # ----------------------------------------------------------------- special functions
@@ -348,11 +359,6 @@ def _upper_median(values):
 
 
 @njit(cache=True)
-def _is_candidate(m):
-    return (m & _VALID_BG) == _VALID_BG and (m & _OVERLAPPED) == 0
-
-
-@njit(cache=True)
 def _distinct_from_tally(tally):
     present = np.flatnonzero(tally)
     return present.astype(np.float64), tally[present]
@@ -388,23 +394,12 @@ def _candidate_value_counts(data, mask, lo, hi):
             high = max(high, y)
             integral = integral and y == np.int64(y)
     if not (integral and high < _tally_limit(n_pixels)):
-        return _value_counts_of_candidates(data, mask, lo, hi, n_pixels) + (n_pixels,)
+        return _distinct_by_sorting(data[_candidates(mask, lo, hi)].astype(np.float64)) + (n_pixels,)
     tally = np.zeros(int(high) + 1, np.int64)
     for i in range(lo, hi):
         if _is_candidate(mask[i]):
             tally[int(data[i])] += 1
     return _distinct_from_tally(tally) + (n_pixels,)
-
-
-@njit(cache=True)
-def _value_counts_of_candidates(data, mask, lo, hi, n_pixels):
-    values = np.empty(n_pixels)
-    j = 0
-    for i in range(lo, hi):
-        if _is_candidate(mask[i]):
-            values[j] = data[i]
-            j += 1
-    return _distinct_by_sorting(values)
 
 
 @njit(cache=True)

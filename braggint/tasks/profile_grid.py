@@ -87,9 +87,11 @@ def pixel_cell_overlaps(gx, gy, ny, nx, x0, y0, width, height, size, wanted):
     cell it overlaps and the overlap area (cells have unit area);
     ``quad_area`` (ny * nx) is each pixel's whole area on the grid.
     """
-    # The work arrays are allocated here, not by a helper, the outputs are never regrown and each
-    # clip is written out where it is used: together about 2.5x faster than before.  Work arrays: a
-    # quadrilateral, its part in one column of cells, its part in one cell and buffers between clips.
+    # The work arrays are allocated here, not returned by a helper, the outputs are sized up front and
+    # never regrown, and the band clip of each stage (a column of cells, then a cell) is written out
+    # where it is used: together 1.5x faster than before.  An inlined band-clip helper shared by both
+    # stages measured 30 % slower (55 against 42 us per shoebox), so the two stages stay apart.  Work
+    # arrays: a quadrilateral, its part in one column of cells, its part in one cell, buffers between.
     qx, qy = np.empty(4), np.empty(4)
     strip_x, strip_y, tmp_x, tmp_y = np.empty(8), np.empty(8), np.empty(8), np.empty(8)
     cell_x_buf, cell_y_buf, between_x, between_y = np.empty(16), np.empty(16), np.empty(16), np.empty(16)
