@@ -69,7 +69,7 @@ def worker_environment() -> dict:
 
 
 #: Modules the local workers' fork server imports once, so that each worker starts without importing them.
-WORKER_PRELOAD = ("distributed", "numpy", "scipy", "dask", "numba", "braggint.pipeline.block_tasks")
+WORKER_PRELOAD = ("distributed", "numpy", "scipy", "dask", "numba", "braggint.pipeline.worker_preload")
 
 
 def preload_worker_modules() -> None:
