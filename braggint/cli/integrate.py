@@ -7,6 +7,7 @@ files; ``-c`` prints the configuration, ``-h`` the help.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import shutil
@@ -24,6 +25,7 @@ from ..models.experiment import ExperimentList
 from ..models.flags import Flags
 from ..models.reflection_table import ReflectionTable
 from ..params import ParameterSet, integrate_master_text
+from ..pipeline.executor import starting_scheduler
 from ..pipeline.integrate import integrate
 from ..pipeline.profile_model import ProfileModelError
 from ..pipeline.report import report_json, report_xml
@@ -160,32 +162,13 @@ def _run(argv: list[str]) -> int:
     working = params.extract()
     check_parameters(working)
 
-    reading = time.perf_counter()
-    experiments, reflections = load_inputs(cl)
-    check_images(experiments, cl.experiments[0])
-    setup_logging(working.output.log)
-    log.info(f"braggint {__version__} ({PROGRAM})")
-    diff = params.diff()
-    if diff:
-        log.info("The following parameters have been modified:\n%s", diff)
-    write_phil(params, working.output.phil)
-    log.info("Read %d experiment(s) from %s", len(experiments), cl.experiments[0])
-    if reflections is not None:
-        log.info("Read %d reference reflections from %s", reflections.nrows, cl.reflections[0])
-    experiments, reflections = apply_scan_ranges(experiments, reflections, working.scan_range)
-    input_seconds = time.perf_counter() - reading
-    try:
-        inputs = b"".join(open(path, "rb").read() for path in cl.experiments + cl.reflections)
-        holder = [reflections]
-        del reflections  # integrate() frees the strong spots' shoeboxes once the profile model is built
-        result = integrate(experiments, holder.pop(), working,
-                                    cl.reflections[0] if cl.reflections else "",
-                                    work_path=working.output.reflections + ".work",
-                                    inputs=inputs + params.diff().encode(),
-                                    output_directory=os.path.dirname(os.path.abspath(working.output.reflections)))
-    except ProfileModelError as exc:
-        log.error("%s", exc)  # pipelines (xia2) look for this line in the log
-        raise
+    # Local workers start in the background while the inputs are read and the run is prepared; batch jobs
+    # are only submitted once the inputs have been read and checked (integrate() starts them).
+    local = working.integration.mp.method == "multiprocessing"
+    with starting_scheduler(working.integration.mp) if local else contextlib.nullcontext() as started:
+        result, experiments, input_seconds = _integrate_inputs(cl, params, working, started)
+        stopping = time.perf_counter()
+    stop_seconds = time.perf_counter() - stopping
     table = result.table
     for experiment, profile in zip(experiments, result.profiles):
         experiment.profile = profile
@@ -205,9 +188,41 @@ def _run(argv: list[str]) -> int:
         shutil.rmtree(working.output.reflections + ".work", ignore_errors=True)
     stages = StageTimes(input=input_seconds)
     stages.update(result.seconds)
+    stages.add("worker stop", stop_seconds)
     stages.add("output", time.perf_counter() - writing)
     log.info("Wall time by stage: %s; total %.2f s", stages.as_text(), sum(stages.values()))
     return 0
+
+
+def _integrate_inputs(cl: CommandLine, params: ParameterSet, working, started):
+    """Read and check the inputs, log the run's settings and integrate: ``(result, experiments, seconds
+    spent reading the inputs)``.  ``started`` waits for the workers (see :func:`integrate`)."""
+    reading = time.perf_counter()
+    experiments, reflections = load_inputs(cl)
+    check_images(experiments, cl.experiments[0])
+    setup_logging(working.output.log)
+    log.info(f"braggint {__version__} ({PROGRAM})")
+    diff = params.diff()
+    if diff:
+        log.info("The following parameters have been modified:\n%s", diff)
+    write_phil(params, working.output.phil)
+    log.info("Read %d experiment(s) from %s", len(experiments), cl.experiments[0])
+    if reflections is not None:
+        log.info("Read %d reference reflections from %s", reflections.nrows, cl.reflections[0])
+    experiments, reflections = apply_scan_ranges(experiments, reflections, working.scan_range)
+    input_seconds = time.perf_counter() - reading
+    try:
+        inputs = b"".join(open(path, "rb").read() for path in cl.experiments + cl.reflections)
+        holder = [reflections]
+        del reflections  # integrate() frees the strong spots' shoeboxes once the profile model is built
+        result = integrate(experiments, holder.pop(), working, cl.reflections[0] if cl.reflections else "",
+                           work_path=working.output.reflections + ".work", inputs=inputs + params.diff().encode(),
+                           output_directory=os.path.dirname(os.path.abspath(working.output.reflections)),
+                           started=started)
+    except ProfileModelError as exc:
+        log.error("%s", exc)  # pipelines (xia2) look for this line in the log
+        raise
+    return result, experiments, input_seconds
 
 
 def write_extra_outputs(output, experiments, result) -> None:

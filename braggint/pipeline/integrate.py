@@ -11,6 +11,7 @@ Intermediate results live in a work store next to the output
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -336,20 +337,27 @@ def log_reports(stage: str, reports) -> None:
 
 def integrate(experiments: ExperimentList, reference: ReflectionTable | None, params,
               reference_path: str = "reference", work_path: str | None = None,
-              inputs: bytes = b"", output_directory: str = ".") -> IntegrationResult:
+              inputs: bytes = b"", output_directory: str = ".", started=None) -> IntegrationResult:
     """Integrate every experiment: the output table (DIALS's row rules), profiles and report.
 
     ``work_path`` holds the intermediate results and is left in place for
     the caller to remove once the outputs are safe (a temporary folder,
     removed here, when None); ``inputs`` identifies the run for resuming.
+    ``started``: the waiting function of a :func:`.executor.starting_scheduler`
+    the caller entered (and stops) itself, so that the workers start while
+    it reads the inputs; when None the workers are started and stopped here.
     """
     start = time.perf_counter()
     clock = StageTimes()
-    with starting_scheduler(params.integration.mp) as started:
+    starts_workers = started is None
+    with contextlib.ExitStack() as workers:
+        if starts_workers:
+            started = workers.enter_context(starting_scheduler(params.integration.mp))
         result = _integrate(experiments, reference, params, reference_path, work_path, inputs, output_directory,
                             started, clock)
         stopping = time.perf_counter()
-    clock.add("worker stop", time.perf_counter() - stopping)
+    if starts_workers:
+        clock.add("worker stop", time.perf_counter() - stopping)
     log.info("Integrated %d reflections (%d by summation, %d by profile fitting) in %.1f s", result.table.nrows,
              int(result.table.get_flags(Flags.integrated_sum).sum()),
              int(result.table.get_flags(Flags.integrated_prf).sum()), time.perf_counter() - start)
