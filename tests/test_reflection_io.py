@@ -10,6 +10,7 @@ import pytest
 from braggint.errors import InputFileError
 from braggint.io.refl import read_reflections, table_to_msgpack, write_reflections
 from braggint.models import Flags, MaskCode, ReflectionTable, ShoeboxColumn
+from braggint.models.shoebox import ragged_take
 
 from .conftest import all_files, assert_reader_names_file
 
@@ -154,3 +155,19 @@ def test_concatenating_tables_keeps_rows_shoeboxes_and_identifiers(real_sweep):
     clash.identifiers = {}
     with pytest.raises(ValueError, match="different columns: \\['shoebox'\\]"):
         ReflectionTable.concatenate([pieces[0], clash])
+
+
+def test_ragged_take_copies_scattered_repeated_and_empty_selections():
+    rng = np.random.default_rng(3)
+    sizes = rng.integers(0, 6, 50)
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    values = rng.random(int(offsets[-1])).astype(np.float32)
+    codes = rng.integers(0, 255, int(offsets[-1])).astype(np.uint8)
+    for index in (rng.permutation(50)[:17], np.array([4, 4, 9, 3]), np.arange(50), np.zeros(0, np.int64)):
+        new_offsets, picked, picked_codes = ragged_take(offsets, index, values, codes)
+        expected = [values[offsets[i]:offsets[i + 1]] for i in index]
+        assert np.array_equal(np.diff(new_offsets), sizes[index])
+        assert np.array_equal(picked, np.concatenate(expected) if len(index) else values[:0])
+        assert picked.dtype == np.float32 and picked_codes.dtype == np.uint8
+        assert np.array_equal(picked_codes, np.concatenate([codes[offsets[i]:offsets[i + 1]] for i in index])
+                              if len(index) else codes[:0])

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 
 def row_index(index, n_rows: int) -> np.ndarray:
@@ -22,21 +23,26 @@ def row_index(index, n_rows: int) -> np.ndarray:
 
 def ragged_take(offsets: np.ndarray, index: np.ndarray, *flat: np.ndarray) -> tuple[np.ndarray, ...]:
     """``(new offsets, each flat array's picked rows ...)``: rows ``index`` of flat arrays addressed by
-    ``offsets`` (n + 1), each row's contiguous range copied, in the order of ``index``.
-
-    Runs of rows that follow one another in the source are copied as one
-    slice, so taking all or most rows in order costs a few large copies.
-    """
+    ``offsets`` (n + 1), each row's contiguous range copied, in the order of ``index``."""
     index = np.asarray(index, np.int64)
-    starts, ends = offsets[:-1][index], offsets[1:][index]
-    new_offsets = np.concatenate([[0], np.cumsum(ends - starts)]).astype(np.int64)
-    # A run continues while the next row starts where this one ended.
-    breaks = np.flatnonzero(starts[1:] != ends[:-1]) + 1
-    run_first = np.concatenate([[0], breaks]).astype(np.int64)
-    run_last = np.concatenate([breaks - 1, [len(index) - 1]]).astype(np.int64)
-    spans = list(zip(starts[run_first], ends[run_last])) if len(index) else []
-    return (new_offsets, *(np.concatenate([values[a:b] for a, b in spans]) if spans else values[:0]
-                           for values in flat))
+    starts = offsets[:-1][index]
+    new_offsets = np.zeros(len(index) + 1, np.int64)
+    np.cumsum(offsets[1:][index] - starts, out=new_offsets[1:])
+    picked = []
+    for values in flat:
+        out = np.empty(int(new_offsets[-1]), values.dtype)
+        _copy_ranges(values, starts, new_offsets, out)
+        picked.append(out)
+    return (new_offsets, *picked)
+
+
+@njit(cache=True)
+def _copy_ranges(values, starts, new_offsets, out):
+    """``out[new_offsets[i]:new_offsets[i + 1]] = values[starts[i]:...]`` for every row i (one compiled
+    loop, however scattered the rows: a numpy slice per run of rows cost 5 us a run)."""
+    for i in range(len(starts)):
+        first, length = starts[i], new_offsets[i + 1] - new_offsets[i]
+        out[new_offsets[i]:new_offsets[i] + length] = values[first:first + length]
 
 
 def bbox_volume(bbox: np.ndarray) -> np.ndarray:
