@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from braggint.tasks.profile_grid import pixel_cell_overlaps
+from braggint.tasks.profile_grid import forward_transform, frame_fractions, pixel_cell_overlaps
+from braggint.tasks.reference_profiles import map_to_grids
 
 
 def _corners(x, y):
@@ -51,3 +52,49 @@ def test_skewed_pixels_share_their_whole_area_among_the_cells():
     # A pixel hanging over the grid's edge keeps only the part inside.
     edge, edge_area = _dense(*_corners(np.array([-0.5, 0.5]), np.array([3.0, 4.0])), ny=1, nx=1)
     assert edge.sum() == pytest.approx(0.5) and edge_area[0] == pytest.approx(1.0)
+
+
+def test_map_to_grids_gives_unit_sum_reference_signal_and_the_covered_slices_to_fit():
+    """The fused per-row mapping against the transform run by hand: references get (counts - background)
+    / its sum, fitted rows keep the grid's covered slices (float32), other rows nothing."""
+    half, size = 2, 5
+    rng = np.random.default_rng(8)
+    n_rows, nz, ny, nx = 4, 3, 4, 4
+    bbox = np.array([[10 + 5 * r, 14 + 5 * r, 20, 24, 7, 7 + nz] for r in range(n_rows)], np.int32)
+    offsets = np.arange(n_rows + 1, dtype=np.int64) * nz * ny * nx
+    data = rng.uniform(5, 50, offsets[-1]).astype(np.float32)
+    background = rng.uniform(0.5, 2, offsets[-1]).astype(np.float32)
+    mask = np.full(offsets[-1], 5, np.uint8)  # Valid | Foreground
+    mask[::7] = 3  # some Valid | Background voxels, not mapped
+    x, y = np.meshgrid(np.linspace(0.6, 4.3, nx + 1), np.linspace(0.8, 4.1, ny + 1))
+    gx, gy = np.tile(x.ravel(), n_rows), np.tile(y.ravel(), n_rows)
+    corner_start = np.arange(n_rows + 1, dtype=np.int64) * (ny + 1) * (nx + 1)
+    panel_size = np.full((n_rows, 2), 1000, np.int64)
+    phi, zeta = np.deg2rad(np.array([8.4, 8.5, 8.6, 8.5])), np.array([0.8, -0.6, 0.9, 0.3])
+    scan = np.array([0.0, 0.0, np.deg2rad(1.0)])
+    sigma_m, step_e3 = np.deg2rad(0.3), np.deg2rad(0.3) * 4.5 / (half + 0.5)
+    rows = np.array([3, 0, 1, 2])
+    is_reference = np.array([True, True, False, False])
+    is_fitted = np.array([True, False, True, False])
+    signal, ok, covered, cells, cell_background = map_to_grids(
+        rows, is_reference, is_fitted, corner_start, gx, gy, offsets, bbox, panel_size, data, background, mask,
+        phi, zeta, scan, sigma_m, step_e3, half)
+    by_hand = {}
+    for r in rows:
+        zfraction, coverage, _ = frame_fractions(7, nz, 0.0, 0.0, scan[2], phi[r], zeta[r], sigma_m, step_e3, half)
+        grid, bgrid = np.zeros((size, size, size)), np.zeros((size, size, size))
+        lo, hi, c0, c1 = offsets[r], offsets[r + 1], corner_start[r], corner_start[r + 1]
+        forward_transform(gx[c0:c1], gy[c0:c1], nz, ny, nx, bbox[r, 0], bbox[r, 2], 1000, 1000, data[lo:hi],
+                          background[lo:hi], mask[lo:hi], zfraction, size, grid, bgrid)
+        by_hand[r] = grid, bgrid, coverage > 0.99
+    assert signal.shape == (2, size, size, size) and ok.all()
+    for k, r in enumerate([3, 0]):
+        grid, bgrid, _ = by_hand[r]
+        np.testing.assert_allclose(signal[k], (grid - bgrid) / (grid - bgrid).sum(), rtol=1e-12)
+        assert signal[k].sum() == pytest.approx(1.0)
+    expected_covered = np.array([by_hand[3][2], by_hand[1][2]])
+    assert np.array_equal(covered, expected_covered) and expected_covered.any(axis=1).all()
+    expected_cells = np.concatenate([by_hand[r][0][by_hand[r][2]].ravel() for r in (3, 1)]).astype(np.float32)
+    expected_background = np.concatenate([by_hand[r][1][by_hand[r][2]].ravel() for r in (3, 1)])
+    assert cells.dtype == np.float32 and np.array_equal(cells, expected_cells)
+    assert np.array_equal(cell_background, expected_background.astype(np.float32))

@@ -53,14 +53,6 @@ class FitGrids:
         return cls(covered, np.concatenate([[0], np.cumsum(cells)]).astype(np.int64),
                    np.asarray(data, np.float32), np.asarray(background, np.float32))
 
-    @classmethod
-    def from_grids(cls, grids: np.ndarray, background: np.ndarray, covered: np.ndarray) -> "FitGrids":
-        """Rows mapped to whole ``grids``/``background`` (n, G, G, G) covering slices ``covered`` (n, G);
-        only the covered slices are kept."""
-        n, size = covered.shape
-        cells = np.repeat(covered, size * size, axis=1)  # (n, G^3), row-major like the grids
-        return cls.from_covered(covered, grids.reshape(n, -1)[cells], background.reshape(n, -1)[cells])
-
     def select(self, index) -> "FitGrids":
         """Rows picked by an integer index array or boolean mask, in that order."""
         index = row_index(index, len(self))

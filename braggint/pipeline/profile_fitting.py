@@ -30,7 +30,6 @@ from ..tasks.reference_profiles import (
     fit_detector_space,
     fit_grids,
     map_to_grids,
-    reference_signal,
 )
 from ..tasks.shoebox_geometry import corner_coordinates
 from .validation import FOLD_COLUMN
@@ -189,14 +188,14 @@ def map_part(experiment: Experiment, table: ReflectionTable, shoeboxes: ShoeboxC
     parts = []
     for start in range(0, len(mapped), REFERENCE_BATCH):
         rows = mapped[start:start + REFERENCE_BATCH]
-        grids, bgrids, covered = map_to_grids(rows, corner_start, gx, gy, shoeboxes.offsets, shoeboxes.bbox,
-                                              panel_size, shoeboxes.data, shoeboxes.background, shoeboxes.mask,
-                                              phi, zeta, scan, spec.sigma_m, spec.step_m, spec.half)
         references = is_reference[rows]
-        accumulator.add(table.select(rows[references]), *reference_signal(grids[references], bgrids[references]))
+        signal, ok, covered, cells, cell_background = map_to_grids(
+            rows, references, fitted[rows], corner_start, gx, gy, shoeboxes.offsets, shoeboxes.bbox, panel_size,
+            shoeboxes.data, shoeboxes.background, shoeboxes.mask, phi, zeta, scan, spec.sigma_m, spec.step_m,
+            spec.half)
+        accumulator.add(table.select(rows[references]), signal, ok)
         if with_fit_grids:
-            keep = fitted[rows]
-            parts.append(FitGrids.from_grids(grids[keep], bgrids[keep], covered[keep]))
+            parts.append(FitGrids.from_covered(covered, cells, cell_background))
     if not with_fit_grids:
         return None
     kept = FitGrids.concatenate(parts)  # the fitted rows, in row order

@@ -141,24 +141,41 @@ def _voxels_to_use(mask, lo, hi):
 
 
 @njit(cache=True)
-def map_to_grids(rows, corner_start, gx, gy, offsets, bbox, panel_size, data, background, mask, phi, zeta, scan,
-                 sigma_m, step_e3, half):
-    """Counts and background of shoeboxes ``rows`` mapped onto the grid, and the slices their frames cover.
+def map_to_grids(rows, is_reference, is_fitted, corner_start, gx, gy, offsets, bbox, panel_size, data, background,
+                 mask, phi, zeta, scan, sigma_m, step_e3, half):
+    """Shoeboxes ``rows`` mapped onto the grid: the unit-sum signal of the references among them and the
+    covered slices of those to be fitted.
 
     ``offsets``, ``bbox``, ``data``, ``background`` and ``mask`` are the
     whole shoebox column's; the geometry (``corner_start``, ``gx``, ``gy``,
     ``panel_size``) and ``phi`` (radians), ``zeta`` are given for every row
-    of the column too (all indexed by row).  ``scan`` = (array_start, phi0,
-    dphi).  Only Valid & Foreground voxels are mapped.  Returns ``(grids
-    (n, G, G, G), background grids (n, G, G, G), covered (n, G))``, n =
-    len(rows); a slice is covered when the shoebox's frames hold more than
-    0.99 of its rocking-curve weight (the slices profile fitting uses).
+    of the column too (all indexed by row); ``is_reference`` and
+    ``is_fitted`` (bool) go with ``rows``.  ``scan`` = (array_start, phi0,
+    dphi).  Only Valid & Foreground voxels are mapped.  A slice is covered
+    when the shoebox's frames hold more than 0.99 of its rocking-curve
+    weight (the slices profile fitting uses).
+
+    Returns ``(signal (R, G, G, G), ok (R,), covered (F, G), cells, cell
+    background)`` for the R references and F fitted rows, in the order of
+    ``rows``: signal is counts minus background scaled to unit sum (zero,
+    and ok False, where that sum is not positive); cells and cell background
+    (float32, flat) hold each fitted row's covered slices one after another,
+    as :class:`braggint.models.fit_grids.FitGrids` keeps them.  One grid
+    pair is reused from row to row, so no (rows, G, G, G) temporaries are made.
     """
     size = 2 * half + 1
-    grids = np.zeros((len(rows), size, size, size))
-    bgrids = np.zeros((len(rows), size, size, size))
-    covered = np.zeros((len(rows), size), np.bool_)
+    n_cells = size * size * size
+    grid = np.zeros((size, size, size))
+    bgrid = np.zeros((size, size, size))
+    signal = np.zeros((np.count_nonzero(is_reference), size, size, size))
+    ok = np.zeros(len(signal), np.bool_)
+    covered = np.zeros((np.count_nonzero(is_fitted), size), np.bool_)
+    cells = np.empty(len(covered) * n_cells, np.float32)
+    cell_background = np.empty(len(covered) * n_cells, np.float32)
+    n_references, n_fitted, n_kept = 0, 0, 0
     for position in range(len(rows)):
+        if not (is_reference[position] or is_fitted[position]):
+            continue
         r = rows[position]
         lo, hi = offsets[r], offsets[r + 1]
         x0, x1, y0, y1, z0, z1 = bbox[r]
@@ -166,23 +183,34 @@ def map_to_grids(rows, corner_start, gx, gy, offsets, bbox, panel_size, data, ba
         zfraction, coverage, _ = frame_fractions(z0, nz, scan[0], scan[1], scan[2], phi[r], zeta[r], sigma_m,
                                                  step_e3, half)
         c0, c1 = corner_start[r], corner_start[r + 1]
+        grid[:] = 0.0
+        bgrid[:] = 0.0
         forward_transform(gx[c0:c1], gy[c0:c1], nz, ny, nx, x0, y0, panel_size[r, 0], panel_size[r, 1],
-                          data[lo:hi], background[lo:hi], mask[lo:hi], zfraction, size, grids[position],
-                          bgrids[position])
-        for v in range(size):
-            covered[position, v] = coverage[v] > 0.99
-    return grids, bgrids, covered
-
-
-def reference_signal(grids: np.ndarray, background: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(unit-sum signal grids, ok)`` of mapped references: counts minus background, each normalised to
-    unit sum; ok is False (and the grid zero) where the signal does not sum to a positive value."""
-    signal = grids - background
-    total = signal.sum(axis=(1, 2, 3))
-    ok = total > 0
-    signal[ok] /= total[ok, None, None, None]
-    signal[~ok] = 0.0
-    return signal, ok
+                          data[lo:hi], background[lo:hi], mask[lo:hi], zfraction, size, grid, bgrid)
+        if is_reference[position]:
+            total = 0.0
+            for v in range(size):
+                for j in range(size):
+                    for i in range(size):
+                        total += grid[v, j, i] - bgrid[v, j, i]
+            if total > 0:
+                ok[n_references] = True
+                for v in range(size):
+                    for j in range(size):
+                        for i in range(size):
+                            signal[n_references, v, j, i] = (grid[v, j, i] - bgrid[v, j, i]) / total
+            n_references += 1
+        if is_fitted[position]:
+            for v in range(size):
+                if coverage[v] > 0.99:
+                    covered[n_fitted, v] = True
+                    for j in range(size):
+                        for i in range(size):
+                            cells[n_kept] = grid[v, j, i]
+                            cell_background[n_kept] = bgrid[v, j, i]
+                            n_kept += 1
+            n_fitted += 1
+    return signal, ok, covered, cells[:n_kept].copy(), cell_background[:n_kept].copy()
 
 
 def add_references(grids: np.ndarray, ok: np.ndarray, indices: np.ndarray, weights: np.ndarray,
