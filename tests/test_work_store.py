@@ -4,12 +4,13 @@ the profile-grid cells reciprocal-space fitting reads."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from braggint.io.refl import read_reflections
 from braggint.models.fit_grids import FitGrids
 from braggint.models.flags import MaskCode
 from braggint.models.shoebox import ShoeboxColumn
-from braggint.pipeline.work_store import WorkStore
+from braggint.pipeline.work_store import GRID_CHUNK, WorkStore
 from braggint.tasks.reference_profiles import fit_grids
 
 FITTED = MaskCode.Valid | MaskCode.Foreground
@@ -62,8 +63,8 @@ def _random_grids(rng, n=7, size=11):
 
 def _kept_slices(grids: np.ndarray, background: np.ndarray, covered: np.ndarray) -> FitGrids:
     """What the first pass stores of whole grids: each row's covered slices, one after another."""
-    return FitGrids.from_covered(covered, np.concatenate([g[c].ravel() for g, c in zip(grids, covered)]),
-                                 np.concatenate([b[c].ravel() for b, c in zip(background, covered)]))
+    return FitGrids.from_covered(covered, np.concatenate([[]] + [g[c].ravel() for g, c in zip(grids, covered)]),
+                                 np.concatenate([[]] + [b[c].ravel() for b, c in zip(background, covered)]))
 
 
 def test_fit_grids_keep_the_covered_slices_and_round_trip(tmp_path):
@@ -78,12 +79,21 @@ def test_fit_grids_keep_the_covered_slices_and_round_trip(tmp_path):
     for key in ("covered", "offsets", "data", "background"):
         np.testing.assert_array_equal(getattr(picked, key), getattr(again, key))
     store = WorkStore(str(tmp_path / "work"), "inputs")
-    store.save_part(2, 4, grids=stored)
-    back = store.load_fit_grids(2, 4)
-    for key in ("covered", "offsets", "data", "background"):
-        np.testing.assert_array_equal(getattr(back, key), getattr(stored, key))
-    store.save_part(2, 5, ShoeboxColumn.empty_boxes([0, 0], [[0, 2, 0, 2, 0, 1], [3, 5, 3, 5, 1, 2]], allocate=True))
-    assert store.load_fit_grids(2, 5) is None
+    block_grids = store.block_grids(2, capacity=10)  # far too small: the array grows
+    first = block_grids.write(0, stored)
+    second = block_grids.write(first, picked)
+    assert first % GRID_CHUNK == 0 and second > first >= 2 * len(stored.data)
+    block_grids.write(second, _kept_slices(grids[:0], background[:0], covered[:0]))
+    opened = store.block_grids(2)
+    for start, expected in ((0, stored), (first, picked)):
+        back = opened.read(start, expected.covered)
+        for key in ("covered", "offsets", "data", "background"):
+            np.testing.assert_array_equal(getattr(back, key), getattr(expected, key))
+    assert len(opened.read(second, covered[:0]).data) == 0
+    # A first pass begun again for the block starts from an empty store.
+    store.clear_block(2)
+    with pytest.raises(KeyError):
+        store.block_grids(2)
 
 
 def test_fitting_the_covered_slices_gives_the_whole_intensity():

@@ -40,7 +40,7 @@ from .profile_fitting import (
 from .shoebox_processing import fill_from_frame, process_shoeboxes, read_frame
 from .timing import StageTimes
 from .validation import FOLD_COLUMN, STATISTICS, fold_statistics
-from .work_store import WorkStore
+from .work_store import BlockGrids, WorkStore
 
 
 @dataclass
@@ -184,7 +184,7 @@ def _save_modelled(store: WorkStore, index: int, table: ReflectionTable, done: l
         for number, (sums, counts) in report.profile_sums.items():
             arrays[f"sums_{number}"], arrays[f"counts_{number}"] = sums, counts
         store.save_arrays(index, "profiles.npz", **arrays)
-    store.save_arrays(index, "parts.npz", part_of_row=groups.part_of_row, position_in_part=groups.position_in_part)
+    store.save_arrays(index, "parts.npz", **groups.arrays())
     store.save_table(index, "modelled.refl", merged)
 
 
@@ -202,11 +202,12 @@ def _stored_voxels(params) -> str | None:
 
 class _StoredGroups:
     """What the second pass reads, written to the work store in groups of about STORE_GROUP_VOXELS
-    voxels or grid cells: the shoeboxes (``voxels``: see :func:`_stored_voxels`) and the
-    :class:`FitGrids` of each group.
+    voxels or grid cells: the shoeboxes (``voxels``: see :func:`_stored_voxels`) of each group in a
+    group of Zarr arrays, the :class:`FitGrids` of each group in the block's grid array.
 
     ``part_of_row`` and ``position_in_part`` say where each block row was
-    stored (-1: not stored).
+    stored (-1: not stored); ``grid_start`` where each group's grid cells
+    start in the grid array and ``grid_covered`` which slices each row covers.
     """
 
     def __init__(self, store: WorkStore, index: int, n_rows: int, timing: StageTimes, voxels: str | None):
@@ -214,6 +215,10 @@ class _StoredGroups:
         self.voxels = voxels
         self.part_of_row = np.full(n_rows, -1, np.int64)
         self.position_in_part = np.full(n_rows, -1, np.int64)
+        self.grids: BlockGrids | None = None  # made with the first group that has grids
+        self.grid_start: list[int] = []
+        self.grid_covered: np.ndarray | None = None
+        self.next_start = 0
         self.pending: list[tuple[np.ndarray, ShoeboxColumn, FitGrids | None]] = []
         self.pending_size = 0
         self.stored = 0
@@ -233,13 +238,34 @@ class _StoredGroups:
             rows = np.concatenate([rows for rows, _, _ in self.pending])
             self.part_of_row[rows] = self.stored
             self.position_in_part[rows] = np.arange(len(rows))
-            shoeboxes = ShoeboxColumn.concatenate([c for _, c, _ in self.pending]) if self.voxels else None
+            if self.voxels:
+                self.store.save_part(self.index, self.stored,
+                                     ShoeboxColumn.concatenate([c for _, c, _ in self.pending]),
+                                     self.voxels == "fitted")
             with_grids = [g for _, _, g in self.pending if g is not None]
-            grids = FitGrids.concatenate(with_grids) if with_grids else None
-            self.store.save_part(self.index, self.stored, shoeboxes, self.voxels == "fitted", grids)
+            self.grid_start.append(self._store_grids(rows, FitGrids.concatenate(with_grids)) if with_grids else -1)
             self.pending.clear()
             self.pending_size = 0
             self.stored += 1
+
+    def _store_grids(self, rows: np.ndarray, grids: FitGrids) -> int:
+        """Write one group's grids after the last group's; returns where they start."""
+        if self.grids is None:
+            # Room for about twice a group to start with; the array grows as needed.
+            self.grids = self.store.block_grids(self.index, 4 * STORE_GROUP_VOXELS)
+            self.grid_covered = np.zeros((len(self.part_of_row), grids.size), bool)
+        start = self.next_start
+        self.next_start = self.grids.write(start, grids)
+        self.grid_covered[rows] = grids.covered
+        return start
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """What ``parts.npz`` keeps of where the rows were stored."""
+        arrays = {"part_of_row": self.part_of_row, "position_in_part": self.position_in_part,
+                  "grid_start": np.array(self.grid_start, np.int64)}
+        if self.grid_covered is not None:
+            arrays["grid_covered"] = self.grid_covered
+        return arrays
 
 
 def _filled_parts(job: BlockJob, timing: StageTimes):
@@ -390,14 +416,19 @@ def fit_block(job: BlockJob, references: dict[int, ReferenceProfiles],
         parts = store.load_arrays(index, "parts.npz")
     part_of_row, position_in_part = parts["part_of_row"], parts["position_in_part"]
     fit_method = job.params.profile.gaussian_rs.fitting.fit_method
+    # Reciprocal-space fitting reads the grids the first pass mapped, detector-space the shoeboxes.
+    grids = store.block_grids(index) if fit_method != "detector_space" and "grid_covered" in parts else None
     for number in np.unique(part_of_row[part_of_row >= 0]):
         rows = np.flatnonzero(part_of_row == number)
         rows = rows[np.argsort(position_in_part[rows])]
         part = table.select(rows)
         with timing.stage("read back"):
-            # Reciprocal-space fitting reads the grids the first pass mapped, detector-space the shoeboxes.
-            source = (store.load_shoeboxes(index, int(number)) if fit_method == "detector_space"
-                      else store.load_fit_grids(index, int(number)))
+            if fit_method == "detector_space":
+                source = store.load_shoeboxes(index, int(number))
+            elif grids is not None and parts["grid_start"][number] >= 0:
+                source = grids.read(int(parts["grid_start"][number]), parts["grid_covered"][rows])
+            else:
+                source = None
         pieces = []
         for experiment_id, sub_rows, sub_table, sub_source in _per_experiment(part, source):
             experiment_id = int(experiment_id)

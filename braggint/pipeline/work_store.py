@@ -3,9 +3,11 @@
 Layout of ``<output.reflections>.work/``::
 
     inputs.sha256              what the run was started from; another input starts afresh
-    shoeboxes.zarr/block_0007_part_00012/  profile-grid cells of the rows to fit, and (for detector-space
-                                           fitting or debug output) shoeboxes (see WorkStore.save_part)
-    block_0007.parts.npz       which part (group of reflections starting on one frame) holds each row
+    shoeboxes.zarr/block_0007_grids        profile-grid cells of the block's rows to fit (see BlockGrids)
+    shoeboxes.zarr/block_0007_part_00012/  for detector-space fitting or debug output: shoeboxes of one
+                                           part of the block (see WorkStore.save_part)
+    block_0007.parts.npz       which part (group of reflections starting on one frame) holds each row,
+                               where each part's grid cells start and which grid slices each row covers
     block_0007.modelled.refl   the block after background and summation (first pass)
     block_0007.profiles.npz    its reference-profile sums per experiment
     block_0007.integrated.refl the block after profile fitting (second pass)
@@ -31,6 +33,8 @@ from ..models.shoebox import ShoeboxColumn, bbox_volume
 
 #: Voxels per Zarr chunk of the flat shoebox arrays (4 MiB of float32).
 CHUNK_VOXELS = 1 << 20
+#: Values per Zarr chunk of a block's grid array (1 MiB of float32).
+GRID_CHUNK = 1 << 18
 
 
 def _fast_codec():
@@ -94,64 +98,56 @@ class WorkStore:
 
         return zarr.open_group(os.path.join(self.path, "shoeboxes.zarr"), mode=mode)
 
-    def save_part(self, block: int, part: int, shoeboxes: ShoeboxColumn | None = None,
-                  fitted_voxels_only: bool = False, grids: FitGrids | None = None) -> None:
-        """Store what the second pass needs of part ``part`` of a block (a group of its reflections).
+    def save_part(self, block: int, part: int, shoeboxes: ShoeboxColumn, fitted_voxels_only: bool = False) -> None:
+        """Store the shoeboxes of part ``part`` of a block (a group of its reflections) for the second pass
+        (detector-space fitting) or the debug output.
 
-        Shoeboxes: ``geometry`` (rows x 8: bbox, panel, has_pixels)
-        describes the rows; the flat arrays are ``data``, ``mask`` and
-        ``background``, or with ``fitted_voxels_only`` only what
-        detector-space fitting reads: ``fitted``, the counts then the
-        background of the valid foreground voxels, and ``fitted_bits``, a
-        bit per voxel saying which they are (about a seventh of the bytes).
-        Grids (what reciprocal-space fitting reads): ``grid_covered`` (rows
-        x G) and ``grids``, the covered cells' counts then their background.
-        Few arrays per group: each costs a few milliseconds of metadata
-        however small it is.
+        ``geometry`` (rows x 8: bbox, panel, has_pixels) describes the
+        rows; the flat arrays are ``data``, ``mask`` and ``background``, or
+        with ``fitted_voxels_only`` only what detector-space fitting reads:
+        ``fitted``, the counts then the background of the valid foreground
+        voxels, and ``fitted_bits``, a bit per voxel saying which they are
+        (about a seventh of the bytes).  Few arrays per group: each costs a
+        few milliseconds of metadata however small it is.
         """
         root = self._group("a")
         name = f"block_{block:04d}_part_{part:05d}"
         # A run killed while writing may have left this group half made: start it afresh.
         shutil.rmtree(os.path.join(self.path, "shoeboxes.zarr", name), ignore_errors=True)
         group = root.create_group(name)
-        flat = {}
-        if shoeboxes is not None:
-            if fitted_voxels_only:
-                fitted = (shoeboxes.mask & VALID_FOREGROUND) == VALID_FOREGROUND
-                flat = {"fitted": np.concatenate([shoeboxes.data[fitted], shoeboxes.background[fitted]]),
-                        "fitted_bits": np.packbits(fitted)}
-            else:
-                flat = {key: getattr(shoeboxes, key) for key in ("data", "mask", "background")}
-            flat["geometry"] = np.column_stack([shoeboxes.bbox, shoeboxes.panel,
-                                                shoeboxes.has_pixels]).astype(np.int64)
-        if grids is not None:
-            flat["grid_covered"] = grids.covered.astype(np.uint8)
-            flat["grids"] = np.concatenate([grids.data, grids.background])
+        if fitted_voxels_only:
+            fitted = (shoeboxes.mask & VALID_FOREGROUND) == VALID_FOREGROUND
+            flat = {"fitted": np.concatenate([shoeboxes.data[fitted], shoeboxes.background[fitted]]),
+                    "fitted_bits": np.packbits(fitted)}
+        else:
+            flat = {key: getattr(shoeboxes, key) for key in ("data", "mask", "background")}
+        flat["geometry"] = np.column_stack([shoeboxes.bbox, shoeboxes.panel, shoeboxes.has_pixels]).astype(np.int64)
         for key, values in flat.items():
             # Every chunk is written, none compared with the fill value first (zarr's default doubled the
-            # time of a write); grid cells are stored uncompressed (LZ4 saved 7 % of their bytes and
-            # halved the write speed).
+            # time of a write).
             array = group.create_array(key, shape=values.shape, dtype=values.dtype,
                                        chunks=(min(CHUNK_VOXELS, max(len(values), 1)),) + values.shape[1:],
-                                       compressors=None if key == "grids" else _fast_codec(),
-                                       config={"write_empty_chunks": True})
+                                       compressors=_fast_codec(), config={"write_empty_chunks": True})
             array[...] = values
 
-    def load_fit_grids(self, block: int, part: int) -> FitGrids | None:
-        """The grids stored with one part, or None when it has none."""
-        group = self._group("r")[f"block_{block:04d}_part_{part:05d}"]
-        if "grids" not in group:
-            return None
-        values = np.asarray(group["grids"][...])
-        return FitGrids.from_covered(np.asarray(group["grid_covered"][...]) > 0, values[:len(values) // 2],
-                                     values[len(values) // 2:])
+    def block_grids(self, block: int, capacity: int | None = None) -> "BlockGrids":
+        """The grid array of ``block``: made afresh, with room for ``capacity`` values to start with, when
+        ``capacity`` is given (the first pass), else opened (the second pass)."""
+        name = f"block_{block:04d}_grids"
+        if capacity is None:
+            return BlockGrids(self._group("r")[name])
+        # Uncompressed: LZ4 saved 7 % of the grid cells' bytes and halved the write speed.
+        array = self._group("a").create_array(name, shape=(max(capacity, 1),), dtype=np.float32,
+                                              chunks=(GRID_CHUNK,), compressors=None, overwrite=True,
+                                              config={"write_empty_chunks": True})
+        return BlockGrids(array)
 
     def clear_block(self, block: int) -> None:
         """Remove whatever an interrupted first pass of ``block`` left behind."""
         directory = os.path.join(self.path, "shoeboxes.zarr")
         if os.path.isdir(directory):
             for name in os.listdir(directory):
-                if name.startswith(f"block_{block:04d}_part_"):
+                if name.startswith(f"block_{block:04d}_"):
                     shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
 
     def load_shoeboxes(self, block: int, part: int = 0) -> ShoeboxColumn:
@@ -183,3 +179,34 @@ class WorkStore:
         starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
         where = starts[np.searchsorted(numbers, part_of_row)] + position
         return column.select(where)
+
+
+class BlockGrids:
+    """The profile-grid cells of the rows to fit of one block, every part's in one Zarr array.
+
+    A part's :class:`FitGrids` cells, then their background, lie at
+    ``start:start + 2 * cells``; each part starts on a chunk boundary, so no
+    two parts share a chunk.  Which slices each row covers (and so its
+    cells' offsets) the caller keeps with the block (``parts.npz``).  One
+    array for the block instead of a group of arrays per part: each Zarr
+    array or group costs a few milliseconds of metadata.
+    """
+
+    def __init__(self, array):
+        self.array = array
+
+    def write(self, start: int, grids: FitGrids) -> int:
+        """Store ``grids`` at ``start``; returns where the next part starts."""
+        values = np.concatenate([grids.data, grids.background])
+        end = start + len(values)
+        if end > self.array.shape[0]:
+            self.array.resize((max(end, 2 * self.array.shape[0]),))
+        if len(values):
+            self.array[start:end] = values
+        return -(-end // GRID_CHUNK) * GRID_CHUNK
+
+    def read(self, start: int, covered: np.ndarray) -> FitGrids:
+        """The part stored at ``start`` whose rows cover ``covered`` (rows x G, bool)."""
+        cells = int(covered.sum()) * covered.shape[1] ** 2
+        values = np.asarray(self.array[start:start + 2 * cells]) if cells else np.zeros(0, np.float32)
+        return FitGrids.from_covered(covered, values[:cells], values[cells:])
