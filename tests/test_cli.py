@@ -129,3 +129,15 @@ def test_console_scripts_are_installed():
         assert path is not None, f"{program} is not installed beside {sys.executable}"
         result = subprocess.run([path, "--version"], capture_output=True, text=True)
         assert result.returncode == 0 and "braggint" in result.stdout
+
+
+def test_a_finished_run_has_written_its_whole_log_when_the_process_ends(tiny_sweep, tmp_path):
+    """The command ends without the interpreter's teardown: the terminal and the log file must still get
+    every line, the last being the stage timing, and the outputs must be complete."""
+    from braggint.io.refl import read_reflections
+
+    result = run(tiny_sweep / "models.expt", tiny_sweep / "strong.refl", "profile.fitting=False", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    log = (tmp_path / "dials.integrate.log").read_text().rstrip().splitlines()
+    assert log[-1].startswith("Wall time by stage") and result.stdout.rstrip().splitlines()[-1] == log[-1]
+    assert read_reflections(str(tmp_path / "integrated.refl")).nrows > 0

@@ -34,6 +34,7 @@ from ..pipeline.timing import StageTimes
 from .common import (
     CommandLine,
     apply_parameters,
+    console_command,
     log,
     parse_command_line,
     print_version,
@@ -245,5 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     return run_program(PROGRAM, _run, argv)
 
 
+console_main = console_command(main)  # the braggint.integrate command
+
+
 if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    console_main()

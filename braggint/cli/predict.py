@@ -7,7 +7,7 @@ from ..io.expt import read_experiments
 from ..io.refl import write_reflections
 from ..params import ParameterSet, master_text
 from ..pipeline.predict import predict_reflections
-from .common import apply_parameters, parse_command_line, print_version, run_program
+from .common import apply_parameters, console_command, parse_command_line, print_version, run_program
 
 PROGRAM = "braggint.predict"
 USAGE = f"""usage: {PROGRAM} models.expt [name=value ...]
@@ -44,5 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     return run_program(PROGRAM, _run, argv)
 
 
+console_main = console_command(main)  # the braggint.predict command
+
+
 if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    console_main()
