@@ -7,7 +7,8 @@ workers through dask-jobqueue (queue, account, walltime and memory from
 the standard dask-jobqueue configuration, ``~/.config/dask/jobqueue.yaml``
 or ``DASK_JOBQUEUE__...`` variables); ``drmaa`` submits the same Grid Engine jobs
 through the DRMAA library (:mod:`.drmaa_cluster`); ``BRAGGINT_SCHEDULER=tcp://host:port``
-attaches to a running Dask scheduler instead.
+attaches to a running Dask scheduler instead.  Dask is imported only where
+workers are started: a run in this process does not pay for it.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ import contextlib
 import logging
 import os
 import time
-
-import dask
 
 from ..errors import BraggintError, ParameterError
 
@@ -63,6 +62,8 @@ def worker_environment() -> dict:
     spent as long in page faults as in reading images.  glibc's default
     (adaptive) thresholds reuse freed image buffers instead.
     """
+    import dask
+
     environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
     environ.pop("MALLOC_TRIM_THRESHOLD_", None)
     return environ
@@ -111,6 +112,7 @@ def scheduler(mp):
         if njobs * nproc == 1:
             yield "synchronous"
             return
+        import dask
         from distributed import LocalCluster
 
         with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environment(),
@@ -223,6 +225,8 @@ def batch_cluster(method: str, njobs: int, nproc: int, failures: list[Exception]
             except Exception as error:
                 failures.append(error)
                 raise
+
+    import dask
 
     options = {"cores": nproc, "processes": nproc}
     for key, default in (("memory", f"{2 * nproc}GB"),):
