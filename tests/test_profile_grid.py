@@ -98,3 +98,49 @@ def test_map_to_grids_gives_unit_sum_reference_signal_and_the_covered_slices_to_
     expected_background = np.concatenate([by_hand[r][1][by_hand[r][2]].ravel() for r in (3, 1)])
     assert cells.dtype == np.float32 and np.array_equal(cells, expected_cells)
     assert np.array_equal(cell_background, expected_background.astype(np.float32))
+
+
+def _clipped_area(xs, ys, cell_x, cell_y):
+    """Area of polygon (xs, ys) inside the unit cell (cell_x, cell_y), by clipping it against the cell's four
+    sides (Sutherland-Hodgman, written out here as an independent check)."""
+    points = list(zip(xs, ys))
+    for axis, bound, keep_above in ((0, cell_x, True), (0, cell_x + 1, False), (1, cell_y, True),
+                                    (1, cell_y + 1, False)):
+        inside = (lambda p: p[axis] >= bound) if keep_above else (lambda p: p[axis] <= bound)
+        clipped = []
+        for a, b in zip(points, points[1:] + points[:1]):
+            if inside(a) != inside(b):
+                t = (bound - a[axis]) / (b[axis] - a[axis])
+                clipped.append((a[0] + t * (b[0] - a[0]), a[1] + t * (b[1] - a[1])))
+            if inside(b):
+                clipped.append(b)
+        points = clipped
+        if len(points) < 3:
+            return 0.0
+    x, y = np.array(points).T
+    return 0.5 * abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
+
+
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_overlaps_of_turned_and_large_pixels_match_clipping(mirrored):
+    """Pixels of 0.3 to 2.5 cells, turned at random angles, some over the grid's edge, with corners in
+    either turning sense (a mirrored detector axis), against clipping each pixel by each cell."""
+    rng = np.random.default_rng(21 + mirrored)
+    size = 7
+    for _ in range(40):
+        scale, angle = rng.uniform(0.3, 2.5), rng.uniform(0, np.pi)
+        centre = rng.uniform(-0.5, size + 0.5, 2)
+        step = scale * np.array([[np.cos(angle), np.sin(angle)], [-np.sin(angle), np.cos(angle)]])
+        if mirrored:
+            step[1] = -step[1]
+        i, j = np.meshgrid(np.arange(3) - 1.0, np.arange(3) - 1.0)  # 2 x 2 pixels' corners
+        gx = centre[0] + i * step[0, 0] + j * step[1, 0] + rng.uniform(-0.05, 0.05, i.shape)
+        gy = centre[1] + i * step[0, 1] + j * step[1, 1] + rng.uniform(-0.05, 0.05, i.shape)
+        out, quad_area = _dense(gx.ravel(), gy.ravel(), ny=2, nx=2, size=size)
+        for p in range(4):
+            r, c = divmod(p, 2)
+            xs = [gx[r, c], gx[r, c + 1], gx[r + 1, c + 1], gx[r + 1, c]]
+            ys = [gy[r, c], gy[r, c + 1], gy[r + 1, c + 1], gy[r + 1, c]]
+            expected = np.array([[_clipped_area(xs, ys, cx, cy) for cx in range(size)] for cy in range(size)])
+            np.testing.assert_allclose(out[p], expected, atol=1e-12)
+            assert quad_area[p] == pytest.approx(0.5 * abs(np.dot(xs, np.roll(ys, -1)) - np.dot(ys, np.roll(xs, -1))))

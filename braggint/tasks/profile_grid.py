@@ -5,7 +5,7 @@ The grid has (2g+1)^3 cells in the local reciprocal-space frame, ordered
 for e1/e2, sigma_m for e3) and the centre lies at g + 0.5 cells, so the grid
 spans +-n_sigma_grid sigma.  Each detector pixel is the quadrilateral of its
 four corners' grid coordinates; its counts are shared among the grid cells
-in proportion to the overlap areas (exact polygon clipping).  Each frame's
+in proportion to the overlap areas (exact, from the quadrilateral's edges).  Each frame's
 counts are shared among e3 slices in proportion to a Gaussian rocking curve
 of width sigma_m integrated over the overlap of frame and slice in angle.
 """
@@ -22,48 +22,21 @@ from ..models.flags import VALID_FOREGROUND
 _VALID_FOREGROUND = np.uint8(VALID_FOREGROUND)
 
 
-# The clipping helpers are inlined into their callers: as calls they cost a third of the transform.
 @njit(inline="always")
-def _clip(us, vs, n, bound, keep_above, out_u, out_v):
-    """Clip polygon (us, vs)[:n] by the half-plane u >= bound (or u <= bound); returns the new size.
-
-    Clipping in the other coordinate passes (vs, us) and (out_v, out_u).
-    Crossing points get u = bound exactly.
-    """
-    m = 0
-    au, av = us[n - 1], vs[n - 1]
-    a_in = au >= bound if keep_above else au <= bound
-    for k in range(n):
-        bu, bv = us[k], vs[k]
-        b_in = bu >= bound if keep_above else bu <= bound
-        if a_in != b_in:
-            out_u[m] = bound
-            out_v[m] = av + (bound - au) / (bu - au) * (bv - av)
-            m += 1
-        if b_in:
-            out_u[m] = bu
-            out_v[m] = bv
-            m += 1
-        au, av, a_in = bu, bv, b_in
-    return m
-
-
-@njit(inline="always")
-def _area(xs, ys, n):
-    """Area of polygon (xs, ys)[:n] (shoelace formula)."""
-    total = xs[n - 1] * ys[0] - xs[0] * ys[n - 1]
-    for k in range(n - 1):
-        total += xs[k] * ys[k + 1] - xs[k + 1] * ys[k]
-    return abs(total) * 0.5
-
-
-@njit(inline="always")
-def _extent(values, n):
-    """``(min, max)`` of values[:n]."""
-    low = high = values[0]
-    for k in range(1, n):
-        low, high = min(low, values[k]), max(high, values[k])
-    return low, high
+def _covered_length(u_start, u_end, length):
+    """Integral of clamp(u, 0, 1) along a segment of ``length`` over which u runs linearly from
+    ``u_start`` to ``u_end``: 0 where u <= 0, 1 where u >= 1, u between (split exactly at u = 0 and 1)."""
+    low, high = min(u_start, u_end), max(u_start, u_end)
+    if low >= 1.0:
+        return length
+    if high <= 0.0:
+        return 0.0
+    if high - low <= 0.0:
+        return length * u_start  # a level segment with 0 < u < 1
+    per_u = length / (high - low)  # the segment's length per unit of u
+    a, b = max(low, 0.0), min(high, 1.0)
+    above = (high - max(low, 1.0)) * per_u if high > 1.0 else 0.0
+    return above + (b - a) * per_u * 0.5 * (a + b)
 
 
 @njit(cache=True)
@@ -75,25 +48,26 @@ def pixel_cell_overlaps(gx, gy, ny, nx, x0, y0, width, height, size, wanted):
     outside the panel (``width`` x ``height``) and degenerate quadrilaterals
     are skipped.  Returns ``(pixel, cell_y, cell_x, area, quad_area, n)``:
     the first n entries list each pixel (flat index j * nx + i) with every
-    cell it overlaps and the overlap area (cells have unit area);
-    ``quad_area`` (ny * nx) is each pixel's whole area on the grid.
+    cell it overlaps and the overlap area (cells have unit area), cell
+    columns in turn and cells up each column; ``quad_area`` (ny * nx) is
+    each pixel's whole area on the grid.
+
+    The overlap with cell (ii, jj) is exact, from the quadrilateral's edges
+    (Green's theorem): for a vertical line through the cell column, the
+    quadrilateral covers [y_low, y_high], and the cell's share of that is
+    clamp(y_high - jj, 0, 1) - clamp(y_low - jj, 0, 1); integrating along
+    every edge, with the sign of its direction in x, adds those up over the
+    column.  About 1.6x faster than clipping the quadrilateral against each
+    cell (Sutherland-Hodgman), with the same areas to 2e-14.
     """
-    # Written for speed (about 2x faster than the first version): the work arrays are allocated here,
-    # not returned by a helper; the outputs are sized up front, never regrown; the band clips of both
-    # stages (a column of cells, then a cell) and their copies are written out where they are used,
-    # because an inlined helper holding a loop made the whole kernel 1.3-1.6x slower (numba's inlining
-    # seems to spoil LLVM's view of the loops around it; _clip, _area and _extent inline without that
-    # cost).  Work arrays: a quadrilateral, its part in one column of cells, its part in one cell and
-    # buffers between clips.
     qx, qy = np.empty(4), np.empty(4)
-    strip_x, strip_y, tmp_x, tmp_y = np.empty(8), np.empty(8), np.empty(8), np.empty(8)
-    cell_x_buf, cell_y_buf, between_x, between_y = np.empty(16), np.empty(16), np.empty(16), np.empty(16)
     capacity = _cells_spanned(gx, gy, ny, nx, size, wanted)
     pixel = np.empty(capacity, np.int64)
     cell_y = np.empty(capacity, np.int64)
     cell_x = np.empty(capacity, np.int64)
     area = np.empty(capacity)
     quad_area = np.zeros(ny * nx)
+    share = np.zeros((size, size))  # a pixel's signed overlap with each cell of its bounding box
     stride = nx + 1
     n = 0
     for j in range(ny):
@@ -103,61 +77,47 @@ def pixel_cell_overlaps(gx, gy, ny, nx, x0, y0, width, height, size, wanted):
             flat = j * nx + i
             if not wanted[flat] or x0 + i < 0 or x0 + i >= width:
                 continue
-            corner = j * stride + i  # corners of the pixel, counter-clockwise in (i, j)
+            corner = j * stride + i  # corners of the pixel, in turn around it
             qx[0], qy[0] = gx[corner], gy[corner]
             qx[1], qy[1] = gx[corner + 1], gy[corner + 1]
             qx[2], qy[2] = gx[corner + stride + 1], gy[corner + stride + 1]
             qx[3], qy[3] = gx[corner + stride], gy[corner + stride]
-            whole = _area(qx, qy, 4)
-            if whole <= 0.0:
+            signed = 0.5 * ((qx[3] * qy[0] - qx[0] * qy[3]) + (qx[0] * qy[1] - qx[1] * qy[0])
+                            + (qx[1] * qy[2] - qx[2] * qy[1]) + (qx[2] * qy[3] - qx[3] * qy[2]))
+            if signed == 0.0:
                 continue
-            quad_area[flat] = whole
+            quad_area[flat] = abs(signed)
             x_min, x_max = min(min(qx[0], qx[1]), min(qx[2], qx[3])), max(max(qx[0], qx[1]), max(qx[2], qx[3]))
             y_min, y_max = min(min(qy[0], qy[1]), min(qy[2], qy[3])), max(max(qy[0], qy[1]), max(qy[2], qy[3]))
             ix0, ix1 = max(int(math.floor(x_min)), 0), min(int(math.floor(x_max)), size - 1)
             iy0, iy1 = max(int(math.floor(y_min)), 0), min(int(math.floor(y_max)), size - 1)
-            # Column by column, then cell by cell within the column; a side is clipped only where
-            # the polygon crosses it, so a quadrilateral inside one cell is not clipped at all.
+            if ix0 > ix1 or iy0 > iy1:
+                continue
+            for jj in range(iy0, iy1 + 1):
+                for ii in range(ix0, ix1 + 1):
+                    share[jj, ii] = 0.0
+            # Counter-clockwise corners run right to left along the top: those edges add, the bottom ones
+            # subtract; clockwise corners the other way round.
+            orientation = -1.0 if signed > 0 else 1.0
+            for k in range(4):
+                xa, ya, xb, yb = qx[k], qy[k], qx[(k + 1) % 4], qy[(k + 1) % 4]
+                if xa == xb:
+                    continue  # a vertical edge adds nothing
+                sign = orientation if xb > xa else -orientation
+                left, right = min(xa, xb), max(xa, xb)
+                slope = (yb - ya) / (xb - xa)
+                for ii in range(max(int(math.floor(left)), ix0), min(int(math.floor(right)), ix1) + 1):
+                    start, stop = max(left, float(ii)), min(right, ii + 1.0)
+                    if stop <= start:
+                        continue
+                    y_start, y_stop = ya + (start - xa) * slope, ya + (stop - xa) * slope
+                    for jj in range(iy0, iy1 + 1):
+                        share[jj, ii] += sign * _covered_length(y_start - jj, y_stop - jj, stop - start)
             for ii in range(ix0, ix1 + 1):
-                low = float(ii)
-                if x_min < low:
-                    n_strip = _clip(qx, qy, 4, low, True, tmp_x, tmp_y)
-                    if x_max > low + 1.0:
-                        n_strip = _clip(tmp_x, tmp_y, n_strip, low + 1.0, False, strip_x, strip_y)
-                    else:
-                        for k in range(n_strip):
-                            strip_x[k], strip_y[k] = tmp_x[k], tmp_y[k]
-                elif x_max > low + 1.0:
-                    n_strip = _clip(qx, qy, 4, low + 1.0, False, strip_x, strip_y)
-                else:
-                    n_strip = 4
-                    for k in range(4):
-                        strip_x[k], strip_y[k] = qx[k], qy[k]
-                if n_strip < 3:
-                    continue
-                s_min, s_max = _extent(strip_y, n_strip)
-                for jj in range(max(iy0, int(math.floor(s_min))), min(iy1, int(math.floor(s_max))) + 1):
-                    low = float(jj)
-                    if s_min < low:
-                        n_cell = _clip(strip_y, strip_x, n_strip, low, True, between_y, between_x)
-                        if s_max > low + 1.0:
-                            n_cell = _clip(between_y, between_x, n_cell, low + 1.0, False, cell_y_buf, cell_x_buf)
-                        else:
-                            for k in range(n_cell):
-                                cell_x_buf[k], cell_y_buf[k] = between_x[k], between_y[k]
-                    elif s_max > low + 1.0:
-                        n_cell = _clip(strip_y, strip_x, n_strip, low + 1.0, False, cell_y_buf, cell_x_buf)
-                    else:
-                        n_cell = n_strip
-                        for k in range(n_strip):
-                            cell_x_buf[k], cell_y_buf[k] = strip_x[k], strip_y[k]
-                    if n_cell < 3:
-                        continue
-                    part = _area(cell_x_buf, cell_y_buf, n_cell)
-                    if part <= 0.0:
-                        continue
-                    pixel[n], cell_y[n], cell_x[n], area[n] = flat, jj, ii, part
-                    n += 1
+                for jj in range(iy0, iy1 + 1):
+                    if share[jj, ii] > 0.0:
+                        pixel[n], cell_y[n], cell_x[n], area[n] = flat, jj, ii, share[jj, ii]
+                        n += 1
     return pixel, cell_y, cell_x, area, quad_area, n
 
 
@@ -227,7 +187,7 @@ def forward_transform(gx, gy, nz, ny, nx, x0, y0, width, height, data, backgroun
     mapped; pixels outside the panel (``width`` x ``height``) are skipped.
     Each pixel's frames are first shared among the e3 slices (a column per
     pixel with a voxel to map), then each column among the cells its
-    quadrilateral overlaps, so the polygon clipping runs once per pixel and
+    quadrilateral overlaps, so the overlaps are computed once per pixel and
     only for those pixels.
     """
     n_pixels = ny * nx
