@@ -155,19 +155,26 @@ def frame_fractions(z0, nz, array_start, phi0, dphi, phi, zeta, sigma_m, step_e3
     coverage = np.zeros(size)
     reverse = np.zeros((size, nz))
     scale = abs(zeta) / (math.sqrt(2.0) * sigma_m)
+    # The rocking curve's erf at every slice and frame edge, once each: an overlap of a slice and a
+    # frame runs between two of those edges.
+    slice_lo, slice_hi = np.empty(size), np.empty(size)
+    erf_lo, erf_hi = np.empty(size), np.empty(size)
+    for v in range(size):
+        lo = ((v - half - 0.5) * step_e3) / zeta + phi
+        hi = ((v - half + 0.5) * step_e3) / zeta + phi
+        if lo > hi:
+            lo, hi = hi, lo
+        slice_lo[v], slice_hi[v] = lo, hi
+        erf_lo[v], erf_hi[v] = math.erf((lo - phi) * scale), math.erf((hi - phi) * scale)
     for k in range(nz):
         a = phi0 + (z0 + k - array_start) * dphi
         b = a + dphi
-        whole = math.erf((b - phi) * scale) - math.erf((a - phi) * scale)
+        erf_a, erf_b = math.erf((a - phi) * scale), math.erf((b - phi) * scale)
+        whole = erf_b - erf_a
         for v in range(size):
-            lo = ((v - half - 0.5) * step_e3) / zeta + phi
-            hi = ((v - half + 0.5) * step_e3) / zeta + phi
-            if lo > hi:
-                lo, hi = hi, lo
-            slice_weight = math.erf((hi - phi) * scale) - math.erf((lo - phi) * scale)
-            lo2, hi2 = max(lo, a), min(hi, b)
-            if lo2 < hi2:
-                part = math.erf((hi2 - phi) * scale) - math.erf((lo2 - phi) * scale)
+            slice_weight = erf_hi[v] - erf_lo[v]
+            if max(slice_lo[v], a) < min(slice_hi[v], b):
+                part = (erf_hi[v] if slice_hi[v] <= b else erf_b) - (erf_lo[v] if slice_lo[v] >= a else erf_a)
                 if whole != 0.0:
                     forward[k, v] = part / whole
                 if slice_weight != 0.0:
