@@ -80,10 +80,10 @@ def test_fit_grids_keep_the_covered_slices_and_round_trip(tmp_path):
         np.testing.assert_array_equal(getattr(picked, key), getattr(again, key))
     store = WorkStore(str(tmp_path / "work"), "inputs")
     block_grids = store.block_grids(2, capacity=10)  # far too small: the array grows
-    first = block_grids.write(0, stored)
-    second = block_grids.write(first, picked)
+    first = block_grids.write(0, [stored.select(np.arange(4)), stored.select(np.arange(4, len(stored)))])
+    second = block_grids.write(first, [picked])
     assert first % GRID_CHUNK == 0 and second > first >= 2 * len(stored.data)
-    block_grids.write(second, _kept_slices(grids[:0], background[:0], covered[:0]))
+    block_grids.write(second, [_kept_slices(grids[:0], background[:0], covered[:0])])
     opened = store.block_grids(2)
     for start, expected in ((0, stored), (first, picked)):
         back = opened.read(start, expected.covered)

@@ -243,20 +243,20 @@ class _StoredGroups:
                                      ShoeboxColumn.concatenate([c for _, c, _ in self.pending]),
                                      self.voxels == "fitted")
             with_grids = [g for _, _, g in self.pending if g is not None]
-            self.grid_start.append(self._store_grids(rows, FitGrids.concatenate(with_grids)) if with_grids else -1)
+            self.grid_start.append(self._store_grids(rows, with_grids) if with_grids else -1)
             self.pending.clear()
             self.pending_size = 0
             self.stored += 1
 
-    def _store_grids(self, rows: np.ndarray, grids: FitGrids) -> int:
-        """Write one group's grids after the last group's; returns where they start."""
+    def _store_grids(self, rows: np.ndarray, grids: list[FitGrids]) -> int:
+        """Write one group's grids (of ``rows``, in order) after the last group's; returns where they start."""
         if self.grids is None:
             # Room for about twice a group to start with; the array grows as needed.
             self.grids = self.store.block_grids(self.index, 4 * STORE_GROUP_VOXELS)
-            self.grid_covered = np.zeros((len(self.part_of_row), grids.size), bool)
+            self.grid_covered = np.zeros((len(self.part_of_row), grids[0].size), bool)
         start = self.next_start
         self.next_start = self.grids.write(start, grids)
-        self.grid_covered[rows] = grids.covered
+        self.grid_covered[rows] = np.concatenate([g.covered for g in grids])
         return start
 
     def arrays(self) -> dict[str, np.ndarray]:

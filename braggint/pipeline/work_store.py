@@ -33,8 +33,9 @@ from ..models.shoebox import ShoeboxColumn, bbox_volume
 
 #: Voxels per Zarr chunk of the flat shoebox arrays (4 MiB of float32).
 CHUNK_VOXELS = 1 << 20
-#: Values per Zarr chunk of a block's grid array (1 MiB of float32).
-GRID_CHUNK = 1 << 18
+#: Values per Zarr chunk of a block's grid array (4 MiB of float32: 1 MiB chunks wrote 25 % slower, 16 MiB ones
+#: half as fast).
+GRID_CHUNK = 1 << 20
 
 
 def _fast_codec():
@@ -185,7 +186,7 @@ class BlockGrids:
     """The profile-grid cells of the rows to fit of one block, every part's in one Zarr array.
 
     A part's :class:`FitGrids` cells, then their background, lie at
-    ``start:start + 2 * cells``; each part starts on a chunk boundary, so no
+    ``start:start + 2 * cells`` (rows in the order written); each part starts on a chunk boundary, so no
     two parts share a chunk.  Which slices each row covers (and so its
     cells' offsets) the caller keeps with the block (``parts.npz``).  One
     array for the block instead of a group of arrays per part: each Zarr
@@ -195,9 +196,10 @@ class BlockGrids:
     def __init__(self, array):
         self.array = array
 
-    def write(self, start: int, grids: FitGrids) -> int:
-        """Store ``grids`` at ``start``; returns where the next part starts."""
-        values = np.concatenate([grids.data, grids.background])
+    def write(self, start: int, grids: list[FitGrids]) -> int:
+        """Store one part, the rows of ``grids`` one list item after another, at ``start``; returns where
+        the next part starts.  (The items are copied together once, into the part's values.)"""
+        values = np.concatenate([g.data for g in grids] + [g.background for g in grids])
         end = start + len(values)
         if end > self.array.shape[0]:
             self.array.resize((max(end, 2 * self.array.shape[0]),))
