@@ -54,9 +54,10 @@ def test_skewed_pixels_share_their_whole_area_among_the_cells():
     assert edge.sum() == pytest.approx(0.5) and edge_area[0] == pytest.approx(1.0)
 
 
-def test_map_to_grids_gives_unit_sum_reference_signal_and_the_covered_slices_to_fit():
-    """The fused per-row mapping against the transform run by hand: references get (counts - background)
-    / its sum, fitted rows keep the grid's covered slices (float32), other rows nothing."""
+def test_map_to_grids_teaches_profiles_the_unit_sum_signal_and_keeps_the_covered_slices_to_fit():
+    """The fused per-row mapping against the transform run by hand: references add weight x (counts -
+    background) / its sum to the profiles they teach, fitted rows keep the grid's covered slices (float32),
+    other rows nothing."""
     half, size = 2, 5
     rng = np.random.default_rng(8)
     n_rows, nz, ny, nx = 4, 3, 4, 4
@@ -76,9 +77,14 @@ def test_map_to_grids_gives_unit_sum_reference_signal_and_the_covered_slices_to_
     rows = np.array([3, 0, 1, 2])
     is_reference = np.array([True, True, False, False])
     is_fitted = np.array([True, False, True, False])
-    signal, ok, covered, cells, cell_background = map_to_grids(
-        rows, is_reference, is_fitted, corner_start, gx, gy, offsets, bbox, panel_size, data, background, mask,
-        phi, zeta, scan, sigma_m, step_e3, half)
+    # Reference rows 3 and 0: row 3 teaches profiles 0 and 2 of fold 1, row 0 profile 2 of fold 0.
+    teaches = np.array([[0, 2, -1], [2, -1, -1]])
+    weights = np.array([[0.5, 0.25, 9.0], [0.75, 9.0, 9.0]])
+    fold = np.array([1, 0])
+    sums, counts = np.zeros((2, 3, size, size, size)), np.zeros((2, 3), np.int64)
+    covered, cells, cell_background = map_to_grids(
+        rows, is_reference, is_fitted, teaches, weights, fold, sums, counts, corner_start, gx, gy, offsets, bbox,
+        panel_size, data, background, mask, phi, zeta, scan, sigma_m, step_e3, half)
     by_hand = {}
     for r in rows:
         zfraction, coverage, _ = frame_fractions(7, nz, 0.0, 0.0, scan[2], phi[r], zeta[r], sigma_m, step_e3, half)
@@ -87,11 +93,12 @@ def test_map_to_grids_gives_unit_sum_reference_signal_and_the_covered_slices_to_
         forward_transform(gx[c0:c1], gy[c0:c1], nz, ny, nx, bbox[r, 0], bbox[r, 2], 1000, 1000, data[lo:hi],
                           background[lo:hi], mask[lo:hi], zfraction, size, grid, bgrid)
         by_hand[r] = grid, bgrid, coverage > 0.99
-    assert signal.shape == (2, size, size, size) and ok.all()
-    for k, r in enumerate([3, 0]):
-        grid, bgrid, _ = by_hand[r]
-        np.testing.assert_allclose(signal[k], (grid - bgrid) / (grid - bgrid).sum(), rtol=1e-12)
-        assert signal[k].sum() == pytest.approx(1.0)
+    signal = {r: (by_hand[r][0] - by_hand[r][1]) / (by_hand[r][0] - by_hand[r][1]).sum() for r in (3, 0)}
+    np.testing.assert_allclose(sums[1, 0], 0.5 * signal[3], rtol=1e-12)
+    np.testing.assert_allclose(sums[1, 2], 0.25 * signal[3], rtol=1e-12)
+    np.testing.assert_allclose(sums[0, 2], 0.75 * signal[0], rtol=1e-12)
+    assert not sums[0, :2].any() and not sums[:, 1].any() and sums[0, 2].sum() == pytest.approx(0.75)
+    assert counts.tolist() == [[0, 0, 1], [1, 0, 1]]
     expected_covered = np.array([by_hand[3][2], by_hand[1][2]])
     assert np.array_equal(covered, expected_covered) and expected_covered.any(axis=1).all()
     expected_cells = np.concatenate([by_hand[r][0][by_hand[r][2]].ravel() for r in (3, 1)]).astype(np.float32)

@@ -25,7 +25,6 @@ from ..models.reflection_table import ReflectionTable
 from ..models.shoebox import ShoeboxColumn
 from ..tasks.reference_profiles import (
     Sampler,
-    add_references,
     finalise_profiles,
     fit_detector_space,
     fit_grids,
@@ -39,8 +38,8 @@ log = logging.getLogger("braggint")
 #: A reference must be this fully recorded to teach the profile.
 MIN_REFERENCE_PARTIALITY = 0.99
 
-#: References mapped onto the grid at a time (512 grids of 11^3 cells are 5.5 MB).
-REFERENCE_BATCH = 512
+#: Reflections mapped onto the grid at a time (the fitted rows' cells of 512 grids of 11^3 cells are 5.5 MB at most).
+MAPPING_BATCH = 512
 
 
 @dataclass
@@ -120,14 +119,10 @@ def reference_rows(table: ReflectionTable, shoeboxes: ShoeboxColumn, experiment:
 
 
 class ProfileAccumulator:
-    """Unnormalised reference-profile sums of one experiment over a block, fed a group of reflections at a time.
-
-    Each group's references come mapped onto the grid (:func:`map_part`);
-    they are added to the profiles they teach :data:`REFERENCE_BATCH` at a
-    time.  ``n_folds`` validation folds are summed apart (the
-    ``profile.index`` column says each reference's fold when there are
-    more than one).
-    """
+    """Unnormalised reference-profile sums of one experiment over a block, filled a group of reflections at a
+    time by :func:`map_part` (the mapping kernel adds each reference as it maps it).  ``n_folds``
+    validation folds are summed apart (the ``profile.index`` column says each reference's fold when there
+    are more than one)."""
 
     def __init__(self, experiment: Experiment, profile: GaussianRSProfile, fitting, n_folds: int = 1):
         self.experiment, self.n_folds = experiment, n_folds
@@ -136,30 +131,9 @@ class ProfileAccumulator:
         size = 2 * self.spec.half + 1
         self.sums = np.zeros((n_folds, self.sampler.size, size, size, size))
         self.counts = np.zeros((n_folds, self.sampler.size), np.int64)
-        self.pending: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # grids, ok, xyz, fold
-
-    def add(self, references: ReflectionTable, grids: np.ndarray, ok: np.ndarray) -> None:
-        """Add reference rows ``references`` with their unit-sum signal ``grids`` (usable where ``ok``)."""
-        if references.nrows == 0:
-            return
-        fold = references[FOLD_COLUMN] if self.n_folds > 1 else np.zeros(references.nrows, np.int64)
-        self.pending.append((grids, ok, references["xyzcal.px"], fold))
-        if sum(len(item[0]) for item in self.pending) >= REFERENCE_BATCH:
-            self._add_pending()
-
-    def _add_pending(self) -> None:
-        if not self.pending:
-            return
-        grids, ok, xyz, fold = (np.concatenate(parts) for parts in zip(*self.pending))
-        self.pending.clear()
-        indices, weights = self.sampler.neighbourhood(xyz)
-        for f in range(self.n_folds):
-            chosen = fold == f
-            add_references(grids[chosen], ok[chosen], indices[chosen], weights[chosen], self.sums[f], self.counts[f])
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """``(sums (F, P, G, G, G), counts (F, P))``; the profiles are the sum over folds."""
-        self._add_pending()
         return self.sums, self.counts
 
 
@@ -172,7 +146,7 @@ def map_part(experiment: Experiment, table: ReflectionTable, shoeboxes: ShoeboxC
     fits (rows that will be fitted: not ``dont_integrate``), else None.
     Rows outside the sampler's range are neither.  ``corners``: the rows'
     :func:`corner_coordinates`, when already computed.  Rows are mapped
-    :data:`REFERENCE_BATCH` at a time (whole grids are 21 kB a row).
+    :data:`MAPPING_BATCH` at a time.
     """
     spec, n = accumulator.spec, table.nrows
     in_range = accumulator.sampler.nearest(table["xyzcal.px"]) >= 0
@@ -186,14 +160,16 @@ def map_part(experiment: Experiment, table: ReflectionTable, shoeboxes: ShoeboxC
     corner_start, gx, gy, panel_size, scan, zeta = _geometry(experiment, table, shoeboxes, spec, corners)
     phi = table["xyzcal.mm"][:, 2]
     parts = []
-    for start in range(0, len(mapped), REFERENCE_BATCH):
-        rows = mapped[start:start + REFERENCE_BATCH]
-        references = is_reference[rows]
-        signal, ok, covered, cells, cell_background = map_to_grids(
-            rows, references, fitted[rows], corner_start, gx, gy, shoeboxes.offsets, shoeboxes.bbox, panel_size,
+    fold = table[FOLD_COLUMN] if accumulator.n_folds > 1 else np.zeros(n, np.int64)
+    for start in range(0, len(mapped), MAPPING_BATCH):
+        rows = mapped[start:start + MAPPING_BATCH]
+        references = rows[is_reference[rows]]
+        teaches, weights = accumulator.sampler.neighbourhood(table["xyzcal.px"][references])
+        covered, cells, cell_background = map_to_grids(
+            rows, is_reference[rows], fitted[rows], teaches, weights, fold[references], accumulator.sums,
+            accumulator.counts, corner_start, gx, gy, shoeboxes.offsets, shoeboxes.bbox, panel_size,
             shoeboxes.data, shoeboxes.background, shoeboxes.mask, phi, zeta, scan, spec.sigma_m, spec.step_m,
             spec.half)
-        accumulator.add(table.select(rows[references]), signal, ok)
         if with_fit_grids:
             parts.append(FitGrids.from_covered(covered, cells, cell_background))
     if not with_fit_grids:

@@ -141,10 +141,10 @@ def _voxels_to_use(mask, lo, hi):
 
 
 @njit(cache=True)
-def map_to_grids(rows, is_reference, is_fitted, corner_start, gx, gy, offsets, bbox, panel_size, data, background,
-                 mask, phi, zeta, scan, sigma_m, step_e3, half):
-    """Shoeboxes ``rows`` mapped onto the grid: the unit-sum signal of the references among them and the
-    covered slices of those to be fitted.
+def map_to_grids(rows, is_reference, is_fitted, teaches, weights, fold, sums, counts, corner_start, gx, gy, offsets,
+                 bbox, panel_size, data, background, mask, phi, zeta, scan, sigma_m, step_e3, half):
+    """Shoeboxes ``rows`` mapped onto the grid: the references among them added to the profiles they teach,
+    the covered slices of those to be fitted returned.
 
     ``offsets``, ``bbox``, ``data``, ``background`` and ``mask`` are the
     whole shoebox column's; the geometry (``corner_start``, ``gx``, ``gy``,
@@ -155,20 +155,25 @@ def map_to_grids(rows, is_reference, is_fitted, corner_start, gx, gy, offsets, b
     when the shoebox's frames hold more than 0.99 of its rocking-curve
     weight (the slices profile fitting uses).
 
-    Returns ``(signal (R, G, G, G), ok (R,), covered (F, G), cells, cell
-    background)`` for the R references and F fitted rows, in the order of
-    ``rows``: signal is counts minus background scaled to unit sum (zero,
-    and ok False, where that sum is not positive); cells and cell background
-    (float32, flat) hold each fitted row's covered slices one after another,
-    as :class:`braggint.models.fit_grids.FitGrids` keeps them.  One grid
-    pair is reused from row to row, so no (rows, G, G, G) temporaries are made.
+    Each reference's signal, counts minus background scaled to unit sum, is
+    added with weight ``weights[k, s]`` to profile ``teaches[k, s]`` (-1:
+    none; see :meth:`Sampler.neighbourhood`) of validation fold ``fold[k]``
+    in ``sums`` (F, P, G, G, G), counting once towards ``counts`` (F, P),
+    k numbering the references in the order of ``rows``; a reference whose
+    signal does not sum to a positive value teaches nothing.
+
+    Returns ``(covered (F, G), cells, cell background)`` for the F fitted
+    rows, in the order of ``rows``: cells and cell background (float32,
+    flat) hold each fitted row's covered slices one after another, as
+    :class:`braggint.models.fit_grids.FitGrids` keeps them.  One grid pair
+    is reused from row to row, so no (rows, G, G, G) temporaries are made.
     """
     size = 2 * half + 1
     n_cells = size * size * size
     grid = np.zeros((size, size, size))
     bgrid = np.zeros((size, size, size))
-    signal = np.zeros((np.count_nonzero(is_reference), size, size, size))
-    ok = np.zeros(len(signal), np.bool_)
+    signal = np.empty(n_cells)
+    flat_sums = sums.reshape((sums.shape[0], sums.shape[1], n_cells))  # contiguous rows: the adds vectorise
     covered = np.zeros((np.count_nonzero(is_fitted), size), np.bool_)
     cells = np.empty(len(covered) * n_cells, np.float32)
     cell_background = np.empty(len(covered) * n_cells, np.float32)
@@ -188,18 +193,30 @@ def map_to_grids(rows, is_reference, is_fitted, corner_start, gx, gy, offsets, b
         forward_transform(gx[c0:c1], gy[c0:c1], nz, ny, nx, x0, y0, panel_size[r, 0], panel_size[r, 1],
                           data[lo:hi], background[lo:hi], mask[lo:hi], zfraction, size, grid, bgrid)
         if is_reference[position]:
+            k = n_references
+            n_references += 1
             total = 0.0
             for v in range(size):
                 for j in range(size):
                     for i in range(size):
                         total += grid[v, j, i] - bgrid[v, j, i]
             if total > 0:
-                ok[n_references] = True
+                c = 0
                 for v in range(size):
                     for j in range(size):
                         for i in range(size):
-                            signal[n_references, v, j, i] = (grid[v, j, i] - bgrid[v, j, i]) / total
-            n_references += 1
+                            signal[c] = (grid[v, j, i] - bgrid[v, j, i]) / total
+                            c += 1
+                f = fold[k]
+                for s in range(teaches.shape[1]):
+                    profile = teaches[k, s]
+                    if profile < 0:
+                        continue
+                    weight = weights[k, s]
+                    counts[f, profile] += 1
+                    target = flat_sums[f, profile]
+                    for c in range(n_cells):
+                        target[c] += weight * signal[c]
         if is_fitted[position]:
             for v in range(size):
                 if coverage[v] > 0.99:
@@ -210,26 +227,7 @@ def map_to_grids(rows, is_reference, is_fitted, corner_start, gx, gy, offsets, b
                             cell_background[n_kept] = bgrid[v, j, i]
                             n_kept += 1
             n_fitted += 1
-    return signal, ok, covered, cells[:n_kept].copy(), cell_background[:n_kept].copy()
-
-
-def add_references(grids: np.ndarray, ok: np.ndarray, indices: np.ndarray, weights: np.ndarray,
-                   profiles: np.ndarray, counts: np.ndarray) -> None:
-    """Add unit-sum reference grids to the profiles they teach (in place).
-
-    ``indices``/``weights`` (n, 27) from :meth:`Sampler.neighbourhood` for
-    the same rows (-1 = none); each usable grid adds ``weight * grid`` to
-    every listed profile and counts once towards it.  One matrix product
-    (profiles x rows) @ (rows x cells) does the weighted sum.
-    """
-    if len(grids) == 0:
-        return
-    listed = ok[:, None] & (indices >= 0)
-    row, slot = np.nonzero(listed)
-    matrix = np.zeros((len(grids), len(profiles)))
-    np.add.at(matrix, (row, indices[row, slot]), weights[row, slot])
-    profiles += (matrix.T @ grids.reshape(len(grids), -1)).reshape(profiles.shape)
-    counts += np.bincount(indices[row, slot], minlength=len(counts))
+    return covered, cells[:n_kept].copy(), cell_background[:n_kept].copy()
 
 
 def finalise_profiles(profiles: np.ndarray, counts: np.ndarray) -> np.ndarray:
