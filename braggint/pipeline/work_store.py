@@ -55,7 +55,10 @@ def inputs_digest(*parts: bytes) -> str:
 class WorkStore:
     """Per-block intermediate results of one run under ``path``."""
 
-    def __init__(self, path: str, digest: str):
+    def __init__(self, path: str, digest: str, make_shoebox_store: bool = False):
+        """Open the store of the run ``digest`` at ``path`` (a store of another run is removed first);
+        ``make_shoebox_store``: create the Zarr group that block tasks write shoeboxes and grids into, if
+        it is not there (the process laying out the run does, when the run stores any)."""
         self.path = path
         marker = os.path.join(path, "inputs.sha256")
         if os.path.isdir(path):
@@ -66,9 +69,9 @@ class WorkStore:
         if not os.path.exists(marker):
             with atomic_open(marker, "w") as handle:
                 handle.write(digest + "\n")
-        if not os.path.exists(os.path.join(path, "shoeboxes.zarr", "zarr.json")):
-            # Made here, by the process that lays out the run, so that block tasks writing at the same time
-            # never race to create it.
+        if make_shoebox_store and not os.path.exists(os.path.join(path, "shoeboxes.zarr", "zarr.json")):
+            # Made by the process that lays out the run, so that block tasks writing at the same time never
+            # race to create it; a run storing nothing there (summation only) does not import Zarr at all.
             self._group("a")
 
     def _file(self, block: int, kind: str) -> str:
