@@ -116,3 +116,15 @@ def test_fitting_the_covered_slices_gives_the_whole_intensity():
     assert ok[1:].all()
     np.testing.assert_allclose(value[1:], intensity[1:], rtol=1e-4)
     assert (correlation[1:] > 0.999).all() and (fisher[1:] > 0).all() and (variance[1:] > 0).all()
+
+
+def test_a_store_of_another_layout_is_started_afresh(tmp_path):
+    """A work folder an earlier braggint left (its marker names only the inputs) is never resumed from."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "inputs.sha256").write_text("inputs\n")
+    (work / "block_0000.modelled.refl").write_text("an earlier layout's block")
+    store = WorkStore(str(work), "inputs")
+    assert not store.has(0, "modelled.refl")
+    store.save_arrays(0, "parts.npz", part_of_row=np.zeros(2, np.int64))
+    assert WorkStore(str(work), "inputs").has(0, "parts.npz")  # the same run and layout resumes

@@ -136,8 +136,9 @@ def exit_without_teardown(code: int) -> None:
     Tearing down the imported modules (numba's compiler among them) took
     0.2-0.6 s after a braggint.integrate run, with nothing left to do: every
     output is written and renamed, the workers are stopped, and the log and
-    terminal streams are flushed here first.  For console scripts only (it
-    ends the calling process); tests call ``main`` instead.
+    terminal streams are flushed here first.  For the console scripts and
+    ``python -m`` runs only (it ends the calling process); in-process
+    callers use ``main``.
     """
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):

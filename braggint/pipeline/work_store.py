@@ -2,7 +2,7 @@
 
 Layout of ``<output.reflections>.work/``::
 
-    inputs.sha256              what the run was started from; another input starts afresh
+    inputs.sha256              what the run was started from, and the layout; another starts afresh
     shoeboxes.zarr/block_0007_grids        profile-grid cells of the block's rows to fit (see BlockGrids)
     shoeboxes.zarr/block_0007_part_00012/  for detector-space fitting or debug output: shoeboxes of one
                                            part of the block (see WorkStore.save_part)
@@ -31,6 +31,8 @@ from ..models.flags import VALID_FOREGROUND
 from ..models.reflection_table import ReflectionTable
 from ..models.shoebox import ShoeboxColumn, bbox_volume
 
+#: The store's layout; a store of another layout (an earlier braggint's) is started afresh, never resumed.
+LAYOUT_VERSION = 2
 #: Voxels per Zarr chunk of the flat shoebox arrays (4 MiB of float32).
 CHUNK_VOXELS = 1 << 20
 #: Values per Zarr chunk of a block's grid array (4 MiB of float32: 1 MiB chunks wrote 25 % slower, 16 MiB ones
@@ -61,14 +63,15 @@ class WorkStore:
         it is not there (the process laying out the run does, when the run stores any)."""
         self.path = path
         marker = os.path.join(path, "inputs.sha256")
+        identity = f"{digest} layout {LAYOUT_VERSION}"
         if os.path.isdir(path):
             previous = open(marker).read().strip() if os.path.exists(marker) else ""
-            if previous != digest:
+            if previous != identity:
                 shutil.rmtree(path)
         os.makedirs(path, exist_ok=True)
         if not os.path.exists(marker):
             with atomic_open(marker, "w") as handle:
-                handle.write(digest + "\n")
+                handle.write(identity + "\n")
         if make_shoebox_store and not os.path.exists(os.path.join(path, "shoeboxes.zarr", "zarr.json")):
             # Made by the process that lays out the run, so that block tasks writing at the same time never
             # race to create it; a run storing nothing there (summation only) does not import Zarr at all.
