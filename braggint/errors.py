@@ -6,6 +6,8 @@ parameter or frame at fault.  Command-line programs print it as
 without a traceback.
 """
 
+import os
+
 
 class BraggintError(Exception):
     """An error caused by the user's input, reported without a traceback."""
@@ -13,6 +15,12 @@ class BraggintError(Exception):
 
 class InputFileError(BraggintError):
     """A named input file is missing, unreadable or malformed."""
+
+
+def require_file(path: str, what: str) -> None:
+    """Raise :class:`InputFileError` ``"<path>: <what> not found"`` unless ``path`` is a file."""
+    if not os.path.isfile(path):
+        raise InputFileError(f"{path}: {what} not found")
 
 
 class ParameterError(BraggintError):

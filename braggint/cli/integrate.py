@@ -14,13 +14,13 @@ import shutil
 import time
 
 from .. import __version__
-from ..errors import ImageError, InputFileError, ParameterError
+from ..errors import ImageError, InputFileError, ParameterError, require_file
 from ..io.atomic import atomic_open
-from ..io.expt import read_experiments, write_experiments
+from ..io.expt import EXPERIMENT_LIST, read_experiments, write_experiments
 from ..io.html_report import write_html_report
 from ..io.images import ImageSource
 from ..io.mtz import write_mtz
-from ..io.refl import read_reflections, write_reflections
+from ..io.refl import REFLECTION_FILE, read_reflections, write_reflections
 from ..models.experiment import ExperimentList
 from ..models.flags import Flags
 from ..models.reflection_table import ReflectionTable
@@ -86,14 +86,23 @@ def check_parameters(params) -> None:
             raise ParameterError("absorption_correction.apply=True needs absorption_correction.algorithm")
 
 
-def load_inputs(cl: CommandLine) -> tuple[ExperimentList, ReflectionTable | None]:
-    """Read and check the experiment list and the optional reflection file."""
+def check_input_files(cl: CommandLine) -> None:
+    """One experiment list and at most one reflection file, both present (checked before the workers
+    start, so that a mistyped name is reported at once)."""
     if not cl.experiments:
         raise InputFileError("no experiment list given (expected a .expt file)")
     if len(cl.experiments) > 1:
         raise InputFileError(f"give one experiment list, not {len(cl.experiments)}: {' '.join(cl.experiments)}")
     if len(cl.reflections) > 1:
         raise InputFileError(f"give one reflection file, not {len(cl.reflections)}: {' '.join(cl.reflections)}")
+    require_file(cl.experiments[0], EXPERIMENT_LIST)
+    for path in cl.reflections:
+        require_file(path, REFLECTION_FILE)
+
+
+def load_inputs(cl: CommandLine) -> tuple[ExperimentList, ReflectionTable | None]:
+    """Read and check the experiment list and the optional reflection file."""
+    check_input_files(cl)
     experiments = read_experiments(cl.experiments[0])
     if len(experiments) == 0:
         raise InputFileError(f"{cl.experiments[0]}: the experiment list is empty")
@@ -162,6 +171,7 @@ def _run(argv: list[str]) -> int:
         return 0
     working = params.extract()
     check_parameters(working)
+    check_input_files(cl)
 
     # Local workers start in the background while the inputs are read and the run is prepared; batch jobs
     # are only submitted once the inputs have been read and checked (integrate() starts them).

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 
-from ..errors import InputFileError
+from ..errors import InputFileError, require_file
 from ..models.beam import Beam
 from ..models.crystal import Crystal
 from ..models.detector import Detector
@@ -30,11 +30,13 @@ _READERS = {
     "scaling_model": dict,
 }
 
+#: What :func:`read_experiments` calls its file in errors.
+EXPERIMENT_LIST = "experiment list"
+
 
 def read_experiments(path: str) -> ExperimentList:
     """Load an experiment list; raise :class:`InputFileError` naming the file on failure."""
-    if not os.path.isfile(path):
-        raise InputFileError(f"{path}: experiment list not found")
+    require_file(path, EXPERIMENT_LIST)
     try:
         with open(path, encoding="utf-8") as handle:
             document = json.load(handle)

@@ -9,14 +9,13 @@ both and writes version 1 by default, the one DIALS 3.12 reads.
 from __future__ import annotations
 
 import gzip
-import os
 import struct
 
 import msgpack
 import numpy as np
 from numba import njit
 
-from ..errors import InputFileError
+from ..errors import InputFileError, require_file
 from ..models.reflection_table import COLUMN_TYPES, SHOEBOX_TYPE, ReflectionTable
 from ..models.shoebox import ShoeboxColumn, bbox_volume
 from .atomic import atomic_open
@@ -24,11 +23,13 @@ from .atomic import atomic_open
 MAGIC = "dials::af::reflection_table"
 _HEADER = struct.Struct("<I6iB")  # panel, bbox x0 x1 y0 y1 z0 z1, presence/layout byte
 
+#: What :func:`read_reflections` calls its file in errors.
+REFLECTION_FILE = "reflection file"
+
 
 def read_reflections(path: str) -> ReflectionTable:
     """Load a ``.refl`` file; raise :class:`InputFileError` naming the file on failure."""
-    if not os.path.isfile(path):
-        raise InputFileError(f"{path}: reflection file not found")
+    require_file(path, REFLECTION_FILE)
     with open(path, "rb") as handle:
         raw = handle.read()
     if raw[:2] == b"\x1f\x8b":
