@@ -101,8 +101,8 @@ def check_input_files(cl: CommandLine) -> None:
 
 
 def load_inputs(cl: CommandLine) -> tuple[ExperimentList, ReflectionTable | None]:
-    """Read and check the experiment list and the optional reflection file."""
-    check_input_files(cl)
+    """Read and check the experiment list and the optional reflection file (named as
+    :func:`check_input_files` requires)."""
     experiments = read_experiments(cl.experiments[0])
     if len(experiments) == 0:
         raise InputFileError(f"{cl.experiments[0]}: the experiment list is empty")

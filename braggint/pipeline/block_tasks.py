@@ -215,7 +215,7 @@ class _StoredGroups:
         self.voxels = voxels
         self.part_of_row = np.full(n_rows, -1, np.int64)
         self.position_in_part = np.full(n_rows, -1, np.int64)
-        self.grids: BlockGrids | None = None  # made with the first group that has grids
+        self.grid_array: BlockGrids | None = None  # made with the first group that has grids
         self.grid_start: list[int] = []
         self.grid_covered: np.ndarray | None = None
         self.next_start = 0
@@ -250,12 +250,12 @@ class _StoredGroups:
 
     def _store_grids(self, rows: np.ndarray, grids: list[FitGrids]) -> int:
         """Write one group's grids (of ``rows``, in order) after the last group's; returns where they start."""
-        if self.grids is None:
+        if self.grid_array is None:
             # Room for about twice a group to start with; the array grows as needed.
-            self.grids = self.store.block_grids(self.index, 4 * STORE_GROUP_VOXELS)
+            self.grid_array = self.store.block_grids(self.index, 4 * STORE_GROUP_VOXELS)
             self.grid_covered = np.zeros((len(self.part_of_row), grids[0].size), bool)
         start = self.next_start
-        self.next_start = self.grids.write(start, grids)
+        self.next_start = self.grid_array.write(start, grids)
         self.grid_covered[rows] = np.concatenate([g.covered for g in grids])
         return start
 

@@ -5,9 +5,10 @@ The grid has (2g+1)^3 cells in the local reciprocal-space frame, ordered
 for e1/e2, sigma_m for e3) and the centre lies at g + 0.5 cells, so the grid
 spans +-n_sigma_grid sigma.  Each detector pixel is the quadrilateral of its
 four corners' grid coordinates; its counts are shared among the grid cells
-in proportion to the overlap areas (exact, from the quadrilateral's edges).  Each frame's
-counts are shared among e3 slices in proportion to a Gaussian rocking curve
-of width sigma_m integrated over the overlap of frame and slice in angle.
+in proportion to the overlap areas (exact, from the quadrilateral's edges).
+Each frame's counts are shared among e3 slices in proportion to a Gaussian
+rocking curve of width sigma_m integrated over the overlap of frame and
+slice in angle.
 """
 
 from __future__ import annotations
