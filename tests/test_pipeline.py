@@ -175,3 +175,29 @@ def test_profile_validation_holds_out_each_partition_and_changes_no_intensity(da
     assert too_few.returncode == 0
     log = (tmp_path / "too_few" / "dials.integrate.log").read_text()
     assert "Too few reference reflections" in log and "Profile validation (" not in log
+
+
+def test_rows_fitted_in_the_first_pass_get_what_the_second_pass_gives(dataset, tmp_path, monkeypatch):
+    """Rows whose reference profiles only their own block teaches are fitted in the first pass; leaving
+    every row to the second pass instead (no profile counted as local) gives the same table."""
+    from braggint.cli import integrate as cli
+    from braggint.pipeline import integrate as pipeline
+
+    # Profiles one frame apart in z and blocks of 4 frames: some profiles are taught by one block, some by two.
+    args = [str(dataset / "models.expt"), str(dataset / "strong.refl"), "block.size=4", "block.units=frames",
+            "profile.gaussian_rs.fitting.scan_step=0.5"]
+    fitted_first = {}
+    for name in ("streamed", "stored"):
+        (tmp_path / name).mkdir()
+        monkeypatch.chdir(tmp_path / name)
+        if name == "stored":
+            monkeypatch.setattr(pipeline, "block_local_profiles", lambda tables, *_: [{} for _ in tables])
+        assert cli.main(args) == 0
+        log = (tmp_path / name / "dials.integrate.log").read_text()
+        counts = re.search(r"Fitted (\d+) of (\d+) reflections in the first pass.*; (\d+) of (\d+) blocks", log)
+        fitted_first[name] = [int(value) for value in counts.groups()]
+    fitted, total, second, blocks = fitted_first["streamed"]
+    assert 0 < fitted < total and 0 < second <= blocks
+    assert fitted_first["stored"] == [0, total, blocks, blocks]
+    assert_same_tables(read_reflections(str(tmp_path / "streamed" / "integrated.refl")),
+                       read_reflections(str(tmp_path / "stored" / "integrated.refl")))

@@ -2,9 +2,11 @@
 
 ``model_block`` (first pass) reads the block's frames, fills and processes
 its shoeboxes (masks, background, centroids, summation) and sums the
-reference profiles of its strong reflections; ``fit_block`` (second pass)
-fits every reflection of the block with the finished reference profiles,
-reading the shoeboxes back from the work store instead of the images.
+reference profiles of its strong reflections, fitting the rows whose
+profiles only this block teaches as soon as those are final
+(:mod:`.streamed_fitting`); ``fit_block`` (second pass, for the blocks
+left incomplete) fits the other rows with the finished reference profiles,
+reading their grids back from the work store instead of the images.
 Both write their results to the store first and return small objects, so
 a resumed run skips finished blocks and a failed block loses only itself.
 """
@@ -30,16 +32,11 @@ from ..models.shoebox import ShoeboxColumn
 from ..tasks.shoebox_geometry import corner_coordinates
 from .absorption import add_kapton_columns, kapton_scopes
 from .blocks import Block
-from .profile_fitting import (
-    MIN_REFERENCE_PARTIALITY,
-    ProfileAccumulator,
-    ReferenceProfiles,
-    fit_profiles,
-    map_part,
-)
+from .part_rows import per_experiment, put_rows, reassemble
+from .profile_fitting import ProfileAccumulator, ReferenceProfiles, map_part
 from .shoebox_processing import fill_from_frame, process_shoeboxes, read_frame
+from .streamed_fitting import StreamedFits, fit_part
 from .timing import StageTimes
-from .validation import FOLD_COLUMN, STATISTICS, fold_statistics
 from .work_store import BlockGrids, WorkStore
 
 
@@ -58,6 +55,9 @@ class BlockJob:
     excluded_frames: frozenset = frozenset()
     lookup_mask_path: str | None = None
     n_folds: int = 1  # profile validation partitions (1 = no validation)
+    #: experiment -> (P,) bool: the reference profiles only this block teaches, whose rows it fits in its
+    #: first pass (see :mod:`.streamed_fitting`); None: every row is fitted in the second pass.
+    local_profiles: dict | None = None
 
 
 #: Environment variables that hold the batch job id under Grid Engine, SLURM, LSF and PBS.
@@ -85,6 +85,8 @@ class BlockReport:
     resumed: bool = False
     worker: str = field(default_factory=worker_name)
     validation: dict = field(default_factory=dict)  # experiment -> (folds, len(STATISTICS)) sums
+    complete: bool = False  # every row fitted in the first pass: the block needs no second pass
+    fitted_first: int = 0  # rows fitted in the first pass
 
 
 def _store(job: BlockJob) -> WorkStore:
@@ -138,22 +140,29 @@ def one_core(task):
 @one_core
 def model_block(job: BlockJob) -> BlockReport:
     """First pass over one block, streaming: a group of reflections is processed, stored and freed as
-    soon as the frames it needs have been read, so memory holds only the reflections in flight."""
+    soon as the frames it needs have been read, so memory holds only the reflections in flight.  The rows
+    whose reference profiles only this block teaches are fitted here too (:mod:`.streamed_fitting`); when
+    that is every row, the block is complete (``integrated.refl``) and needs no second pass."""
     store = _store(job)
     index = job.block.index
     report = BlockReport(index, job.table.nrows)
     fitting = job.params.integration.profile.fitting
-    if store.has(index, "modelled.refl"):
+    if store.has(index, "modelled.refl") or store.has(index, "integrated.refl"):
         report.resumed = True
+        report.complete = store.has(index, "integrated.refl")
         if fitting and store.has(index, "profiles.npz"):
             arrays = store.load_arrays(index, "profiles.npz")
             report.profile_sums = {int(k.split("_")[1]): (arrays[k], arrays["counts_" + k.split("_")[1]])
                                    for k in arrays if k.startswith("sums_")}
+        if report.complete:
+            report.validation = _load_validation(store, index, "validation.npz")
         return report
     store.clear_block(index)
     table = job.table
     timing = StageTimes()
-    groups = _StoredGroups(store, index, table.nrows, timing, _stored_voxels(job.params))
+    voxels = _stored_voxels(job.params)
+    groups = _StoredGroups(store, index, table.nrows, timing, voxels)
+    streamed = StreamedFits(job, job.local_profiles) if job.local_profiles and voxels is None else None
     done: list[tuple[np.ndarray, ReflectionTable]] = []
     first = job.experiments[job.block.experiments[0]]
     filled = _filled_stills(job, timing) if first.is_still else _batched(_filled_parts(job, timing))
@@ -162,30 +171,64 @@ def model_block(job: BlockJob) -> BlockReport:
     for part in filled:
         part_table, shoeboxes, grids = _process_part(job, table, part, accumulators, taught, timing)
         done.append((part.rows, part_table))
-        groups.add(part.rows, shoeboxes, grids)
+        if streamed is not None and grids is not None:
+            stored = streamed.add(part.rows, part_table, grids)
+            streamed.fit_ready(accumulators, timing)
+            if stored.any():
+                groups.add(part.rows[stored], None, grids if stored.all() else grids.select(stored))
+        else:
+            groups.add(part.rows, shoeboxes, grids)
     groups.flush()
+    if streamed is not None:
+        streamed.fit_ready(accumulators, timing, final=True)
     with timing.stage("profile modelling"):
         report.profile_sums = {number: accumulators[number].result() for number in sorted(taught)}
     with timing.stage("write"):
-        _save_modelled(store, index, table, done, report, groups)
+        _save_modelled(store, index, table, done, report, groups, streamed)
     report.seconds = timing
     report.peak_memory = _peak_memory()
     return report
 
 
+def _load_validation(store: WorkStore, index: int, kind: str) -> dict:
+    """Validation statistics a block saved (experiment -> array), none when it saved none."""
+    if not store.has(index, kind):
+        return {}
+    return {int(k.split("_")[1]): v for k, v in store.load_arrays(index, kind).items()}
+
+
+def _save_validation(store: WorkStore, index: int, kind: str, validation: dict) -> None:
+    if validation:
+        store.save_arrays(index, kind, **{f"id_{k}": v for k, v in validation.items()})
+
+
 def _save_modelled(store: WorkStore, index: int, table: ReflectionTable, done: list, report: BlockReport,
-                   groups: "_StoredGroups") -> None:
-    """The first pass's results of a block, the table last (its presence marks the block done)."""
+                   groups: "_StoredGroups", streamed: StreamedFits | None) -> None:
+    """The first pass's results of a block, the table last (its presence marks the block done): as
+    ``integrated.refl`` when every row was fitted here, else as ``modelled.refl`` with the rows fitted
+    here already carrying their fits (and those rows' validation statistics in ``first_validation.npz``)."""
     order = np.argsort(np.concatenate([rows for rows, _ in done]), kind="stable") if done else np.zeros(0, int)
     merged = ReflectionTable.concatenate([part_table for _, part_table in done], table.identifiers)
     merged = merged.select(order) if done else table
+    if streamed is not None:
+        for rows, fitted in streamed.fitted:
+            put_rows(merged, rows, fitted)
+            report.fitted_first += len(rows)
     if report.profile_sums:
         arrays = {}
         for number, (sums, counts) in report.profile_sums.items():
             arrays[f"sums_{number}"], arrays[f"counts_{number}"] = sums, counts
         store.save_arrays(index, "profiles.npz", **arrays)
     store.save_arrays(index, "parts.npz", **groups.arrays())
-    store.save_table(index, "modelled.refl", merged)
+    report.complete = streamed is not None and groups.stored == 0
+    validation = streamed.validation if streamed is not None else {}
+    if report.complete:
+        report.validation = validation
+        _save_validation(store, index, "validation.npz", validation)
+        store.save_table(index, "integrated.refl", merged)
+    else:
+        _save_validation(store, index, "first_validation.npz", validation)
+        store.save_table(index, "modelled.refl", merged)
 
 
 def _stored_voxels(params) -> str | None:
@@ -223,7 +266,9 @@ class _StoredGroups:
         self.pending_size = 0
         self.stored = 0
 
-    def add(self, rows: np.ndarray, shoeboxes: ShoeboxColumn, grids: FitGrids | None) -> None:
+    def add(self, rows: np.ndarray, shoeboxes: ShoeboxColumn | None, grids: FitGrids | None) -> None:
+        """Queue the rows ``rows`` of the block with their shoeboxes (None when no voxels are stored) and
+        grids; written once the queue is large enough."""
         if self.voxels is None and grids is None:
             return
         self.pending.append((rows, shoeboxes, grids))
@@ -372,7 +417,7 @@ def _process_part(job: BlockJob, table: ReflectionTable, part: _Part, accumulato
     pieces = []
     fitting = job.params.integration.profile.fitting
     gaussian = job.params.profile.gaussian_rs.fitting
-    for number, rows, sub_table, boxes in _per_experiment(part_table, part.shoeboxes):
+    for number, rows, sub_table, boxes in per_experiment(part_table, part.shoeboxes):
         experiment, profile = job.experiments[int(number)], job.profiles[int(number)]
         with timing.stage("summation"):
             corners = corner_coordinates(experiment, boxes, sub_table["s1"], sub_table["xyzcal.px"][:, 2])
@@ -390,13 +435,13 @@ def _process_part(job: BlockJob, table: ReflectionTable, part: _Part, accumulato
                 grids = map_part(experiment, sub_table, boxes, accumulators[int(number)], corners,
                                  with_fit_grids=gaussian.fit_method != "detector_space")
         pieces.append((rows, sub_table, boxes, grids))
-    return _reassemble(part_table, (part.shoeboxes, None), pieces)
+    return reassemble(part_table, (part.shoeboxes, None), pieces)
 
 
 @one_core
 def fit_block(job: BlockJob, references: dict[int, ReferenceProfiles],
               held_out: dict[int, list[ReferenceProfiles]] | None = None) -> BlockReport:
-    """Second pass over one block: profile fitting from the stored shoeboxes, one group at a time.
+    """Second pass over one block: profile fitting of the rows the first pass stored, one group at a time.
 
     ``held_out[experiment][f]`` are the profiles learned without validation
     fold f; each fold's rows are fitted with them too, for the statistics.
@@ -406,14 +451,15 @@ def fit_block(job: BlockJob, references: dict[int, ReferenceProfiles],
     report = BlockReport(index, job.table.nrows)
     if store.has(index, "integrated.refl"):
         report.resumed = True
-        if held_out and store.has(index, "validation.npz"):
-            arrays = store.load_arrays(index, "validation.npz")
-            report.validation = {int(k.split("_")[1]): arrays[k] for k in arrays}
+        if held_out:
+            report.validation = _load_validation(store, index, "validation.npz")
         return report
     timing = StageTimes()
     with timing.stage("read back"):
         table = store.load_table(index, "modelled.refl")
         parts = store.load_arrays(index, "parts.npz")
+    if held_out:  # the statistics of the rows the first pass fitted
+        report.validation = _load_validation(store, index, "first_validation.npz")
     part_of_row, position_in_part = parts["part_of_row"], parts["position_in_part"]
     fit_method = job.params.profile.gaussian_rs.fitting.fit_method
     # Reciprocal-space fitting reads the grids the first pass mapped, detector-space the shoeboxes.
@@ -421,7 +467,6 @@ def fit_block(job: BlockJob, references: dict[int, ReferenceProfiles],
     for number in np.unique(part_of_row[part_of_row >= 0]):
         rows = np.flatnonzero(part_of_row == number)
         rows = rows[np.argsort(position_in_part[rows])]
-        part = table.select(rows)
         with timing.stage("read back"):
             if fit_method == "detector_space":
                 source = store.load_shoeboxes(index, int(number))
@@ -429,71 +474,15 @@ def fit_block(job: BlockJob, references: dict[int, ReferenceProfiles],
                 source = grids.read(int(parts["grid_start"][number]), parts["grid_covered"][rows])
             else:
                 source = None
-        pieces = []
-        for experiment_id, sub_rows, sub_table, sub_source in _per_experiment(part, source):
-            experiment_id = int(experiment_id)
-            if experiment_id in references:
-                experiment = job.experiments[experiment_id]
-                with timing.stage("profile fitting"):
-                    fit_profiles(experiment, sub_table, sub_source, references[experiment_id], fit_method)
-                if held_out and experiment_id in held_out:
-                    with timing.stage("validation"):
-                        _validate(experiment, sub_table, sub_source, held_out[experiment_id], fit_method,
-                                  report.validation.setdefault(experiment_id,
-                                                               np.zeros((job.n_folds, len(STATISTICS)))))
-            pieces.append((sub_rows, sub_table, sub_source))
-        part, _ = _reassemble(part, (source,), pieces)
-        for name in part.keys():
-            if name not in table:
-                table[name] = np.zeros((table.nrows,) + np.shape(part[name])[1:], dtype=np.asarray(part[name]).dtype)
-            table[name][rows] = part[name]
+        put_rows(table, rows, fit_part(job, table.select(rows), source, references, held_out, timing,
+                                       report.validation))
     with timing.stage("write"):
-        if report.validation:
-            store.save_arrays(index, "validation.npz", **{f"id_{k}": v for k, v in report.validation.items()})
+        if held_out:
+            _save_validation(store, index, "validation.npz", report.validation)
         store.save_table(index, "integrated.refl", table)
     report.seconds = timing
     report.peak_memory = _peak_memory()
     return report
-
-
-def _validate(experiment, table: ReflectionTable, source: FitGrids | ShoeboxColumn, models: list[ReferenceProfiles],
-              fit_method: str, statistics: np.ndarray) -> None:
-    """Fit each fold's fully recorded rows with the profiles learned without them; add their statistics."""
-    full = table["partiality"] > MIN_REFERENCE_PARTIALITY
-    for fold, model in enumerate(models):
-        rows = np.flatnonzero((table[FOLD_COLUMN] == fold) & full)
-        if len(rows):
-            held = table.select(rows)
-            fit_profiles(experiment, held, source.select(rows), model, fit_method)
-            statistics[fold] += fold_statistics(held, table.select(rows))
-
-
-def _per_experiment(table: ReflectionTable, *columns):
-    """``(experiment id, rows, table part, column parts ...)`` per experiment, for columns of the same rows
-    (:class:`ShoeboxColumn`, :class:`FitGrids` or None); no copies for one experiment."""
-    numbers = np.unique(table["id"]) if table.nrows else []
-    if len(numbers) == 1:
-        yield (numbers[0], np.arange(table.nrows), table, *columns)
-        return
-    for number in numbers:
-        rows = np.flatnonzero(table["id"] == number)
-        yield (number, rows, table.select(rows), *(None if c is None else c.select(rows) for c in columns))
-
-
-def _reassemble(table: ReflectionTable, columns: tuple, pieces: list[tuple]) -> tuple:
-    """Per-experiment pieces ``(rows, table part, column parts ...)`` put back in the block's row order:
-    ``(table, columns ...)``; ``columns`` are the whole's, returned as they are when there is no piece.
-    A column that a piece lacks (None) is None."""
-    if len(pieces) == 1 and len(pieces[0][0]) == table.nrows:
-        return pieces[0][1:]
-    if not pieces:
-        return (table, *columns)
-    order = np.argsort(np.concatenate([piece[0] for piece in pieces]), kind="stable")
-    merged = [ReflectionTable.concatenate([piece[1] for piece in pieces], table.identifiers).select(order)]
-    for k in range(len(columns)):
-        parts = [piece[2 + k] for piece in pieces]
-        merged.append(None if any(p is None for p in parts) else type(parts[0]).concatenate(parts).select(order))
-    return tuple(merged)
 
 
 def _peak_memory() -> int:

@@ -3,8 +3,9 @@
 :func:`integrate` predicts every reflection, builds the profile models,
 lays the sweep out in frame blocks (:mod:`.blocks`), runs the first pass
 (shoeboxes, background, centroids, summation, reference-profile sums) of
-every block, reduces the reference profiles, runs the second pass (profile
-fitting) and reduces the block tables into one table in prediction order.
+every block (which fits the rows whose profiles only their block teaches),
+reduces the reference profiles, runs the second pass (profile fitting of
+the other rows) and reduces the block tables into one table in prediction order.
 Intermediate results live in a work store next to the output
 (:mod:`.work_store`), so an interrupted run resumes where it stopped.
 """
@@ -48,7 +49,8 @@ from .memory import (
     too_little_memory,
 )
 from .predict import predict_reflections
-from .profile_fitting import calibrate_variances, finish_profiles
+from .part_rows import put_rows
+from .profile_fitting import block_local_profiles, calibrate_variances, finish_profiles
 from .profile_model import estimate_profile, profile_from_parameters
 from .progress import BlockProgress
 from .reference import mask_neighbouring_pixels, matched_reference, split_reference
@@ -285,23 +287,33 @@ def run_blocks(jobs: list[BlockJob], experiments: ExperimentList, profiles: list
                params, where, clock: StageTimes) -> tuple[list[BlockReport], list[BlockReport], dict]:
     """Both passes of every block on the scheduler ``where``; also the reference profiles.
 
-    With validation folds, the profiles learned without each fold are made
-    too and the second pass fits each fold with them.  ``clock`` gets the
-    wall time of each pass.
+    The second pass runs for the blocks the first left incomplete (rows
+    whose profiles other blocks teach too).  With validation folds, the
+    profiles learned without each fold are made too and the second pass
+    fits each fold with them.  ``clock`` gets the wall time of each pass.
+    Returns the first pass's reports, the final report of each block (the
+    second pass's where it ran) and the reference profiles.
     """
     with clock.stage("first pass"):
         reports = run_pass(where, "modelling and summation", model_block, jobs)
         references, held_out = reference_profiles(reports, experiments, profiles, params)
+    final = {report.block: report for report in reports}
+    left = [job for job in jobs if not final[job.block.index].complete]
+    if references and not any(report.resumed for report in reports):
+        log.info("Fitted %d of %d reflections in the first pass (those whose reference profiles only their "
+                 "block teaches); %d of %d blocks need a second pass", sum(r.fitted_first for r in reports),
+                 sum(r.n_reflections for r in reports), len(left), len(jobs))
     fitted = []
-    if references:
+    if references and left:
         shared = [references, held_out]
         if where != "synchronous":  # one copy per worker; a list, since scatter would key a dict's values
             shared = where.scatter(shared, broadcast=True)
         with clock.stage("second pass"):
-            fitted = run_pass(where, "profile fitting", fit_block, jobs, *shared)
+            fitted = run_pass(where, "profile fitting", fit_block, left, *shared)
+        final.update({report.block: report for report in fitted})
     log.info("Block-task time by stage (summed over blocks): %s",
              StageTimes.summed(r.seconds for r in reports + fitted).as_text())
-    return reports, fitted, references
+    return reports, [final[job.block.index] for job in jobs], references
 
 
 def reference_profiles(reports: list[BlockReport], experiments: ExperimentList, profiles: list[GaussianRSProfile],
@@ -404,17 +416,21 @@ def _integrate(experiments: ExperimentList, reference: ReflectionTable | None, p
     WorkStore(work_path, digest, make_shoebox_store=integration.profile.fitting or integration.debug.output)
     jobs = [BlockJob(block, experiments, profiles, table.select(assignment == block.index), algorithm, params,
                      work_path, digest, excluded, integration.lookup.mask, n_folds) for block in blocks]
+    if integration.profile.fitting:
+        local = block_local_profiles([job.table for job in jobs], experiments, params.profile.gaussian_rs.fitting)
+        for job, profiles_of_block in zip(jobs, local):
+            job.local_profiles = profiles_of_block
     clock.add("prediction", time.perf_counter() - start)
     try:
         with clock.stage("worker start"):  # the part of the start that preparing did not hide
             where = started()
-        first, second, references = run_blocks(jobs, experiments, profiles, params, where, clock)
+        first, final, references = run_blocks(jobs, experiments, profiles, params, where, clock)
         reducing = time.perf_counter()
         jobs = None  # their copies of the table rows are not needed any more
-        peak = max([r.peak_memory for r in first + second] or [0])
+        peak = max([r.peak_memory for r in first + final] or [0])
         log.info("Largest peak memory of a block task: %.0f MB", peak / 1e6)
         store = WorkStore(work_path, digest)
-        kind = "integrated.refl" if second else "modelled.refl"
+        kind = "integrated.refl" if references else "modelled.refl"
         debug = integration.debug
         if debug.reference.output and references:
             write_reference_profiles(os.path.join(output_directory, debug.reference.filename), references)
@@ -425,11 +441,7 @@ def _integrate(experiments: ExperimentList, reference: ReflectionTable | None, p
                 with_boxes["shoebox"] = store.load_block_shoeboxes(block.index)
                 write_block_shoeboxes(output_directory, block.index, with_boxes, params)
                 with_boxes = None
-            row_selection = assignment == block.index
-            for name in part.keys():
-                if name not in table:
-                    table[name] = np.zeros((table.nrows,) + np.shape(part[name])[1:], dtype=np.asarray(part[name]).dtype)
-                table[name][row_selection] = part[name]
+            put_rows(table, assignment == block.index, part)
             part = None
         shoeboxes = None
         if keep:
@@ -446,8 +458,8 @@ def _integrate(experiments: ExperimentList, reference: ReflectionTable | None, p
     if references:
         profile_table, arrays = profile_report(references)
         tables.append(profile_table)
-    if n_folds > 1 and second:
-        statistics = tree_reduce([r.validation for r in second], _add_arrays)
+    if n_folds > 1 and references:
+        statistics = tree_reduce([r.validation for r in final], _add_arrays)
         tables.append(validation_table(statistics))
         log.info("%s", tables[-1].as_text())
     integrated = table.get_flags(Flags.integrated, all=False)

@@ -137,6 +137,42 @@ class ProfileAccumulator:
         return self.sums, self.counts
 
 
+def teaching_rows(table: ReflectionTable, number: int, sampler: Sampler) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, profiles)``: the rows of experiment ``number`` that may teach reference profiles (strong
+    spots inside the sampler's range; :func:`reference_rows` picks the ones that do once they are
+    integrated) and the profiles each would teach (rows x 27, -1 padded; see :meth:`Sampler.neighbourhood`)."""
+    xyz = table["xyzcal.px"]
+    rows = np.flatnonzero((table["id"] == number) & table.get_flags(Flags.reference_spot))
+    rows = rows[sampler.nearest(xyz[rows]) >= 0]
+    return rows, sampler.neighbourhood(xyz[rows])[0]
+
+
+def block_local_profiles(tables: list[ReflectionTable], experiments, fitting) -> list[dict[int, np.ndarray]]:
+    """For each block (its rows ``tables[b]``), ``{experiment: (P,) bool}``: the reference profiles that no
+    other block's strong spots can teach.
+
+    Such a profile is final once the block's own references are mapped
+    (the other blocks add exact zeros to its sums), so the block can fit
+    the rows that use it during the first pass.  Only experiments with
+    strong spots in some block (the ones that get reference profiles) are keys.
+    """
+    local: list[dict[int, np.ndarray]] = [{} for _ in tables]
+    for number, experiment in enumerate(experiments):
+        if experiment.is_still:
+            continue
+        sampler = make_sampler(experiment, fitting)
+        taught = np.zeros((len(tables), sampler.size), np.int64)
+        for block, table in enumerate(tables):
+            _, profiles = teaching_rows(table, number, sampler)
+            taught[block, np.unique(profiles[profiles >= 0])] = 1
+        if not taught.any():
+            continue
+        by_others = taught.sum(axis=0)[None, :] - taught
+        for block in range(len(tables)):
+            local[block][number] = by_others[block] == 0
+    return local
+
+
 def map_part(experiment: Experiment, table: ReflectionTable, shoeboxes: ShoeboxColumn,
              accumulator: ProfileAccumulator, corners=None, with_fit_grids: bool = True) -> FitGrids | None:
     """Map a group of processed reflections onto the profile grid, once each.
@@ -194,6 +230,8 @@ def finish_profiles(experiment: Experiment, profile: GaussianRSProfile, fitting,
 
 #: Transient column (removed before output): the inverse Fisher information of each fit.
 FISHER_COLUMN = "intensity.prf.variance_fisher"
+#: The columns :func:`fit_profiles` writes.
+FITTED_COLUMNS = ("intensity.prf.value", "intensity.prf.variance", FISHER_COLUMN, "profile.correlation", "flags")
 
 
 def fit_profiles(experiment: Experiment, table: ReflectionTable, source: FitGrids | ShoeboxColumn,

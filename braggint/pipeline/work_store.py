@@ -8,9 +8,12 @@ Layout of ``<output.reflections>.work/``::
                                            part of the block (see WorkStore.save_part)
     block_0007.parts.npz       which part (group of reflections starting on one frame) holds each row,
                                where each part's grid cells start and which grid slices each row covers
-    block_0007.modelled.refl   the block after background and summation (first pass)
+    block_0007.modelled.refl   the block after background and summation, with the rows fitted in the
+                               first pass fitted (first pass)
+    block_0007.first_validation.npz  validation statistics of those rows (with validation folds)
     block_0007.profiles.npz    its reference-profile sums per experiment
-    block_0007.integrated.refl the block after profile fitting (second pass)
+    block_0007.integrated.refl the block after profile fitting (second pass, or the first when it fitted
+                               every row)
 
 A block's files are complete when its ``.refl`` exists: every file is
 written under a temporary name and renamed, the table last.

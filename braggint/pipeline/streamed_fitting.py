@@ -1,0 +1,164 @@
+"""Profile fitting of a block's reflections during its first pass, as soon as their reference profiles are final.
+
+A reference profile that only this block's strong spots teach (see
+:func:`.profile_fitting.block_local_profiles`) is final once the last of
+those spots has been mapped: the other blocks add nothing to it.  The rows
+fitted with such a profile wait in memory (their grid cells, a few z-steps
+of the sweep's worth at most) until then and are fitted there, so their
+grids never go to the work store; the rest are stored for the second pass
+as before.  Fitted here or in the second pass, a row gets the same numbers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..models.fit_grids import FitGrids
+from ..models.reflection_table import ReflectionTable
+from ..tasks.reference_profiles import MAX_NEIGHBOURS
+from .part_rows import per_experiment, reassemble
+from .profile_fitting import (
+    FITTED_COLUMNS,
+    MIN_REFERENCE_PARTIALITY,
+    ReferenceProfiles,
+    finish_profiles,
+    fit_profiles,
+    make_sampler,
+    teaching_rows,
+)
+from .timing import StageTimes
+from .validation import FOLD_COLUMN, STATISTICS, fold_statistics
+
+
+def fit_part(job, part: ReflectionTable, source, references: dict[int, ReferenceProfiles],
+             held_out: dict[int, list[ReferenceProfiles]] | None, timing: StageTimes,
+             validation: dict[int, np.ndarray]) -> ReflectionTable:
+    """Fit the rows of ``part`` (a group of a block's rows, fitted in place; returned in its row order) with
+    ``references`` per experiment; with ``held_out`` profiles (validation folds), add each fold's statistics
+    to ``validation[experiment]``.  ``source``: the rows' FitGrids or shoeboxes (detector space)."""
+    fit_method = job.params.profile.gaussian_rs.fitting.fit_method
+    pieces = []
+    for experiment_id, sub_rows, sub_table, sub_source in per_experiment(part, source):
+        experiment_id = int(experiment_id)
+        if experiment_id in references:
+            experiment = job.experiments[experiment_id]
+            with timing.stage("profile fitting"):
+                fit_profiles(experiment, sub_table, sub_source, references[experiment_id], fit_method)
+            if held_out and experiment_id in held_out:
+                with timing.stage("validation"):
+                    _validate(experiment, sub_table, sub_source, held_out[experiment_id], fit_method,
+                              validation.setdefault(experiment_id, np.zeros((job.n_folds, len(STATISTICS)))))
+        pieces.append((sub_rows, sub_table, sub_source))
+    fitted, _ = reassemble(part, (source,), pieces)
+    return fitted
+
+
+def _validate(experiment, table: ReflectionTable, source, models: list[ReferenceProfiles], fit_method: str,
+              statistics: np.ndarray) -> None:
+    """Fit each fold's fully recorded rows with the profiles learned without them; add their statistics."""
+    full = table["partiality"] > MIN_REFERENCE_PARTIALITY
+    for fold, model in enumerate(models):
+        rows = np.flatnonzero((table[FOLD_COLUMN] == fold) & full)
+        if len(rows):
+            held = table.select(rows)
+            fit_profiles(experiment, held, source.select(rows), model, fit_method)
+            statistics[fold] += fold_statistics(held, table.select(rows))
+
+
+class StreamedFits:
+    """The rows of one block fitted during its first pass, waiting for their profiles and then fitted.
+
+    ``local``: ``{experiment: (P,) bool}``, the profiles only this block
+    teaches.  Rows of those experiments whose nearest profile is local (or
+    who have none: outside the sampler's range) are fitted here.
+    """
+
+    def __init__(self, job, local: dict[int, np.ndarray]):
+        self.job = job
+        table = job.table
+        gaussian = job.params.profile.gaussian_rs.fitting
+        self.profile_of_row = np.full(table.nrows, -1, np.int64)
+        self.fitted_here = np.zeros(table.nrows, bool)
+        self.teaches = np.full((table.nrows, MAX_NEIGHBOURS), -1, np.int64)
+        self.left: dict[int, np.ndarray] = {}  # experiment -> (P,) its block's references not mapped yet
+        for number, is_local in local.items():
+            sampler = make_sampler(job.experiments[number], gaussian)
+            rows = np.flatnonzero(table["id"] == number)
+            profile = sampler.nearest(table["xyzcal.px"][rows])
+            self.profile_of_row[rows] = profile
+            self.fitted_here[rows] = (profile < 0) | is_local[np.maximum(profile, 0)]
+            teaching, profiles = teaching_rows(table, number, sampler)
+            self.teaches[teaching] = profiles
+            self.left[number] = np.bincount(profiles[profiles >= 0], minlength=sampler.size)
+        self.waiting: list[tuple[np.ndarray, ReflectionTable, FitGrids]] = []
+        self.fitted: list[tuple[np.ndarray, dict]] = []  # (block rows, their FITTED_COLUMNS)
+        self.validation: dict[int, np.ndarray] = {}
+        self.completed = False  # a profile became final since the last fit
+
+    def add(self, rows: np.ndarray, table: ReflectionTable, grids: FitGrids) -> np.ndarray:
+        """Take over the rows of a processed group (block rows ``rows``, their table and grids) that are
+        fitted here once it has been mapped; returns which of them are left for the second pass."""
+        here = self.fitted_here[rows]
+        if here.any():
+            self.waiting.append((rows[here], table.select(here), grids if here.all() else grids.select(here)))
+        teaching = rows[self.teaches[rows, 0] >= 0]
+        ids = np.asarray(table["id"])[self.teaches[rows, 0] >= 0]
+        for number in np.unique(ids):
+            profiles = self.teaches[teaching[ids == number]]
+            left = self.left[int(number)]
+            before = left == 0
+            left -= np.bincount(profiles[profiles >= 0], minlength=len(left))
+            self.completed |= bool(((left == 0) & ~before).any())
+        return ~here
+
+    def fit_ready(self, accumulators: dict, timing: StageTimes, final: bool = False) -> None:
+        """Fit the waiting rows whose profiles are final (``final``: all of them, the block being mapped)
+        with the block's own sums (``accumulators``: experiment -> ProfileAccumulator)."""
+        if not self.waiting or not (final or self.completed):
+            return
+        self.completed = False
+        still_waiting, ready_parts = [], []
+        for rows, table, grids in self.waiting:
+            ready = np.ones(len(rows), bool) if final else self._ready(rows, table)
+            if ready.all():
+                ready_parts.append((rows, table, grids))
+            elif ready.any():
+                ready_parts.append((rows[ready], table.select(ready), grids.select(ready)))
+                still_waiting.append((rows[~ready], table.select(~ready), grids.select(~ready)))
+            else:
+                still_waiting.append((rows, table, grids))
+        self.waiting = still_waiting
+        if not ready_parts:
+            return
+        references, held_out = self._models(accumulators, timing)
+        for rows, table, grids in ready_parts:
+            fitted = fit_part(self.job, table, grids, references, held_out, timing, self.validation)
+            self.fitted.append((rows, {name: fitted[name] for name in FITTED_COLUMNS}))
+
+    def _ready(self, rows: np.ndarray, table: ReflectionTable) -> np.ndarray:
+        profile = self.profile_of_row[rows]
+        ready = profile < 0
+        ids = np.asarray(table["id"])
+        for number in np.unique(ids):
+            mine = (ids == number) & (profile >= 0)
+            ready[mine] = self.left[int(number)][profile[mine]] == 0
+        return ready
+
+    def _models(self, accumulators: dict, timing: StageTimes):
+        """The block's profiles (and those without each validation fold) per experiment, as they stand."""
+        job = self.job
+        gaussian = job.params.profile.gaussian_rs.fitting
+        references, held_out = {}, {}
+        with timing.stage("profile modelling"):
+            for number in self.left:
+                if number not in accumulators:
+                    continue
+                experiment, profile = job.experiments[number], job.profiles[number]
+                sums, counts = accumulators[number].result()
+                total, total_counts = sums.sum(axis=0), counts.sum(axis=0)
+                references[number] = finish_profiles(experiment, profile, gaussian, total, total_counts, quiet=True)
+                if len(sums) > 1:
+                    held_out[number] = [finish_profiles(experiment, profile, gaussian, total - fold_sum,
+                                                        total_counts - fold_count, quiet=True)
+                                        for fold_sum, fold_count in zip(sums, counts)]
+        return references, held_out
