@@ -23,7 +23,10 @@ def _real_shoeboxes(real_sweep):
 def test_whole_shoeboxes_round_trip(real_sweep, tmp_path):
     boxes = _real_shoeboxes(real_sweep)
     store = WorkStore(str(tmp_path / "work"), "inputs")
+    # The Zarr group is made by the first block that stores anything, not before.
+    assert not (tmp_path / "work" / "shoeboxes.zarr").exists()
     store.save_part(3, 1, boxes)
+    assert (tmp_path / "work" / "shoeboxes.zarr" / "zarr.json").exists()
     assert store.load_shoeboxes(3, 1).equals(boxes)
 
 

@@ -413,7 +413,7 @@ def _integrate(experiments: ExperimentList, reference: ReflectionTable | None, p
         work_path = temporary
     layout = repr([(b.experiments, b.start, b.stop) for b in blocks]).encode()
     digest = inputs_digest(inputs, pickle.dumps(table["bbox"]), layout)
-    WorkStore(work_path, digest, make_shoebox_store=integration.profile.fitting or integration.debug.output)
+    WorkStore(work_path, digest)
     jobs = [BlockJob(block, experiments, profiles, table.select(assignment == block.index), algorithm, params,
                      work_path, digest, excluded, integration.lookup.mask, n_folds) for block in blocks]
     if integration.profile.fitting:

@@ -21,6 +21,7 @@ written under a temporary name and renamed, the table last.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -60,10 +61,8 @@ def inputs_digest(*parts: bytes) -> str:
 class WorkStore:
     """Per-block intermediate results of one run under ``path``."""
 
-    def __init__(self, path: str, digest: str, make_shoebox_store: bool = False):
-        """Open the store of the run ``digest`` at ``path`` (a store of another run is removed first);
-        ``make_shoebox_store``: create the Zarr group that block tasks write shoeboxes and grids into, if
-        it is not there (the process laying out the run does, when the run stores any)."""
+    def __init__(self, path: str, digest: str):
+        """Open the store of the run ``digest`` at ``path`` (a store of another run is removed first)."""
         self.path = path
         marker = os.path.join(path, "inputs.sha256")
         identity = f"{digest} layout {LAYOUT_VERSION}"
@@ -75,10 +74,6 @@ class WorkStore:
         if not os.path.exists(marker):
             with atomic_open(marker, "w") as handle:
                 handle.write(identity + "\n")
-        if make_shoebox_store and not os.path.exists(os.path.join(path, "shoeboxes.zarr", "zarr.json")):
-            # Made by the process that lays out the run, so that block tasks writing at the same time never
-            # race to create it; a run storing nothing there (summation only) does not import Zarr at all.
-            self._group("a")
 
     def _file(self, block: int, kind: str) -> str:
         return os.path.join(self.path, f"block_{block:04d}.{kind}")
@@ -104,9 +99,17 @@ class WorkStore:
 
     # ----- shoeboxes (Zarr) ------------------------------------------------
     def _group(self, mode: str):
+        """The Zarr group of shoeboxes and grids; with mode ``"a"`` made if it is not there yet, by the first
+        block task to store anything, under a lock so that two never race to make it (a run that stores
+        nothing there does not import Zarr at all)."""
         import zarr
 
-        return zarr.open_group(os.path.join(self.path, "shoeboxes.zarr"), mode=mode)
+        path = os.path.join(self.path, "shoeboxes.zarr")
+        if mode == "a" and not os.path.exists(os.path.join(path, "zarr.json")):
+            with open(os.path.join(self.path, "shoeboxes.lock"), "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                return zarr.open_group(path, mode="a")
+        return zarr.open_group(path, mode=mode)
 
     def save_part(self, block: int, part: int, shoeboxes: ShoeboxColumn, fitted_voxels_only: bool = False) -> None:
         """Store the shoeboxes of part ``part`` of a block (a group of its reflections) for the second pass
