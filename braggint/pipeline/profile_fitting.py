@@ -140,11 +140,11 @@ class ProfileAccumulator:
 def teaching_rows(table: ReflectionTable, number: int, sampler: Sampler) -> tuple[np.ndarray, np.ndarray]:
     """``(rows, profiles)``: the rows of experiment ``number`` that may teach reference profiles (strong
     spots inside the sampler's range; :func:`reference_rows` picks the ones that do once they are
-    integrated) and the profiles each would teach (rows x 27, -1 padded; see :meth:`Sampler.neighbourhood`)."""
+    integrated) and the profiles each would teach (rows x 27, -1 padded; see :meth:`Sampler.neighbours`)."""
     xyz = table["xyzcal.px"]
     rows = np.flatnonzero((table["id"] == number) & table.get_flags(Flags.reference_spot))
     rows = rows[sampler.nearest(xyz[rows]) >= 0]
-    return rows, sampler.neighbourhood(xyz[rows])[0]
+    return rows, sampler.neighbours(xyz[rows])
 
 
 def block_local_profiles(tables: list[ReflectionTable], experiments, fitting) -> list[dict[int, np.ndarray]]:
@@ -197,10 +197,15 @@ def map_part(experiment: Experiment, table: ReflectionTable, shoeboxes: ShoeboxC
     phi = table["xyzcal.mm"][:, 2]
     parts = []
     fold = table[FOLD_COLUMN] if accumulator.n_folds > 1 else np.zeros(n, np.int64)
+    # The profiles each reference teaches, for all of them at once: the k-th reference of a batch is row
+    # k of the batch's slice (references are numbered in row order).
+    all_teaches, all_weights = accumulator.sampler.neighbourhood(table["xyzcal.px"][is_reference])
+    first_reference = np.cumsum(is_reference[mapped]) - is_reference[mapped]
     for start in range(0, len(mapped), MAPPING_BATCH):
         rows = mapped[start:start + MAPPING_BATCH]
         references = rows[is_reference[rows]]
-        teaches, weights = accumulator.sampler.neighbourhood(table["xyzcal.px"][references])
+        k0 = first_reference[start]
+        teaches, weights = all_teaches[k0:k0 + len(references)], all_weights[k0:k0 + len(references)]
         covered, cells, cell_background = map_to_grids(
             rows, is_reference[rows], fitted[rows], teaches, weights, fold[references], accumulator.sums,
             accumulator.counts, corner_start, gx, gy, shoeboxes.offsets, shoeboxes.bbox, panel_size,

@@ -84,12 +84,9 @@ class Sampler:
             y = np.where(xy == 0, self.centre[1], self.centre[1] + self.r2 * np.sin(theta))
         return np.column_stack([x, y, z])
 
-    def neighbourhood(self, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(indices (n, 27), weights (n, 27))``: the nearest profile and its neighbours, -1 padded.
-
-        Weights are ``exp(-4 ln 2 d^2)`` with d the distance to the profile
-        centre in sampler steps.
-        """
+    def neighbours(self, xyz: np.ndarray) -> np.ndarray:
+        """(n, 27) indices of the nearest profile of each position (pixels, frames; column 0) and of its
+        neighbours, -1 padded: the profiles a reference there teaches."""
         n = len(xyz)
         nearest = self._xy_index(xyz[:, 0], xyz[:, 1]) + self.per_z * self._z_index(xyz[:, 2])
         candidates = [nearest]
@@ -117,9 +114,19 @@ class Sampler:
         indices = np.full((n, MAX_NEIGHBOURS), -1, np.int64)
         stacked = np.column_stack(candidates)
         indices[:, :stacked.shape[1]] = stacked
+        return indices
+
+    def neighbourhood(self, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(indices (n, 27), weights (n, 27))``: :meth:`neighbours` and the weight of each.
+
+        Weights are ``exp(-4 ln 2 d^2)`` with d the distance to the profile
+        centre in sampler steps.
+        """
+        n = len(xyz)
+        indices = self.neighbours(xyz)
         weights = np.zeros((n, MAX_NEIGHBOURS))
         valid = indices >= 0
-        centres = self.coord(np.where(valid, indices, 0).ravel()).reshape(n, MAX_NEIGHBOURS, 3)
+        centres = self.coord(np.arange(self.size))[np.where(valid, indices, 0)]  # (n, 27, 3)
         delta = centres - xyz[:, None, :]
         if self.method == "circular_grid":
             d = np.hypot(delta[..., 0], delta[..., 1])
