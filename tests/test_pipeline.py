@@ -179,17 +179,21 @@ def test_profile_validation_holds_out_each_partition_and_changes_no_intensity(da
 
 def test_rows_fitted_in_the_first_pass_get_what_the_second_pass_gives(dataset, tmp_path, monkeypatch):
     """Rows whose reference profiles only their own block teaches are fitted in the first pass; leaving
-    every row to the second pass instead (no profile counted as local) gives the same table."""
+    every row to the second pass instead (no profile counted as local, or no memory to wait in) gives
+    the same table."""
     from braggint.cli import integrate as cli
     from braggint.pipeline import integrate as pipeline
+    from braggint.pipeline import streamed_fitting
 
     # Profiles one frame apart in z and blocks of 4 frames: some profiles are taught by one block, some by two.
     args = [str(dataset / "models.expt"), str(dataset / "strong.refl"), "block.size=4", "block.units=frames",
             "profile.gaussian_rs.fitting.scan_step=0.5"]
     fitted_first = {}
-    for name in ("streamed", "stored"):
+    for name in ("streamed", "no room to wait", "stored"):
         (tmp_path / name).mkdir()
         monkeypatch.chdir(tmp_path / name)
+        if name == "no room to wait":  # the rows that would wait for their profiles go to the store
+            monkeypatch.setattr(streamed_fitting, "WAITING_BYTES", 0)
         if name == "stored":
             monkeypatch.setattr(pipeline, "block_local_profiles", lambda tables, *_: [{} for _ in tables])
         assert cli.main(args) == 0
@@ -198,6 +202,7 @@ def test_rows_fitted_in_the_first_pass_get_what_the_second_pass_gives(dataset, t
         fitted_first[name] = [int(value) for value in counts.groups()]
     fitted, total, second, blocks = fitted_first["streamed"]
     assert 0 < fitted < total and 0 < second <= blocks
-    assert fitted_first["stored"] == [0, total, blocks, blocks]
-    assert_same_tables(read_reflections(str(tmp_path / "streamed" / "integrated.refl")),
-                       read_reflections(str(tmp_path / "stored" / "integrated.refl")))
+    assert fitted_first["stored"] == fitted_first["no room to wait"] == [0, total, blocks, blocks]
+    for name in ("no room to wait", "stored"):
+        assert_same_tables(read_reflections(str(tmp_path / "streamed" / "integrated.refl")),
+                           read_reflections(str(tmp_path / name / "integrated.refl")))

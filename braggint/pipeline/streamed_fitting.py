@@ -29,6 +29,11 @@ from .profile_fitting import (
 from .timing import StageTimes
 from .validation import FOLD_COLUMN, STATISTICS, fold_statistics
 
+#: Most bytes of grid cells (counts and background) waiting in memory for their profiles; rows beyond it
+#: go to the work store for the second pass instead (a sweep of 400 2M-like images at 0.2 degrees peaked at
+#: 80 MB).  Bounds a block's memory whatever the detector, oscillation or scan_step.
+WAITING_BYTES = 128 << 20
+
 
 def fit_part(job, part: ReflectionTable, source, references: dict[int, ReferenceProfiles],
              held_out: dict[int, list[ReferenceProfiles]] | None, timing: StageTimes,
@@ -94,13 +99,19 @@ class StreamedFits:
         self.fitted: list[tuple[np.ndarray, dict]] = []  # (block rows, their FITTED_COLUMNS)
         self.validation: dict[int, np.ndarray] = {}
         self.completed = False  # a profile became final since the last fit
+        self.waiting_bytes = 0
 
     def add(self, rows: np.ndarray, table: ReflectionTable, grids: FitGrids) -> np.ndarray:
         """Take over the rows of a processed group (block rows ``rows``, their table and grids) that are
-        fitted here once it has been mapped; returns which of them are left for the second pass."""
+        fitted here once it has been mapped; returns which of them are left for the second pass (all of them
+        while :data:`WAITING_BYTES` of grids are waiting)."""
         here = self.fitted_here[rows]
+        if self.waiting_bytes + 8 * len(grids.data) > WAITING_BYTES:
+            here = np.zeros(len(rows), bool)
         if here.any():
-            self.waiting.append((rows[here], table.select(here), grids if here.all() else grids.select(here)))
+            kept = grids if here.all() else grids.select(here)
+            self.waiting.append((rows[here], table.select(here), kept))
+            self.waiting_bytes += 8 * len(kept.data)
         teaching = rows[self.teaches[rows, 0] >= 0]
         ids = np.asarray(table["id"])[self.teaches[rows, 0] >= 0]
         for number in np.unique(ids):
@@ -128,6 +139,7 @@ class StreamedFits:
             else:
                 still_waiting.append((rows, table, grids))
         self.waiting = still_waiting
+        self.waiting_bytes = sum(8 * len(grids.data) for _, _, grids in still_waiting)
         if not ready_parts:
             return
         references, held_out = self._models(accumulators, timing)
