@@ -9,7 +9,6 @@ import pytest
 from braggint.io.refl import read_reflections
 from braggint.models.fit_grids import FitGrids
 from braggint.models.flags import MaskCode
-from braggint.models.shoebox import ShoeboxColumn
 from braggint.pipeline.work_store import GRID_CHUNK, WorkStore
 from braggint.tasks.reference_profiles import fit_grids
 
