@@ -141,3 +141,34 @@ def test_a_finished_run_has_written_its_whole_log_when_the_process_ends(tiny_swe
     log = (tmp_path / "dials.integrate.log").read_text().rstrip().splitlines()
     assert log[-1].startswith("Wall time by stage") and result.stdout.rstrip().splitlines()[-1] == log[-1]
     assert read_reflections(str(tmp_path / "integrated.refl")).nrows > 0
+
+
+def test_the_command_starts_the_worker_server_early_only_for_local_workers(monkeypatch):
+    from braggint.cli import early_workers
+    from braggint.pipeline import executor
+
+    monkeypatch.delenv("BRAGGINT_SCHEDULER", raising=False)
+    monkeypatch.setattr(executor, "usable_cores", lambda: 4)
+    wants = early_workers.wants_local_workers
+    assert wants(["models.expt", "strong.refl"])  # nproc=Auto: every usable core
+    assert wants(["nproc=2"]) and wants(["integration.mp.nproc=3"]) and wants(["mp.njobs=2", "nproc=1"])
+    assert not wants(["nproc=1"]) and not wants(["integration.mp.nproc=1", "njobs=1"])
+    assert not wants(["mp.method=sge"]) and not wants(["-h"]) and not wants(["-c"])
+    assert not wants(["nproc=two"])  # the run reports the bad value itself
+    monkeypatch.setattr(executor, "usable_cores", lambda: 1)
+    assert not wants([])
+    monkeypatch.setenv("BRAGGINT_SCHEDULER", "tcp://localhost:8786")
+    monkeypatch.setattr(executor, "usable_cores", lambda: 4)
+    assert not wants(["nproc=2"])
+
+
+def test_the_console_command_integrates_on_two_workers(tiny_sweep, tmp_path):
+    """braggint.integrate as installed (fork server started before its imports) with two workers."""
+    bindir = os.path.dirname(os.path.abspath(sys.executable))
+    program = shutil.which("braggint.integrate", path=bindir)
+    assert program is not None
+    result = subprocess.run([program, str(tiny_sweep / "models.expt"), str(tiny_sweep / "strong.refl"),
+                             "nproc=2"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    log = (tmp_path / "dials.integrate.log").read_text()
+    assert "Started 2 local Dask workers" in log and (tmp_path / "integrated.refl").exists()

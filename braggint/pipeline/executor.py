@@ -86,6 +86,17 @@ def preload_worker_modules() -> None:
     get_mp_context().set_forkserver_preload(list(WORKER_PRELOAD))  # after Dask has set its own list
 
 
+def start_worker_server() -> None:
+    """Start the fork server of local workers now, preloading :data:`WORKER_PRELOAD` (without importing
+    Dask here); a local cluster started later in this process forks its workers from it.  For a command
+    that will start local workers, before its own imports (see :mod:`braggint.cli.early_workers`)."""
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    multiprocessing.get_context("forkserver").set_forkserver_preload(list(WORKER_PRELOAD))
+    forkserver.ensure_running()
+
+
 def _client(where):
     """A Dask client of a cluster or scheduler address that is nobody's default.
 
