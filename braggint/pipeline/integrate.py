@@ -50,7 +50,7 @@ from .memory import (
 )
 from .predict import predict_reflections
 from .part_rows import put_rows
-from .profile_fitting import block_local_profiles, calibrate_variances, finish_profiles
+from .profile_fitting import block_local_profiles, calibrate_variances, profiles_with_folds
 from .profile_model import estimate_profile, profile_from_parameters
 from .progress import BlockProgress
 from .reference import mask_neighbouring_pixels, matched_reference, split_reference
@@ -325,12 +325,10 @@ def reference_profiles(reports: list[BlockReport], experiments: ExperimentList, 
     sums = tree_reduce([r.profile_sums for r in reports], _add_arrays)
     gaussian = params.profile.gaussian_rs.fitting
     for number, (fold_sums, fold_counts) in sums.items():
-        total, counts = fold_sums.sum(axis=0), fold_counts.sum(axis=0)
-        references[number] = finish_profiles(experiments[number], profiles[number], gaussian, total, counts)
-        if len(fold_sums) > 1:
-            held_out[number] = [finish_profiles(experiments[number], profiles[number], gaussian,
-                                                total - fold_sum, counts - fold_count, quiet=True)
-                                for fold_sum, fold_count in zip(fold_sums, fold_counts)]
+        references[number], without_fold = profiles_with_folds(experiments[number], profiles[number], gaussian,
+                                                               fold_sums, fold_counts)
+        if without_fold is not None:
+            held_out[number] = without_fold
     if not references:
         log.info("Skipping profile modelling - no reference profiles given")
     return references, held_out

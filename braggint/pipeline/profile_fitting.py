@@ -233,6 +233,19 @@ def finish_profiles(experiment: Experiment, profile: GaussianRSProfile, fitting,
     return ReferenceProfiles(GridSpec.for_profile(profile, fitting.grid_size), sampler, profiles, usable, counts)
 
 
+def profiles_with_folds(experiment: Experiment, profile: GaussianRSProfile, fitting, fold_sums: np.ndarray,
+                        fold_counts: np.ndarray, quiet: bool = False
+                        ) -> tuple[ReferenceProfiles, list[ReferenceProfiles] | None]:
+    """``(profiles, held out)`` from the sums per validation fold (:meth:`ProfileAccumulator.result`):
+    the profiles of all folds together, and with more than one fold those learned without each (else None)."""
+    total, counts = fold_sums.sum(axis=0), fold_counts.sum(axis=0)
+    references = finish_profiles(experiment, profile, fitting, total, counts, quiet=quiet)
+    if len(fold_sums) < 2:
+        return references, None
+    return references, [finish_profiles(experiment, profile, fitting, total - fold_sum, counts - fold_count,
+                                        quiet=True) for fold_sum, fold_count in zip(fold_sums, fold_counts)]
+
+
 #: Transient column (removed before output): the inverse Fisher information of each fit.
 FISHER_COLUMN = "intensity.prf.variance_fisher"
 #: The columns :func:`fit_profiles` writes.

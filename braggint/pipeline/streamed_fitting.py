@@ -21,9 +21,9 @@ from .profile_fitting import (
     FITTED_COLUMNS,
     MIN_REFERENCE_PARTIALITY,
     ReferenceProfiles,
-    finish_profiles,
     fit_profiles,
     make_sampler,
+    profiles_with_folds,
     teaching_rows,
 )
 from .timing import StageTimes
@@ -165,12 +165,9 @@ class StreamedFits:
             for number in self.left:
                 if number not in accumulators:
                     continue
-                experiment, profile = job.experiments[number], job.profiles[number]
-                sums, counts = accumulators[number].result()
-                total, total_counts = sums.sum(axis=0), counts.sum(axis=0)
-                references[number] = finish_profiles(experiment, profile, gaussian, total, total_counts, quiet=True)
-                if len(sums) > 1:
-                    held_out[number] = [finish_profiles(experiment, profile, gaussian, total - fold_sum,
-                                                        total_counts - fold_count, quiet=True)
-                                        for fold_sum, fold_count in zip(sums, counts)]
+                references[number], without_fold = profiles_with_folds(
+                    job.experiments[number], job.profiles[number], gaussian, *accumulators[number].result(),
+                    quiet=True)
+                if without_fold is not None:
+                    held_out[number] = without_fold
         return references, held_out
