@@ -22,6 +22,7 @@ from ..models.flags import Flags, MaskCode
 from ..models.reflection_table import ReflectionTable
 from ..tasks.coordinates import unit
 from ..tasks.neighbours import mask_foreign_voxels
+from ..tasks.pixel_lab import panel_table
 
 log = logging.getLogger("braggint")
 
@@ -57,65 +58,36 @@ def split_reference(reference: ReflectionTable, path: str = "reference") -> tupl
     return usable, rubbish
 
 
-#: Bbox pixels of strong-spot shoeboxes handled at once by the neighbour masking (bounds its memory).
-NEIGHBOUR_CHUNK = 500_000
-
-
-def _pixel_centres(bbox: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(start of each row's pixels, centres (m, 2))``: every bbox pixel centre (x + 0.5, y + 0.5),
-    row by row, row-major within a row."""
-    b = bbox.astype(np.int64)
-    nx, ny = b[:, 1] - b[:, 0], b[:, 3] - b[:, 2]
-    counts = nx * ny
-    start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    row = np.repeat(np.arange(len(b)), counts)
-    local = np.arange(int(start[-1])) - start[row]
-    return start, np.column_stack([b[row, 0] + local % nx[row] + 0.5, b[row, 2] + local // nx[row] + 0.5])
-
-
-def _mask_foreign(experiment, panel: int, shoeboxes, rows: np.ndarray, hkl: np.ndarray, code) -> np.ndarray:
-    """Neighbour masking of shoeboxes ``rows`` (all on ``panel``) of one experiment; returns which changed.
+def mask_neighbouring_pixels(reference: ReflectionTable, experiments: ExperimentList) -> int:
+    """Set Valid|Background on pixels closer to another hkl (in place); returns shoeboxes changed.
 
     The fractional index at a pixel centre is ``h = A^-1 F^-1 R(e, phi)^T
     S^-1 (s' - s0)``, s' being the pixel's lab direction scaled to |s0|,
     evaluated at both edges of the voxel's frame (for a still, once with no
     rotation: ``h = A^-1 (s' - s0)``).
     """
-    pixel_start, centres = _pixel_centres(shoeboxes.bbox[rows])
-    s0 = experiment.beam.s0
-    scattering = unit(experiment.detector[panel].pixel_lab_coord(centres)) * np.linalg.norm(s0) - s0
-    if experiment.is_still:
-        scan, axis, to_hkl = np.zeros(3), np.array([1.0, 0.0, 0.0]), np.linalg.inv(experiment.crystal.A)
-    else:
-        gonio = experiment.goniometer
-        scattering = scattering @ np.linalg.inv(gonio.setting_rotation).T
-        phi0, dphi = experiment.scan.oscillation_rad
-        scan = np.array([experiment.scan.array_range[0], phi0, dphi], dtype=float)
-        axis = unit(np.asarray(gonio.rotation_axis, dtype=float))
-        to_hkl = np.linalg.inv(gonio.fixed_rotation @ experiment.crystal.A)
-    return mask_foreign_voxels(rows, pixel_start, np.ascontiguousarray(scattering), shoeboxes.bbox.astype(np.int64),
-                               shoeboxes.offsets, shoeboxes.mask, hkl, scan, axis, to_hkl, code)
-
-
-def mask_neighbouring_pixels(reference: ReflectionTable, experiments: ExperimentList) -> int:
-    """Set Valid|Background on pixels closer to another hkl (in place); returns shoeboxes changed."""
     shoeboxes = reference["shoebox"]
     changed_rows = np.zeros(reference.nrows, bool)
     code = np.uint8(MaskCode.Valid | MaskCode.Background)
     hkl = np.ascontiguousarray(reference["miller_index"], dtype=np.int64)
-    ids, panels = reference["id"], shoeboxes.panel
-    pixels = (shoeboxes.bbox[:, 1].astype(np.int64) - shoeboxes.bbox[:, 0]) * (shoeboxes.bbox[:, 3] - shoeboxes.bbox[:, 2])
+    bbox, panel = shoeboxes.bbox.astype(np.int64), shoeboxes.panel.astype(np.int64)
+    ids = reference["id"]
     for number in np.unique(ids):
-        for panel in np.unique(panels[ids == number]):
-            rows = np.flatnonzero((ids == number) & (panels == panel))
-            # Whole shoeboxes at a time, NEIGHBOUR_CHUNK pixels or so per chunk.
-            ends = np.searchsorted(np.cumsum(pixels[rows]), np.arange(NEIGHBOUR_CHUNK, pixels[rows].sum()
-                                                                      + NEIGHBOUR_CHUNK, NEIGHBOUR_CHUNK))
-            first = 0
-            for last in np.unique(np.clip(ends + 1, 1, len(rows))):
-                chunk = rows[first:last]
-                changed_rows[chunk] = _mask_foreign(experiments[int(number)], int(panel), shoeboxes, chunk, hkl, code)
-                first = last
+        experiment = experiments[int(number)]
+        rows = np.flatnonzero(ids == number)
+        if experiment.is_still:
+            unsetting, scan, axis = np.eye(3), np.zeros(3), np.array([1.0, 0.0, 0.0])
+            to_hkl = np.linalg.inv(experiment.crystal.A)
+        else:
+            gonio = experiment.goniometer
+            unsetting = np.linalg.inv(gonio.setting_rotation)
+            phi0, dphi = experiment.scan.oscillation_rad
+            scan = np.array([experiment.scan.array_range[0], phi0, dphi], dtype=float)
+            axis = unit(np.asarray(gonio.rotation_axis, dtype=float))
+            to_hkl = np.linalg.inv(gonio.fixed_rotation @ experiment.crystal.A)
+        changed_rows[rows] = mask_foreign_voxels(
+            rows, panel_table(experiment.detector), panel, np.asarray(experiment.beam.s0, dtype=float), unsetting,
+            bbox, shoeboxes.offsets, shoeboxes.mask, hkl, scan, axis, to_hkl, code)
     changed = int(changed_rows.sum())
     log.info(" masked neighbouring pixels in %d shoeboxes", changed)
     return changed

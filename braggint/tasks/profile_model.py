@@ -11,21 +11,22 @@ Valid|Background).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
-from scipy.optimize import minimize_scalar
-from scipy.special import erf
 
 from ..models.detector import Detector
 from ..models.flags import VALID_FOREGROUND
 from ..models.scan import Scan
 from ..models.shoebox import ShoeboxColumn
+from .brent import bounded_minimum
+from .pixel_lab import panel_table, pixel_lab
+from .special import erf
 
 #: Mask value of a spot pixel: exactly Valid | Foreground.
 SPOT_PIXEL = int(VALID_FOREGROUND)
 _TINY = 1e-10
-#: Voxels of strong-spot shoeboxes handled at once (bounds the memory of the estimate).
-CHUNK_VOXELS = 500_000
 
 
 class EstimationError(ValueError):
@@ -41,63 +42,75 @@ def beam_divergence(detector: Detector, shoeboxes: ShoeboxColumn, centres: np.nd
     vector: predicted s1 or the observed centroid's lab position).  Spots
     with ``sum(c) <= 1`` are skipped; the result is ``sqrt(mean(v))``.
     """
-    n = len(shoeboxes)
-    total = np.zeros(n)
-    weighted = np.zeros(n)
-    # Whole shoeboxes at a time, about CHUNK_VOXELS voxels per chunk, to bound the memory.
-    ends = np.searchsorted(shoeboxes.offsets, np.arange(CHUNK_VOXELS, shoeboxes.offsets[-1] + CHUNK_VOXELS,
-                                                        CHUNK_VOXELS))
-    first = 0
-    for last in np.unique(np.clip(ends, 1, n)):
-        rows_here = np.arange(first, last)
-        part = shoeboxes.select(rows_here)
-        # Angles are computed once per pixel of a box's footprint, which all its frames share.
-        footprint_start, row, y, x = part.footprints()
-        lab = np.empty((len(row), 3))
-        for p in np.unique(part.panel):
-            sel = part.panel[row] == p
-            lab[sel] = detector[int(p)].pixel_lab_coord(np.column_stack([x[sel] + 0.5, y[sel] + 0.5]))
-        centre = centres[rows_here][row]
-        cos_angle = np.einsum("ij,ij->i", lab, centre) / (np.linalg.norm(lab, axis=1)
-                                                          * np.linalg.norm(centre, axis=1))
-        angle = np.arccos(np.clip(cos_angle, -1.0, 1.0))
-        total[rows_here], weighted[rows_here] = _count_weighted_sums(part.data, part.mask, part.offsets,
-                                                                     footprint_start, angle**2)
-        first = last
+    total, weighted = _count_weighted_angles(panel_table(detector), shoeboxes.panel.astype(np.int64),
+                                             shoeboxes.bbox.astype(np.int64), shoeboxes.offsets, shoeboxes.data,
+                                             shoeboxes.mask, np.ascontiguousarray(centres, dtype=np.float64))
     good = total > 1
     if not good.any():
         raise EstimationError("no strong spot has more than one count for the beam-divergence estimate")
     return float(np.sqrt(np.mean(weighted[good] / (total[good] - 1))))
 
 
-@njit(cache=True)
-def _count_weighted_sums(data, mask, offsets, footprint_start, footprint_values):
-    """Per box: ``(sum of c, sum of c v)`` over voxels with a non-zero mask, c the voxel's counts and v
-    the ``footprint_values`` entry of its footprint pixel."""
+@njit(cache=True, error_model="numpy")
+def _count_weighted_angles(panels, panel, bbox, offsets, data, mask, centres):
+    """Per box: ``(sum of c, sum of c a^2)`` over voxels with a non-zero mask, c the voxel's counts and a
+    the angle (radians) between its pixel centre's lab position and the box's ``centres`` row.  The
+    angles are computed once per pixel of the box's footprint, which all its frames share."""
     n = len(offsets) - 1
     total = np.zeros(n)
     weighted = np.zeros(n)
+    largest = 1
     for r in range(n):
-        first, area = footprint_start[r], footprint_start[r + 1] - footprint_start[r]
-        i = offsets[r]
-        for _ in range((offsets[r + 1] - offsets[r]) // max(area, 1)):
+        largest = max(largest, (bbox[r, 1] - bbox[r, 0]) * (bbox[r, 3] - bbox[r, 2]))
+    angle2 = np.empty(largest)
+    for r in range(n):
+        nx, ny = bbox[r, 1] - bbox[r, 0], bbox[r, 3] - bbox[r, 2]
+        area = nx * ny
+        if area <= 0 or offsets[r + 1] == offsets[r]:
+            continue
+        c0, c1, c2 = centres[r, 0], centres[r, 1], centres[r, 2]
+        centre_length = math.sqrt(c0 * c0 + c1 * c1 + c2 * c2)
+        for j in range(ny):
+            for i in range(nx):
+                l0, l1, l2 = pixel_lab(panels, panel[r], bbox[r, 0] + i + 0.5, bbox[r, 2] + j + 0.5)
+                cos_angle = (l0 * c0 + l1 * c1 + l2 * c2) / (math.sqrt(l0 * l0 + l1 * l1 + l2 * l2) * centre_length)
+                angle2[j * nx + i] = math.acos(min(max(cos_angle, -1.0), 1.0)) ** 2
+        voxel = offsets[r]
+        for _ in range((offsets[r + 1] - offsets[r]) // area):
             for pixel in range(area):
-                if mask[i] != 0:
-                    counts = float(data[i])
+                if mask[voxel] != 0:
+                    counts = float(data[voxel])
                     total[r] += counts
-                    weighted[r] += counts * footprint_values[first + pixel]
-                i += 1
+                    weighted[r] += counts * angle2[pixel]
+                voxel += 1
     return total, weighted
 
 
 def spot_frames(shoeboxes: ShoeboxColumn) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per (spot, frame) of every shoebox: ``(row, frame, spot pixel count, spot pixel sum)``."""
-    segment, segment_row, segment_frame = shoeboxes.frame_segments()
-    spot = shoeboxes.mask == SPOT_PIXEL
-    n = len(segment_row)
-    count = np.bincount(segment[spot], minlength=n)
-    total = np.bincount(segment[spot], weights=shoeboxes.data[spot].astype(float), minlength=n)
-    return segment_row, segment_frame, count, total
+    """Per (spot, frame) of every shoebox: ``(row, frame, spot pixel count, spot pixel sum)``; pairs
+    row by row, frame by frame (0-based absolute frames)."""
+    bbox = shoeboxes.bbox.astype(np.int64)
+    frames = np.where(shoeboxes.has_pixels, bbox[:, 5] - bbox[:, 4], 0)
+    return _spot_frame_sums(bbox, frames, shoeboxes.offsets, shoeboxes.data, shoeboxes.mask)
+
+
+@njit(cache=True)
+def _spot_frame_sums(bbox, frames, offsets, data, mask):
+    n = int(frames.sum())
+    row, frame = np.empty(n, np.int64), np.empty(n, np.int64)
+    count, total = np.zeros(n, np.int64), np.zeros(n)
+    pair = 0
+    for r in range(len(frames)):
+        area = (bbox[r, 1] - bbox[r, 0]) * (bbox[r, 3] - bbox[r, 2])
+        for k in range(frames[r]):
+            row[pair], frame[pair] = r, bbox[r, 4] + k
+            start = offsets[r] + k * area
+            for voxel in range(start, start + area):
+                if mask[voxel] == SPOT_PIXEL:
+                    count[pair] += 1
+                    total[pair] += data[voxel]
+            pair += 1
+    return row, frame, count, total
 
 
 def _fraction_bounds(scan: Scan, frame: np.ndarray, phi: np.ndarray, zeta: np.ndarray):
@@ -115,8 +128,8 @@ def _fraction(e_plus, e_minus, sigma):
 
 def _minimise_log_sigma(target, low: float, high: float) -> float:
     """sigma minimising ``target(log sigma)``: downhill from the pair [low, high] (radians) until the
-    minimum is bracketed, then Brent's bounded search (scipy) to 1e-8 in log sigma (19 evaluations of
-    the likelihood where golden-section search took 48)."""
+    minimum is bracketed, then Brent's bounded search (:mod:`.brent`) to 1e-8 in log sigma (19
+    evaluations of the likelihood where golden-section search took 48)."""
     golden = (np.sqrt(5.0) - 1.0) / 2.0
     a, b = np.log(low), np.log(high)
     fa, fb = target(a), target(b)
@@ -132,7 +145,10 @@ def _minimise_log_sigma(target, low: float, high: float) -> float:
         fc = target(c)
     else:
         raise EstimationError("the reflecting-range estimate did not converge")
-    best = minimize_scalar(target, bounds=(min(a, c), max(a, c)), method="bounded", options={"xatol": 1e-8}).x
+    try:
+        best = bounded_minimum(target, min(a, c), max(a, c), xatol=1e-8)
+    except ValueError:
+        raise EstimationError("the reflecting-range estimate did not converge") from None
     if not np.isfinite(best):
         raise EstimationError("the reflecting-range estimate did not converge")
     return float(np.exp(best))
@@ -170,13 +186,27 @@ def reflecting_range(scan: Scan, shoeboxes: ShoeboxColumn, phi: np.ndarray, zeta
     n_spots = len(shoeboxes)
     spot_total = np.bincount(row, weights=total, minlength=n_spots)
     present = np.bincount(row, minlength=n_spots) > 0
+    return _minimise_log_sigma(
+        lambda log_sigma: _extended_negative_log_likelihood(e_plus, e_minus, math.exp(log_sigma), total, row,
+                                                            spot_total, present),
+        np.deg2rad(0.1), np.deg2rad(1.0))
 
-    def negative_log_likelihood(log_sigma):
-        z = _fraction(e_plus, e_minus, np.exp(log_sigma))
-        log_big_z = np.log(np.bincount(row, weights=z, minlength=n_spots)[present])
-        return -(np.sum(total * np.log(z)) - np.sum((spot_total[present] - 1.0) * log_big_z))
 
-    return _minimise_log_sigma(negative_log_likelihood, np.deg2rad(0.1), np.deg2rad(1.0))
+@njit(cache=True, error_model="numpy")
+def _extended_negative_log_likelihood(e_plus, e_minus, sigma, total, row, spot_total, present):
+    """``-(sum n_jf log z_jf - sum_j (K_j - 1) log Z_j)`` over the (spot, frame) pairs, z_jf the
+    rocking-curve fraction of pair jf (at least 1e-10) and Z_j the sum of spot j's."""
+    big_z = np.zeros(len(spot_total))
+    counted = 0.0
+    for i in range(len(row)):
+        z = max(0.5 * (math.erf(e_plus[i] / sigma) - math.erf(e_minus[i] / sigma)), _TINY)
+        counted += total[i] * math.log(z)
+        big_z[row[i]] += z
+    normalised = 0.0
+    for j in range(len(spot_total)):
+        if present[j]:
+            normalised += (spot_total[j] - 1.0) * math.log(big_z[j])
+    return -(counted - normalised)
 
 
 def smooth_per_frame(values: np.ndarray, taps: int = 51) -> np.ndarray:

@@ -13,13 +13,13 @@ import math
 
 import numpy as np
 from numba import njit
-from scipy.special import erf
 
 from ..models.experiment import Experiment
 from ..models.flags import MaskCode
 from ..models.profile import GaussianRSProfile
 from ..models.shoebox import ShoeboxColumn
 from .coordinates import LocalFrames
+from .special import erf
 
 _FOREGROUND = np.uint8(MaskCode.Foreground)
 _BACKGROUND = np.uint8(MaskCode.Background)
