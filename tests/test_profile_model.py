@@ -11,6 +11,7 @@ import pytest
 
 from braggint.io.expt import read_experiments
 from braggint.io.refl import read_reflections
+from braggint.models.flags import Flags
 from braggint.params import ParameterSet, integrate_master_text
 from braggint.pipeline.predict import predict_reflections
 from braggint.pipeline.profile_model import (
@@ -41,6 +42,16 @@ def reference_spots(expt, refl, params):
     mask_neighbouring_pixels(reference, experiments)
     predicted = predict_reflections(experiments, params.prediction)
     return experiments, matched_reference(predicted, reference)
+
+
+def test_split_reference_drops_rubbish_without_copying_it(shared_data):
+    strong = read_reflections(str(shared_data / "l_cysteine_real" / "dials_3.12.1" / "sweep_01" / "refined.refl"))
+    strong.unset_flags(np.arange(0, strong.nrows, 7), Flags.indexed)
+    usable, rubbish = split_reference(strong.select(np.arange(strong.nrows)))
+    alone, nothing = split_reference(strong, keep_rubbish=False)
+    assert rubbish.nrows >= len(range(0, strong.nrows, 7)) and nothing.nrows == 0
+    assert usable.nrows == alone.nrows == strong.nrows - rubbish.nrows
+    assert usable["shoebox"].equals(alone["shoebox"])
 
 
 @pytest.mark.parametrize("sweep", ["sweep_01", "sweep_02", "sweep_03"])

@@ -105,6 +105,16 @@ def test_select_extend_sort_and_flags():
     assert decoded[2]["nrows"] == 5
 
 
+def test_shallow_copy_shares_arrays_but_not_columns():
+    table = _small_table()
+    copy = table.shallow_copy()
+    assert copy["shoebox"] is table["shoebox"] and copy["d"] is table["d"]
+    del copy["shoebox"]
+    copy["zeta"] = np.ones(3)
+    assert "shoebox" in table and "zeta" not in table and "shoebox" not in copy
+    assert copy.nrows == table.nrows and copy.identifiers == table.identifiers
+
+
 def test_column_length_mismatch_is_refused():
     table = _small_table()
     with pytest.raises(ValueError, match="has 2 rows, table has 3"):

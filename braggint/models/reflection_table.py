@@ -103,6 +103,14 @@ class ReflectionTable:
         self._columns[name] = value
         self._types[name] = type_name
 
+    def shallow_copy(self) -> "ReflectionTable":
+        """A new table holding this one's column arrays themselves (no copy): adding, replacing or
+        deleting a column of either leaves the other's columns as they were, but writing into a shared
+        array changes both."""
+        out = ReflectionTable(self._nrows, self.identifiers)
+        out._columns, out._types = dict(self._columns), dict(self._types)
+        return out
+
     # ----- rows ---------------------------------------------------------
     def select(self, index) -> "ReflectionTable":
         """A new table with the rows picked by a boolean mask or integer index."""

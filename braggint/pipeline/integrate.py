@@ -81,9 +81,7 @@ def prepare(experiments: ExperimentList, references: list[ReflectionTable], para
     matched = None
     reference = references.pop() if references else None
     if reference is not None:
-        reference, rubbish = split_reference(reference, reference_path)
-        if not params.output.include_bad_reference:
-            rubbish = ReflectionTable()  # nothing will be appended: free its shoeboxes now
+        reference, rubbish = split_reference(reference, reference_path, params.output.include_bad_reference)
         mask_neighbouring_pixels(reference, experiments)
     log.info("Predicting reflections")
     predicted = predict_reflections(experiments, params.prediction)

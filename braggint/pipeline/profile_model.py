@@ -93,7 +93,7 @@ def _split_per_frame(reference: ReflectionTable) -> tuple[ReflectionTable, np.nd
     piece_boxes = ShoeboxColumn(shoeboxes.panel[piece_row], bbox, np.ones(len(piece_row), bool),
                                 np.concatenate([[0], np.cumsum(area)]).astype(np.int64),
                                 shoeboxes.data[gather], shoeboxes.mask[gather], shoeboxes.background[gather])
-    without_pixels = reference.select(np.arange(reference.nrows))
+    without_pixels = reference.shallow_copy()
     del without_pixels["shoebox"]
     pieces = without_pixels.select(piece_row)
     pieces["shoebox"] = piece_boxes
@@ -118,7 +118,9 @@ def estimate_profile(experiment: Experiment, reference: ReflectionTable, gaussia
     if not gaussian_rs.scan_varying:
         rows = sigma_rows(reference)
     rows = rows[np.abs(zeta[rows]) >= gaussian_rs.filter.min_zeta]
-    reference = reference.select(rows)  # the one copy of the spots used
+    # The estimates only read the shoeboxes: when every spot is used, in order, they are not copied.
+    every_row = np.array_equal(rows, np.arange(reference.nrows))
+    reference = reference.shallow_copy() if every_row else reference.select(rows)
     reference["zeta"] = zeta[rows]
     log.info("Using %d / %d reflections for sigma calculation", reference.nrows, n_all)
     try:

@@ -32,8 +32,10 @@ REFERENCE_FLAGS = Flags.strong | Flags.indexed | Flags.used_in_refinement
 MATCH_DISTANCE = 2.0
 
 
-def split_reference(reference: ReflectionTable, path: str = "reference") -> tuple[ReflectionTable, ReflectionTable]:
-    """``(usable, rubbish)`` rows of the strong spots; logs what was removed."""
+def split_reference(reference: ReflectionTable, path: str = "reference",
+                    keep_rubbish: bool = True) -> tuple[ReflectionTable, ReflectionTable]:
+    """``(usable, rubbish)`` rows of the strong spots; logs what was removed.  With ``keep_rubbish``
+    False the rubbish is an empty table (its shoeboxes are not copied only to be dropped)."""
     log.info("Processing reference reflections\n read %d strong spots", reference.nrows)
     indexed = reference.get_flags(Flags.indexed)
     bad = reference.get_flags(Flags.bad_for_refinement, all=False)
@@ -53,8 +55,8 @@ def split_reference(reference: ReflectionTable, path: str = "reference") -> tupl
                              "experiment id")
     if not np.array_equal(usable["panel"].astype(np.int64), usable["shoebox"].panel.astype(np.int64)):
         raise InputFileError(f'{path}: the "panel" column does not match the shoebox panels')
-    rubbish = reference.select(~keep)
-    log.info(" using %d indexed reflections\n found %d junk reflections", usable.nrows, rubbish.nrows)
+    rubbish = reference.select(~keep) if keep_rubbish else ReflectionTable()
+    log.info(" using %d indexed reflections\n found %d junk reflections", usable.nrows, int((~keep).sum()))
     return usable, rubbish
 
 
