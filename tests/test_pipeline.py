@@ -206,3 +206,20 @@ def test_rows_fitted_in_the_first_pass_get_what_the_second_pass_gives(dataset, t
     for name in ("no room to wait", "stored"):
         assert_same_tables(read_reflections(str(tmp_path / "streamed" / "integrated.refl")),
                            read_reflections(str(tmp_path / name / "integrated.refl")))
+
+
+def test_local_workers_start_with_the_block_tasks_readers_imported():
+    """Workers forked from the run's fork server already hold what a block imports lazily (the CBF reader,
+    Zarr) and the block tasks themselves, before any task runs."""
+    import sys
+
+    from braggint.pipeline.executor import scheduler
+    from braggint.params import ParameterSet, integrate_master_text
+
+    params = ParameterSet.from_text(integrate_master_text(), "integrate.phil")
+    params.assign("integration.mp.nproc", "2")
+    with scheduler(params.extract().integration.mp) as client:
+        loaded = client.run(lambda: sorted(m for m in ("fabio.cbfimage", "zarr", "braggint.pipeline.block_tasks")
+                                           if m in sys.modules))
+    assert len(loaded) == 2
+    assert all(modules == ["braggint.pipeline.block_tasks", "fabio.cbfimage", "zarr"] for modules in loaded.values())
