@@ -3,13 +3,15 @@ the profile-grid cells reciprocal-space fitting reads."""
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 
 from braggint.io.refl import read_reflections
 from braggint.models.fit_grids import FitGrids
 from braggint.models.flags import MaskCode
-from braggint.pipeline.work_store import GRID_CHUNK, WorkStore
+from braggint.pipeline.work_store import GRID_CHUNK, WorkStore, file_digests
 from braggint.tasks.reference_profiles import fit_grids
 
 FITTED = MaskCode.Valid | MaskCode.Foreground
@@ -130,3 +132,14 @@ def test_a_store_of_another_layout_is_started_afresh(tmp_path):
     assert not store.has(0, "modelled.refl")
     store.save_arrays(0, "parts.npz", part_of_row=np.zeros(2, np.int64))
     assert WorkStore(str(work), "inputs").has(0, "parts.npz")  # the same run and layout resumes
+
+
+def test_file_digests_identify_the_contents(tmp_path):
+    a, b = tmp_path / "a.expt", tmp_path / "b.refl"
+    a.write_bytes(b"experiments")
+    b.write_bytes(bytes(range(256)) * 1000)
+    first = file_digests([str(a), str(b)])
+    assert first == hashlib.sha256(a.read_bytes()).digest() + hashlib.sha256(b.read_bytes()).digest()
+    b.write_bytes(bytes(range(256)) * 999 + bytes(range(255)) + b"\x00")  # one byte changed
+    assert file_digests([str(a), str(b)]) != first
+    assert file_digests([str(b), str(a)]) != file_digests([str(a), str(b)])

@@ -31,6 +31,7 @@ from ..pipeline.profile_model import ProfileModelError
 from ..pipeline.report import report_json, report_xml
 from ..pipeline.selection import apply_scan_ranges
 from ..pipeline.timing import StageTimes
+from ..pipeline.work_store import file_digests
 from .common import (
     CommandLine,
     apply_parameters,
@@ -223,7 +224,7 @@ def _integrate_inputs(cl: CommandLine, params: ParameterSet, working, started):
     experiments, reflections = apply_scan_ranges(experiments, reflections, working.scan_range)
     input_seconds = time.perf_counter() - reading
     try:
-        inputs = b"".join(open(path, "rb").read() for path in cl.experiments + cl.reflections)
+        inputs = file_digests(cl.experiments + cl.reflections)
         holder = [reflections]
         del reflections  # integrate() frees the strong spots' shoeboxes once the profile model is built
         result = integrate(experiments, holder.pop(), working, cl.reflections[0] if cl.reflections else "",

@@ -51,6 +51,16 @@ def _fast_codec():
     return [BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle")]
 
 
+def file_digests(paths: list[str]) -> bytes:
+    """The SHA-256 digests of the files' contents, one after another: what identifies a run's input files
+    (each file is streamed through the hash, never held in memory)."""
+    digests = []
+    for path in paths:
+        with open(path, "rb") as handle:
+            digests.append(hashlib.file_digest(handle, "sha256").digest())
+    return b"".join(digests)
+
+
 def inputs_digest(*parts: bytes) -> str:
     digest = hashlib.sha256()
     for part in parts:
