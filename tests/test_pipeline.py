@@ -77,12 +77,31 @@ def test_block_sizes_change_the_pieces_not_the_reflections(dataset, tmp_path):
     np.testing.assert_allclose(pieces[strong], whole_values[strong], rtol=0.1)
 
 
-def test_a_failing_block_keeps_the_others_and_the_rerun_resumes(dataset, tmp_path):
+def _with_a_truncated_image(dataset, tmp_path):
+    """A copy of the sweep whose image 7 (frame 6) is truncated: ``(folder, image, its good bytes)``."""
     broken = tmp_path / "data"
     shutil.copytree(dataset, broken)
     image = broken / "image_00007.cbf"
     good_bytes = image.read_bytes()
     image.write_bytes(good_bytes[:2000])  # truncated: unreadable
+    return broken, image, good_bytes
+
+
+def _assert_mended_rerun_resumes(broken, image, good_bytes, out, tmp_path, args, resumed: str):
+    """With the image mended, the rerun in ``out`` resumes (its log says ``resumed``) and gives what a
+    fresh run gives."""
+    image.write_bytes(good_bytes)
+    rerun = run(broken, out, *args)
+    assert rerun.returncode == 0, rerun.stderr
+    assert resumed in (out / "dials.integrate.log").read_text()
+    fresh = run(broken, tmp_path / "fresh", *args)
+    assert fresh.returncode == 0
+    assert_same_tables(read_reflections(str(out / "integrated.refl")),
+                       read_reflections(str(tmp_path / "fresh" / "integrated.refl")))
+
+
+def test_a_failing_block_keeps_the_others_and_the_rerun_resumes(dataset, tmp_path):
+    broken, image, good_bytes = _with_a_truncated_image(dataset, tmp_path)
     out = tmp_path / "out"
     args = ("block.size=2", "block.units=frames", "profile.fitting=False")
     failed = run(broken, out, *args)
@@ -93,14 +112,7 @@ def test_a_failing_block_keeps_the_others_and_the_rerun_resumes(dataset, tmp_pat
     # Blocks of 2 frames overlapping by 1: block 6 holds frames 6-7, image 7 is frame 6.
     assert "block_0000.modelled.refl" in done and "block_0006.modelled.refl" not in done
     assert not (out / "integrated.refl").exists()
-    image.write_bytes(good_bytes)
-    resumed = run(broken, out, *args)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "already done (resumed)" in (out / "dials.integrate.log").read_text()
-    fresh = run(broken, tmp_path / "fresh", *args)
-    assert fresh.returncode == 0
-    assert_same_tables(read_reflections(str(out / "integrated.refl")),
-                       read_reflections(str(tmp_path / "fresh" / "integrated.refl")))
+    _assert_mended_rerun_resumes(broken, image, good_bytes, out, tmp_path, args, "already done (resumed)")
 
 
 def test_a_killed_worker_is_replaced_and_the_table_is_unchanged(dataset, tmp_path):
@@ -223,3 +235,58 @@ def test_local_workers_start_with_the_block_tasks_readers_imported():
                                            if m in sys.modules))
     assert len(loaded) == 2
     assert all(modules == ["braggint.pipeline.block_tasks", "fabio.cbfimage", "zarr"] for modules in loaded.values())
+
+
+def test_blocks_running_at_once_exchange_profile_sums_instead_of_a_second_pass(dataset, tmp_path):
+    """Blocks on as many workers publish their profile sums and fit every row in the first pass; one worker
+    running the same blocks one after the other leaves the shared rows to the second pass: same table."""
+    args = ("block.size=4", "block.units=frames", "profile.gaussian_rs.fitting.scan_step=0.5")
+    counts = {}
+    for name in ("one after the other", "together"):
+        workers = f"nproc={counts['one after the other'][3]}" if counts else "nproc=1"
+        result = run(dataset, tmp_path / name, workers, *args)
+        assert result.returncode == 0, result.stderr
+        log = (tmp_path / name / "dials.integrate.log").read_text()
+        found = re.search(r"Fitted (\d+) of (\d+) reflections in the first pass.*; (\d+) of (\d+) blocks", log)
+        counts[name] = [int(value) for value in found.groups()]
+    fitted, total, second, blocks = counts["one after the other"]
+    assert blocks > 1 and fitted < total and second > 0
+    assert counts["together"] == [total, total, 0, blocks]
+    assert_same_tables(read_reflections(str(tmp_path / "together" / "integrated.refl")),
+                       read_reflections(str(tmp_path / "one after the other" / "integrated.refl")))
+
+
+def test_a_block_that_does_not_see_the_others_sums_leaves_its_rows_to_the_second_pass(tmp_path):
+    """all_blocks_sums publishes the block's own sums and gives up after its timeout when a block's are
+    missing; with every block's there it reduces them in block order, as the parent does."""
+    from braggint.pipeline.profile_exchange import all_blocks_sums, load_profile_sums, save_profile_sums
+    from braggint.pipeline.reduction import add_arrays, tree_reduce
+    from braggint.pipeline.work_store import WorkStore
+
+    store = WorkStore(str(tmp_path / "work"), "digest")
+    rng = np.random.default_rng(5)
+    sums = [{0: (rng.random((1, 3, 2, 2, 2)), rng.random((1, 3)))} for _ in range(3)]
+    assert all_blocks_sums(store, 0, sums[0], (0, 1, 2), timeout=0.05) is None
+    assert set(load_profile_sums(store, 0)) == {0}  # published all the same
+    save_profile_sums(store, 1, sums[1])
+    save_profile_sums(store, 2, {})  # a block whose strong spots teach nothing
+    reduced = all_blocks_sums(store, 0, sums[0], (0, 1, 2), timeout=5)
+    expected = tree_reduce([sums[0], sums[1], {}], add_arrays)
+    assert np.array_equal(reduced[0][0], expected[0][0]) and np.array_equal(reduced[0][1], expected[0][1])
+    np.testing.assert_allclose(reduced[0][0], sums[0][0][0] + sums[1][0][0])
+
+
+def test_blocks_exchanging_sums_do_not_wait_for_a_failed_block(dataset, tmp_path):
+    """A block that fails marks itself in the work store; the others stop waiting for its sums, leave their
+    shared rows to the second pass and keep their results; the rerun resumes and gives the fresh table."""
+    broken, image, good_bytes = _with_a_truncated_image(dataset, tmp_path)
+    args = ("nproc=3", "block.size=4", "block.units=frames", "profile.gaussian_rs.fitting.scan_step=0.5")
+    out = tmp_path / "out"
+    failed = run(broken, out, *args)
+    assert failed.returncode == 2 and "image_00007.cbf" in failed.stderr
+    work = out / "integrated.refl.work"
+    assert [p.name for p in work.glob("*.exchange_failed")] == ["block_0002.exchange_failed"]
+    assert sorted(p.name for p in work.glob("block_*.modelled.refl")) == ["block_0000.modelled.refl",
+                                                                          "block_0001.modelled.refl"]
+    _assert_mended_rerun_resumes(broken, image, good_bytes, out, tmp_path, args,
+                                 "2 of 3 blocks were already done (resumed)")

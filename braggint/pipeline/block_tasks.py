@@ -33,6 +33,7 @@ from ..tasks.shoebox_geometry import corner_coordinates
 from .absorption import add_kapton_columns, kapton_scopes
 from .blocks import Block
 from .part_rows import per_experiment, put_rows, reassemble
+from .profile_exchange import PROFILE_SUMS, all_blocks_sums, load_profile_sums, mark_failed, save_profile_sums
 from .profile_fitting import ProfileAccumulator, ReferenceProfiles, map_part
 from .shoebox_processing import fill_from_frame, process_shoeboxes, read_frame
 from .streamed_fitting import StreamedFits, fit_part
@@ -58,6 +59,9 @@ class BlockJob:
     #: experiment -> (P,) bool: the reference profiles only this block teaches, whose rows it fits in its
     #: first pass (see :mod:`.streamed_fitting`); None: every row is fitted in the second pass.
     local_profiles: dict | None = None
+    #: The run's blocks, when they all run at once and exchange their profile sums at the end of the first
+    #: pass so that each fits every row itself (see :mod:`.profile_exchange`); empty: no exchange.
+    exchange_with: tuple[int, ...] = ()
 
 
 #: Environment variables that hold the batch job id under Grid Engine, SLURM, LSF and PBS.
@@ -150,19 +154,29 @@ def model_block(job: BlockJob) -> BlockReport:
     if store.has(index, "modelled.refl") or store.has(index, "integrated.refl"):
         report.resumed = True
         report.complete = store.has(index, "integrated.refl")
-        if fitting and store.has(index, "profiles.npz"):
-            arrays = store.load_arrays(index, "profiles.npz")
-            report.profile_sums = {int(k.split("_")[1]): (arrays[k], arrays["counts_" + k.split("_")[1]])
-                                   for k in arrays if k.startswith("sums_")}
+        if fitting and store.has(index, PROFILE_SUMS):
+            report.profile_sums = load_profile_sums(store, index)
         if report.complete:
             report.validation = _load_validation(store, index, "validation.npz")
         return report
     store.clear_block(index)
+    try:
+        return _first_pass(job, store, report)
+    except BaseException:
+        if job.exchange_with:
+            mark_failed(store, index)
+        raise
+
+
+def _first_pass(job: BlockJob, store: WorkStore, report: BlockReport) -> BlockReport:
+    """The body of :func:`model_block` for a block not done before."""
+    index = job.block.index
     table = job.table
     timing = StageTimes()
     voxels = _stored_voxels(job.params)
     groups = _StoredGroups(store, index, table.nrows, timing, voxels)
-    streamed = StreamedFits(job, job.local_profiles) if job.local_profiles and voxels is None else None
+    streamed = StreamedFits(job, job.local_profiles, exchange=bool(job.exchange_with)) \
+        if job.local_profiles and voxels is None else None
     done: list[tuple[np.ndarray, ReflectionTable]] = []
     first = job.experiments[job.block.experiments[0]]
     filled = _filled_stills(job, timing) if first.is_still else _batched(_filled_parts(job, timing))
@@ -178,11 +192,19 @@ def model_block(job: BlockJob) -> BlockReport:
                 groups.add(part.rows[stored], None, grids if stored.all() else grids.select(stored))
         else:
             groups.add(part.rows, shoeboxes, grids)
-    groups.flush()
-    if streamed is not None:
-        streamed.fit_ready(accumulators, timing, final=True)
     with timing.stage("profile modelling"):
         report.profile_sums = {number: accumulators[number].result() for number in sorted(taught)}
+    if streamed is not None and job.exchange_with:
+        with timing.stage("profile exchange"):
+            sums = all_blocks_sums(store, index, report.profile_sums, job.exchange_with)
+        if sums is not None:
+            streamed.finish_with(sums, timing)
+        else:
+            for rows, _, grids in streamed.finish_alone(accumulators, timing):
+                groups.add(rows, None, grids)
+    elif streamed is not None:
+        streamed.fit_ready(accumulators, timing, final=True)
+    groups.flush()
     with timing.stage("write"):
         _save_modelled(store, index, table, done, report, groups, streamed)
     report.seconds = timing
@@ -214,11 +236,7 @@ def _save_modelled(store: WorkStore, index: int, table: ReflectionTable, done: l
         for rows, fitted in streamed.fitted:
             put_rows(merged, rows, fitted)
             report.fitted_first += len(rows)
-    if report.profile_sums:
-        arrays = {}
-        for number, (sums, counts) in report.profile_sums.items():
-            arrays[f"sums_{number}"], arrays[f"counts_{number}"] = sums, counts
-        store.save_arrays(index, "profiles.npz", **arrays)
+    save_profile_sums(store, index, report.profile_sums)  # even none: blocks exchanging sums wait for every block's
     store.save_arrays(index, "parts.npz", **groups.arrays())
     report.complete = streamed is not None and groups.stored == 0
     validation = streamed.validation if streamed is not None else {}

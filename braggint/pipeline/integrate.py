@@ -52,6 +52,7 @@ from .predict import predict_reflections
 from .part_rows import put_rows
 from .profile_fitting import block_local_profiles, calibrate_variances, profiles_with_folds
 from .profile_model import estimate_profile, profile_from_parameters
+from .reduction import add_arrays, tree_reduce
 from .progress import BlockProgress
 from .reference import mask_neighbouring_pixels, matched_reference, split_reference
 from .report import Table, integration_report, profile_report
@@ -192,6 +193,19 @@ def partiality_of_rows(experiments: ExperimentList, profiles: list[GaussianRSPro
     return values
 
 
+def own_local_workers(mp) -> bool:
+    """Whether the run starts its own local workers (``mp.method=multiprocessing``, no external scheduler)."""
+    return mp.method == "multiprocessing" and not os.environ.get("BRAGGINT_SCHEDULER")
+
+
+def all_at_once(mp, n_blocks: int) -> bool:
+    """Whether the run's blocks all run at the same time: more than one, on local workers (this run's own
+    cluster) at least as many as the blocks.  Then they exchange their profile sums at the end of the
+    first pass instead of leaving rows to a second (:mod:`.profile_exchange`)."""
+    njobs, nproc = worker_count(mp)
+    return own_local_workers(mp) and 1 < n_blocks <= njobs * nproc
+
+
 def lay_out_blocks(experiments: ExperimentList, predicted: ReflectionTable, params, workers: int):
     """``(blocks, table cut across them, block of each row)``, blocks shrunk until their shoeboxes fit.
 
@@ -201,8 +215,7 @@ def lay_out_blocks(experiments: ExperimentList, predicted: ReflectionTable, para
     """
     integration = params.integration
     fraction = integration.block.max_memory_usage
-    local = integration.mp.method == "multiprocessing" and not os.environ.get("BRAGGINT_SCHEDULER")
-    budget = int(available_memory() * fraction) if fraction and local else None
+    budget = int(available_memory() * fraction) if fraction and own_local_workers(integration.mp) else None
     max_frames = None
     while True:
         blocks = plan_blocks(experiments, predicted, params, workers, max_frames)
@@ -220,28 +233,6 @@ def lay_out_blocks(experiments: ExperimentList, predicted: ReflectionTable, para
                     longest, needs.max() / 1e6, budget / workers / 1e6, workers, fraction, max_frames)
     memory_report(needs, budget, workers)
     return blocks, table, assignment
-
-
-def _add_arrays(*dicts: dict) -> dict:
-    """Key-wise sum of dicts whose values are arrays or tuples of arrays (a node of a reduction tree)."""
-    total: dict = {}
-    for item in dicts:
-        for key, value in item.items():
-            if key not in total:
-                total[key] = tuple(v.copy() for v in value) if isinstance(value, tuple) else value.copy()
-            elif isinstance(value, tuple):
-                total[key] = tuple(t + v for t, v in zip(total[key], value))
-            else:
-                total[key] = total[key] + value
-    return total
-
-
-def tree_reduce(items: list, combine, fan_in: int = 4):
-    """``combine`` applied over ``items`` as a tree of fan-in ``fan_in`` (the root is always a combine)."""
-    level = list(items)
-    while len(level) > fan_in:
-        level = [combine(*level[i:i + fan_in]) for i in range(0, len(level), fan_in)]
-    return combine(*level)
 
 
 def run_pass(where, stage: str, task, jobs: list[BlockJob], *shared) -> list[BlockReport]:
@@ -320,7 +311,7 @@ def reference_profiles(reports: list[BlockReport], experiments: ExperimentList, 
     references, held_out = {}, {}
     if not params.integration.profile.fitting:
         return references, held_out
-    sums = tree_reduce([r.profile_sums for r in reports], _add_arrays)
+    sums = tree_reduce([r.profile_sums for r in reports], add_arrays)
     gaussian = params.profile.gaussian_rs.fitting
     for number, (fold_sums, fold_counts) in sums.items():
         references[number], without_fold = profiles_with_folds(experiments[number], profiles[number], gaussian,
@@ -414,8 +405,10 @@ def _integrate(experiments: ExperimentList, reference: ReflectionTable | None, p
                      work_path, digest, excluded, integration.lookup.mask, n_folds) for block in blocks]
     if integration.profile.fitting:
         local = block_local_profiles([job.table for job in jobs], experiments, params.profile.gaussian_rs.fitting)
+        exchange = tuple(block.index for block in blocks) if all_at_once(integration.mp, len(blocks)) else ()
         for job, profiles_of_block in zip(jobs, local):
             job.local_profiles = profiles_of_block
+            job.exchange_with = exchange
     clock.add("prediction", time.perf_counter() - start)
     try:
         with clock.stage("worker start"):  # the part of the start that preparing did not hide
@@ -455,7 +448,7 @@ def _integrate(experiments: ExperimentList, reference: ReflectionTable | None, p
         profile_table, arrays = profile_report(references)
         tables.append(profile_table)
     if n_folds > 1 and references:
-        statistics = tree_reduce([r.validation for r in final], _add_arrays)
+        statistics = tree_reduce([r.validation for r in final], add_arrays)
         tables.append(validation_table(statistics))
         log.info("%s", tables[-1].as_text())
     integrated = table.get_flags(Flags.integrated, all=False)

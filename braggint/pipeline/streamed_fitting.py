@@ -6,7 +6,9 @@ those spots has been mapped: the other blocks add nothing to it.  The rows
 fitted with such a profile wait in memory (their grid cells, a few z-steps
 of the sweep's worth at most) until then and are fitted there, so their
 grids never go to the work store; the rest are stored for the second pass
-as before.  Fitted here or in the second pass, a row gets the same numbers.
+as before, unless the blocks exchange their sums (:mod:`.profile_exchange`):
+then they wait too and are fitted once every block's sums are in.  Fitted
+here or in the second pass, a row gets the same numbers.
 """
 
 from __future__ import annotations
@@ -75,11 +77,15 @@ class StreamedFits:
 
     ``local``: ``{experiment: (P,) bool}``, the profiles only this block
     teaches.  Rows of those experiments whose nearest profile is local (or
-    who have none: outside the sampler's range) are fitted here.
+    who have none: outside the sampler's range) are fitted here; with
+    ``exchange`` (the blocks exchange their sums at the end of the first
+    pass, :mod:`.profile_exchange`) the other rows of those experiments
+    wait too, for :meth:`finish_with` or :meth:`finish_alone`.
     """
 
-    def __init__(self, job, local: dict[int, np.ndarray]):
+    def __init__(self, job, local: dict[int, np.ndarray], exchange: bool = False):
         self.job = job
+        self.local = local
         table = job.table
         gaussian = job.params.profile.gaussian_rs.fitting
         self.profile_of_row = np.full(table.nrows, -1, np.int64)
@@ -91,7 +97,7 @@ class StreamedFits:
             rows = np.flatnonzero(table["id"] == number)
             profile = sampler.nearest(table["xyzcal.px"][rows])
             self.profile_of_row[rows] = profile
-            self.fitted_here[rows] = (profile < 0) | is_local[np.maximum(profile, 0)]
+            self.fitted_here[rows] = True if exchange else (profile < 0) | is_local[np.maximum(profile, 0)]
             teaching, profiles = teaching_rows(table, number, sampler)
             self.teaches[teaching] = profiles
             self.left[number] = np.bincount(profiles[profiles >= 0], minlength=sampler.size)
@@ -142,32 +148,55 @@ class StreamedFits:
         self.waiting_bytes = sum(8 * len(grids.data) for _, _, grids in still_waiting)
         if not ready_parts:
             return
-        references, held_out = self._models(accumulators, timing)
-        for rows, table, grids in ready_parts:
+        sums = {number: accumulators[number].result() for number in self.left if number in accumulators}
+        self._fit(ready_parts, sums, timing)
+
+    def finish_alone(self, accumulators: dict, timing: StageTimes) -> list[tuple[np.ndarray, ReflectionTable,
+                                                                                   FitGrids]]:
+        """At the end of the block, without the other blocks' sums: fit the waiting rows whose profiles
+        are final (local) and hand back the others ``(block rows, table, grids)`` for the work store."""
+        self.completed = True
+        self.fit_ready(accumulators, timing)
+        left, self.waiting, self.waiting_bytes = self.waiting, [], 0
+        return left
+
+    def finish_with(self, sums: dict, timing: StageTimes) -> None:
+        """At the end of the block, with every block's reduced ``sums`` (experiment -> (sums, counts)): fit
+        every waiting row."""
+        parts, self.waiting, self.waiting_bytes = self.waiting, [], 0
+        self._fit(parts, sums, timing)
+
+    def _fit(self, parts: list, sums: dict, timing: StageTimes) -> None:
+        """Fit ``parts`` (block rows, table, grids) with the profiles made from ``sums``."""
+        if not parts:
+            return
+        references, held_out = self._models(sums, timing)
+        for rows, table, grids in parts:
             fitted = fit_part(self.job, table, grids, references, held_out, timing, self.validation)
             self.fitted.append((rows, {name: fitted[name] for name in FITTED_COLUMNS}))
 
     def _ready(self, rows: np.ndarray, table: ReflectionTable) -> np.ndarray:
+        """Which rows' profiles are final: local ones whose teaching spots are all mapped (or none)."""
         profile = self.profile_of_row[rows]
         ready = profile < 0
         ids = np.asarray(table["id"])
         for number in np.unique(ids):
             mine = (ids == number) & (profile >= 0)
-            ready[mine] = self.left[int(number)][profile[mine]] == 0
+            number = int(number)
+            ready[mine] = (self.left[number][profile[mine]] == 0) & self.local[number][profile[mine]]
         return ready
 
-    def _models(self, accumulators: dict, timing: StageTimes):
-        """The block's profiles (and those without each validation fold) per experiment, as they stand."""
+    def _models(self, sums: dict, timing: StageTimes):
+        """The profiles (and those without each validation fold) per experiment from ``sums``."""
         job = self.job
         gaussian = job.params.profile.gaussian_rs.fitting
         references, held_out = {}, {}
         with timing.stage("profile modelling"):
-            for number in self.left:
-                if number not in accumulators:
+            for number, (fold_sums, counts) in sums.items():
+                if number not in self.left:
                     continue
                 references[number], without_fold = profiles_with_folds(
-                    job.experiments[number], job.profiles[number], gaussian, *accumulators[number].result(),
-                    quiet=True)
+                    job.experiments[number], job.profiles[number], gaussian, fold_sums, counts, quiet=True)
                 if without_fold is not None:
                     held_out[number] = without_fold
         return references, held_out

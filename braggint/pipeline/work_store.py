@@ -12,6 +12,7 @@ Layout of ``<output.reflections>.work/``::
                                first pass fitted (first pass)
     block_0007.first_validation.npz  validation statistics of those rows (with validation folds)
     block_0007.profiles.npz    its reference-profile sums per experiment
+    block_0007.exchange_failed its first pass failed (blocks exchanging sums stop waiting for it)
     block_0007.integrated.refl the block after profile fitting (second pass, or the first when it fitted
                                every row)
 
@@ -166,7 +167,9 @@ class WorkStore:
         return BlockGrids(array)
 
     def clear_block(self, block: int) -> None:
-        """Remove whatever an interrupted first pass of ``block`` left behind."""
+        """Remove whatever an interrupted or failed first pass of ``block`` left behind."""
+        if self.has(block, "exchange_failed"):
+            os.remove(self._file(block, "exchange_failed"))
         directory = os.path.join(self.path, "shoeboxes.zarr")
         if os.path.isdir(directory):
             for name in os.listdir(directory):
