@@ -145,8 +145,10 @@ def one_core(task):
 def model_block(job: BlockJob) -> BlockReport:
     """First pass over one block, streaming: a group of reflections is processed, stored and freed as
     soon as the frames it needs have been read, so memory holds only the reflections in flight.  The rows
-    whose reference profiles only this block teaches are fitted here too (:mod:`.streamed_fitting`); when
-    that is every row, the block is complete (``integrated.refl``) and needs no second pass."""
+    whose reference profiles only this block teaches are fitted here too (:mod:`.streamed_fitting`), and
+    the others as well when the blocks exchange their profile sums (:mod:`.profile_exchange`); when that
+    is every row, the block is complete (``integrated.refl``) and needs no second pass.  A block that fails
+    while exchanging marks itself failed in the store, so the others stop waiting for it."""
     store = _store(job)
     index = job.block.index
     report = BlockReport(index, job.table.nrows)
@@ -236,7 +238,7 @@ def _save_modelled(store: WorkStore, index: int, table: ReflectionTable, done: l
         for rows, fitted in streamed.fitted:
             put_rows(merged, rows, fitted)
             report.fitted_first += len(rows)
-    save_profile_sums(store, index, report.profile_sums)  # even none: blocks exchanging sums wait for every block's
+    save_profile_sums(store, index, report.profile_sums)  # even when empty: exchanging blocks wait for each
     store.save_arrays(index, "parts.npz", **groups.arrays())
     report.complete = streamed is not None and groups.stored == 0
     validation = streamed.validation if streamed is not None else {}
