@@ -122,18 +122,6 @@ class ShoeboxColumn:
         z = b[row, 4] + local // (nx * ny)
         return row, z, y, x
 
-    def footprints(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``(footprint offsets (n + 1,), row, y, x)`` of every pixel of each box's (y, x) footprint, row
-        by row, row-major: the pixels every frame of a box shares (lower corners, as in
-        :meth:`voxel_coordinates`)."""
-        b = self.bbox.astype(np.int64)
-        nx = b[:, 1] - b[:, 0]
-        area = nx * (b[:, 3] - b[:, 2])
-        starts = np.concatenate([[0], np.cumsum(area)]).astype(np.int64)
-        row = np.repeat(np.arange(len(self)), area)
-        local = np.arange(int(starts[-1]), dtype=np.int64) - starts[:-1][row]
-        return starts, row, b[row, 2] + local // nx[row], b[row, 0] + local % nx[row]
-
     def frame_segments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Group voxels by (row, frame).
 

@@ -33,7 +33,14 @@ from ..tasks.shoebox_geometry import corner_coordinates
 from .absorption import add_kapton_columns, kapton_scopes
 from .blocks import Block
 from .part_rows import per_experiment, put_rows, reassemble
-from .profile_exchange import PROFILE_SUMS, all_blocks_sums, load_profile_sums, mark_failed, save_profile_sums
+from .profile_exchange import (
+    PROFILE_SUMS,
+    all_blocks_sums,
+    clear_failed,
+    load_profile_sums,
+    mark_failed,
+    save_profile_sums,
+)
 from .profile_fitting import ProfileAccumulator, ReferenceProfiles, map_part
 from .shoebox_processing import fill_from_frame, process_shoeboxes, read_frame
 from .streamed_fitting import StreamedFits, fit_part
@@ -162,6 +169,7 @@ def model_block(job: BlockJob) -> BlockReport:
             report.validation = _load_validation(store, index, "validation.npz")
         return report
     store.clear_block(index)
+    clear_failed(store, index)
     try:
         return _first_pass(job, store, report)
     except BaseException:
@@ -196,6 +204,8 @@ def _first_pass(job: BlockJob, store: WorkStore, report: BlockReport) -> BlockRe
             groups.add(part.rows, shoeboxes, grids)
     with timing.stage("profile modelling"):
         report.profile_sums = {number: accumulators[number].result() for number in sorted(taught)}
+    # Even when empty: blocks exchanging their sums wait for every block's.
+    save_profile_sums(store, index, report.profile_sums)
     if streamed is not None and job.exchange_with:
         with timing.stage("profile exchange"):
             sums = all_blocks_sums(store, index, report.profile_sums, job.exchange_with)
@@ -238,7 +248,6 @@ def _save_modelled(store: WorkStore, index: int, table: ReflectionTable, done: l
         for rows, fitted in streamed.fitted:
             put_rows(merged, rows, fitted)
             report.fitted_first += len(rows)
-    save_profile_sums(store, index, report.profile_sums)  # even when empty: exchanging blocks wait for each
     store.save_arrays(index, "parts.npz", **groups.arrays())
     report.complete = streamed is not None and groups.stored == 0
     validation = streamed.validation if streamed is not None else {}

@@ -54,6 +54,11 @@ def worker_count(mp) -> tuple[int, int]:
     return njobs, nproc
 
 
+def own_local_workers(mp) -> bool:
+    """Whether the run starts its own local workers (``mp.method=multiprocessing``, no external scheduler)."""
+    return mp.method == "multiprocessing" and not os.environ.get("BRAGGINT_SCHEDULER")
+
+
 def worker_environment() -> dict:
     """Environment of local Dask worker processes: Dask's, without its ``MALLOC_TRIM_THRESHOLD_``.
 

@@ -40,7 +40,7 @@ from .absorption import KAPTON_ALGORITHMS, apply_kapton_corrections, kapton_scop
 from .block_tasks import BlockJob, BlockReport, fit_block, model_block
 from .blocks import assign_to_blocks, plan_blocks, split_across_blocks
 from .debug_output import write_block_shoeboxes, write_reference_profiles
-from .executor import starting_scheduler, worker_count
+from .executor import own_local_workers, starting_scheduler, worker_count
 from .filters import apply_significance_filter, flag_ice_rings, overlap_filters
 from .memory import (
     available_memory,
@@ -191,11 +191,6 @@ def partiality_of_rows(experiments: ExperimentList, profiles: list[GaussianRSPro
         values[rows] = partiality(experiment, profile, table["zeta"][rows], table["xyzcal.px"][rows, 2],
                                   table["bbox"][rows])
     return values
-
-
-def own_local_workers(mp) -> bool:
-    """Whether the run starts its own local workers (``mp.method=multiprocessing``, no external scheduler)."""
-    return mp.method == "multiprocessing" and not os.environ.get("BRAGGINT_SCHEDULER")
 
 
 def all_at_once(mp, n_blocks: int) -> bool:

@@ -51,9 +51,9 @@ def load_profile_sums(store: WorkStore, block: int) -> dict:
 
 def all_blocks_sums(store: WorkStore, block: int, own: dict, blocks: tuple[int, ...],
                     timeout: float = EXCHANGE_TIMEOUT) -> dict | None:
-    """Publish ``own`` sums of ``block`` and return the reduction of every block's in ``blocks`` (in that
-    order, as the parent reduces them); None when some block's sums are not there within ``timeout``."""
-    save_profile_sums(store, block, own)
+    """The reduction of every block's sums in ``blocks`` (in that order, as the parent reduces them),
+    ``block``'s being ``own`` (already published with :func:`save_profile_sums`); None when some block's
+    sums are not there within ``timeout`` or it marked itself failed."""
     deadline = time.monotonic() + timeout
     gathered: dict[int, dict] = {block: own}
     while True:
@@ -70,4 +70,9 @@ def all_blocks_sums(store: WorkStore, block: int, own: dict, blocks: tuple[int, 
 def mark_failed(store: WorkStore, block: int) -> None:
     """Tell the blocks waiting for ``block``'s sums that they will not come (its first pass failed)."""
     store.save_arrays(block, FAILED)
+
+
+def clear_failed(store: WorkStore, block: int) -> None:
+    """Take back :func:`mark_failed` (``block`` runs again)."""
+    store.remove(block, FAILED)
 

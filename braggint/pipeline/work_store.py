@@ -166,10 +166,13 @@ class WorkStore:
                                               config={"write_empty_chunks": True})
         return BlockGrids(array)
 
+    def remove(self, block: int, kind: str) -> None:
+        """Remove one of ``block``'s files, if it is there."""
+        if self.has(block, kind):
+            os.remove(self._file(block, kind))
+
     def clear_block(self, block: int) -> None:
-        """Remove whatever an interrupted or failed first pass of ``block`` left behind."""
-        if self.has(block, "exchange_failed"):
-            os.remove(self._file(block, "exchange_failed"))
+        """Remove whatever an interrupted first pass of ``block`` left behind."""
         directory = os.path.join(self.path, "shoeboxes.zarr")
         if os.path.isdir(directory):
             for name in os.listdir(directory):

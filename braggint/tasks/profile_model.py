@@ -22,7 +22,6 @@ from ..models.scan import Scan
 from ..models.shoebox import ShoeboxColumn
 from .brent import bounded_minimum
 from .pixel_lab import panel_table, pixel_lab
-from .special import erf
 
 #: Mask value of a spot pixel: exactly Valid | Foreground.
 SPOT_PIXEL = int(VALID_FOREGROUND)
@@ -121,9 +120,19 @@ def _fraction_bounds(scan: Scan, frame: np.ndarray, phi: np.ndarray, zeta: np.nd
     return (tau + half) * scale, (tau - half) * scale
 
 
+@njit(inline="always")
+def _frame_fraction(e_plus, e_minus, sigma):
+    """Fraction of a Gaussian rocking curve of width sigma on one frame (>= 1e-10)."""
+    return max(0.5 * (math.erf(e_plus / sigma) - math.erf(e_minus / sigma)), _TINY)
+
+
+@njit(cache=True)
 def _fraction(e_plus, e_minus, sigma):
-    """Fraction of a Gaussian rocking curve of width sigma on each frame (>= 1e-10)."""
-    return np.maximum(0.5 * (erf(e_plus / sigma) - erf(e_minus / sigma)), _TINY)
+    """:func:`_frame_fraction` of every frame (arrays ``e_plus``, ``e_minus``)."""
+    out = np.empty(len(e_plus))
+    for i in range(len(e_plus)):
+        out[i] = _frame_fraction(e_plus[i], e_minus[i], sigma)
+    return out
 
 
 def _minimise_log_sigma(target, low: float, high: float) -> float:
@@ -199,7 +208,7 @@ def _extended_negative_log_likelihood(e_plus, e_minus, sigma, total, row, spot_t
     big_z = np.zeros(len(spot_total))
     counted = 0.0
     for i in range(len(row)):
-        z = max(0.5 * (math.erf(e_plus[i] / sigma) - math.erf(e_minus[i] / sigma)), _TINY)
+        z = _frame_fraction(e_plus[i], e_minus[i], sigma)
         counted += total[i] * math.log(z)
         big_z[row[i]] += z
     normalised = 0.0

@@ -19,6 +19,7 @@ from ..models.flags import MaskCode
 from ..models.profile import GaussianRSProfile
 from ..models.shoebox import ShoeboxColumn
 from .coordinates import LocalFrames
+from .pixel_lab import panel_table
 from .special import erf
 
 _FOREGROUND = np.uint8(MaskCode.Foreground)
@@ -137,12 +138,6 @@ def corner_coordinates(experiment: Experiment, shoeboxes: ShoeboxColumn, s1, z):
     n_corner = (bbox[:, 1] - bbox[:, 0] + 1) * (bbox[:, 3] - bbox[:, 2] + 1)
     corner_start = np.concatenate([[0], np.cumsum(n_corner)]).astype(np.int64)
     detector = experiment.detector
-    frames_of_panels = [panel.global_frame for panel in detector.panels]
-    origin = np.array([f[2] for f in frames_of_panels])
-    fast = np.array([f[0] for f in frames_of_panels])
-    slow = np.array([f[1] for f in frames_of_panels])
-    pixel = detector.pixel_sizes()
-    parallax = np.array([panel.parallax_params is not None for panel in detector.panels])
     panel_of_row = shoeboxes.panel.astype(np.int64)
     depth = np.zeros(len(bbox))
     for p in np.unique(panel_of_row):
@@ -152,14 +147,15 @@ def corner_coordinates(experiment: Experiment, shoeboxes: ShoeboxColumn, s1, z):
         depth[rows] = model.spot_depth(model.mm_to_px(xy_spot))
     c1 = np.empty(int(corner_start[-1]))
     c2 = np.empty(int(corner_start[-1]))
-    _corner_offsets(bbox, panel_of_row, origin, fast, slow, pixel, parallax, depth, s1, frames.e1, frames.e2,
+    _corner_offsets(bbox, panel_of_row, panel_table(detector), depth, s1, frames.e1, frames.e2,
                     float(np.linalg.norm(experiment.beam.s0)), corner_start, c1, c2)
     return corner_start, c1, c2
 
 
 @njit(cache=True)
-def _corner_offsets(bbox, panel_of_row, origin, fast, slow, pixel, parallax, depth, s1, e1, e2, s0_length,
-                    corner_start, c1, c2):
+def _corner_offsets(bbox, panel_of_row, panels, depth, s1, e1, e2, s0_length, corner_start, c1, c2):
+    """Corners' (c1, c2) into ``c1``, ``c2`` (see :func:`corner_coordinates`); ``panels``: the detector's
+    :func:`~braggint.tasks.pixel_lab.panel_table`, the parallax depth fixed per row (``depth``, mm)."""
     # A row's geometry is read into locals and each corner row is written through a slice: the compiler
     # then knows the outputs do not overlap the inputs and vectorises the loop (1.5-2x faster, same values).
     for r in range(len(bbox)):
@@ -169,12 +165,12 @@ def _corner_offsets(bbox, panel_of_row, origin, fast, slow, pixel, parallax, dep
         ny1 = bbox[r, 3] - y0 + 1
         s1_0, s1_1, s1_2 = s1[r, 0], s1[r, 1], s1[r, 2]
         s1_length = math.sqrt(s1_0 ** 2 + s1_1 ** 2 + s1_2 ** 2)
-        o0, o1, o2 = origin[p, 0], origin[p, 1], origin[p, 2]
-        f0, f1, f2 = fast[p, 0], fast[p, 1], fast[p, 2]
-        g0, g1, g2 = slow[p, 0], slow[p, 1], slow[p, 2]
+        o0, o1, o2 = panels[p, 0], panels[p, 1], panels[p, 2]
+        f0, f1, f2 = panels[p, 3], panels[p, 4], panels[p, 5]
+        g0, g1, g2 = panels[p, 6], panels[p, 7], panels[p, 8]
         a0, a1, a2 = e1[r, 0], e1[r, 1], e1[r, 2]
         b0, b1, b2 = e2[r, 0], e2[r, 1], e2[r, 2]
-        width, height, spot_depth, with_parallax = pixel[p, 0], pixel[p, 1], depth[r], parallax[p]
+        width, height, spot_depth, with_parallax = panels[p, 9], panels[p, 10], depth[r], panels[p, 16] != 0.0
         for j in range(ny1):
             start = corner_start[r] + j * nx1
             row_c1, row_c2 = c1[start:start + nx1], c2[start:start + nx1]
