@@ -291,3 +291,39 @@ def test_blocks_exchanging_sums_do_not_wait_for_a_failed_block(dataset, tmp_path
                                                                           "block_0001.modelled.refl"]
     _assert_mended_rerun_resumes(broken, image, good_bytes, out, tmp_path, args,
                                  "2 of 3 blocks were already done (resumed)")
+
+
+def test_the_last_block_reads_its_frames_backwards_and_gets_what_reading_forwards_gives(dataset, tmp_path,
+                                                                                       monkeypatch):
+    """The last block of a sweep cut into several reads from its last frame to its first (so that the rows
+    next to the block before it, whose profiles both teach, come last in both); the others read forwards.
+    Reading every block forwards gives the same table."""
+    import dataclasses
+
+    from braggint.cli import integrate as cli
+    from braggint.pipeline import block_tasks, blocks
+    from braggint.pipeline import integrate as pipeline
+
+    frames_read = {"backwards": [], "forwards": []}
+    read_frame = block_tasks.read_frame
+    args = [str(dataset / "models.expt"), str(dataset / "strong.refl"), "nproc=1", "block.size=4",
+            "block.units=frames", "profile.gaussian_rs.fitting.scan_step=0.5"]
+    for name, frames in frames_read.items():
+        monkeypatch.setattr(block_tasks, "read_frame",
+                            lambda images, frame, *rest: frames.append(frame) or read_frame(images, frame, *rest))
+        if name == "forwards":
+            monkeypatch.setattr(pipeline, "plan_blocks", lambda *a, **k: [
+                dataclasses.replace(block, backwards=False) for block in blocks.plan_blocks(*a, **k)])
+        (tmp_path / name).mkdir()
+        monkeypatch.chdir(tmp_path / name)
+        assert cli.main(args) == 0
+    log = (tmp_path / "backwards" / "dials.integrate.log").read_text()
+    ranges = [tuple(map(int, text.split("-"))) for text in
+              re.search(r"in \d+ block\(s\) of frames: (.*)", log).group(1).split(", ")]
+    assert len(ranges) > 1
+    forwards = [frame for first, last in ranges for frame in range(first, last + 1)]
+    (first, last) = ranges[-1]
+    assert frames_read["forwards"] == forwards
+    assert frames_read["backwards"] == forwards[:-(last - first + 1)] + list(range(last, first - 1, -1))
+    assert_same_tables(read_reflections(str(tmp_path / "backwards" / "integrated.refl")),
+                       read_reflections(str(tmp_path / "forwards" / "integrated.refl")))

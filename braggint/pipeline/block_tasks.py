@@ -112,26 +112,28 @@ STORE_GROUP_VOXELS = 500_000
 PROCESS_BATCH_VOXELS = 2_000_000
 
 
-@dataclass
+@dataclass(eq=False)
 class _Part:
-    """Reflections of a block that start on the same frame, filled together and processed together."""
+    """Reflections of a block whose reading starts on the same frame, filled together and processed
+    together."""
 
-    number: int
     rows: np.ndarray      # indices into the block table
-    end: int              # the frame after the last one any of them needs
+    done_at: int          # the frame whose reading completes them (0-based)
     shoeboxes: ShoeboxColumn
     overloaded: np.ndarray
 
 
-def _parts_by_start(table: ReflectionTable) -> dict[int, list[np.ndarray]]:
-    """Rows of the block grouped by the first frame of their bbox and then by depth (frames, in powers
-    of two), so that the members of a group finish within a factor of two of each other and a few
-    long reflections do not keep many short ones in memory."""
-    z0 = table["bbox"][:, 4].astype(np.int64)
-    depth_class = np.ceil(np.log2(np.maximum(table["bbox"][:, 5] - z0, 1))).astype(np.int64)
+def _parts_by_first_read(table: ReflectionTable, backwards: bool) -> dict[int, list[np.ndarray]]:
+    """Rows of the block grouped by the first frame of their bbox that the block reads (the last one when it
+    reads backwards) and then by depth (frames, in powers of two), so that the members of a group finish
+    within a factor of two of each other and a few long reflections do not keep many short ones in
+    memory."""
+    bbox = table["bbox"]
+    first_read = (bbox[:, 5] - 1 if backwards else bbox[:, 4]).astype(np.int64)
+    depth_class = np.ceil(np.log2(np.maximum(bbox[:, 5] - bbox[:, 4], 1))).astype(np.int64)
     groups: dict[int, list[np.ndarray]] = {}
-    for frame in np.unique(z0):
-        at_frame = np.flatnonzero(z0 == frame)
+    for frame in np.unique(first_read):
+        at_frame = np.flatnonzero(first_read == frame)
         groups[int(frame)] = [at_frame[depth_class[at_frame] == c] for c in np.unique(depth_class[at_frame])]
     return groups
 
@@ -348,16 +350,16 @@ def _filled_parts(job: BlockJob, timing: StageTimes):
     first = job.experiments[job.block.experiments[0]]
     images = ImageSource(first.imageset, first.detector, first.scan.image_range[0])
     lookup = load_mask_file(job.lookup_mask_path, first.detector) if job.lookup_mask_path else None
-    starts = _parts_by_start(table)
+    backwards = job.block.backwards
+    starts = _parts_by_first_read(table, backwards)
     alive: list[_Part] = []
-    made = 0
     try:
-        for frame_number in range(job.block.start, job.block.stop):
+        for frame_number in job.block.frames():
             for rows in starts.get(frame_number, []):
-                alive.append(_Part(made, rows, int(table["bbox"][rows, 5].max()),
-                                   ShoeboxColumn.empty_boxes(table["panel"][rows], table["bbox"][rows],
-                                                             allocate=True), np.zeros(len(rows), bool)))
-                made += 1
+                bbox = table["bbox"][rows]
+                done_at = int(bbox[:, 4].min()) if backwards else int(bbox[:, 5].max()) - 1
+                alive.append(_Part(rows, done_at, ShoeboxColumn.empty_boxes(table["panel"][rows], bbox, allocate=True),
+                                   np.zeros(len(rows), bool)))
             if not alive:
                 continue
             with timing.stage("read"):
@@ -365,7 +367,7 @@ def _filled_parts(job: BlockJob, timing: StageTimes):
             with timing.stage("extract"):
                 for part in alive:
                     fill_from_frame(first, part.shoeboxes, frame_number, frame, part.overloaded)
-            for part in [p for p in alive if p.end == frame_number + 1]:
+            for part in [p for p in alive if p.done_at == frame_number]:
                 alive.remove(part)
                 yield part
     finally:
@@ -389,9 +391,8 @@ def _batched(parts, voxels: int = PROCESS_BATCH_VOXELS):
 def _joined(parts: list[_Part]) -> _Part:
     if len(parts) == 1:
         return parts[0]
-    return _Part(parts[0].number, np.concatenate([p.rows for p in parts]), max(p.end for p in parts),
-                 ShoeboxColumn.concatenate([p.shoeboxes for p in parts]),
-                 np.concatenate([p.overloaded for p in parts]))
+    return _Part(np.concatenate([p.rows for p in parts]), parts[-1].done_at,
+                 ShoeboxColumn.concatenate([p.shoeboxes for p in parts]), np.concatenate([p.overloaded for p in parts]))
 
 
 def _filled_stills(job: BlockJob, timing: StageTimes):
@@ -404,8 +405,8 @@ def _filled_stills(job: BlockJob, timing: StageTimes):
         if len(rows) == 0:
             continue
         experiment = job.experiments[number]
-        part = _Part(number, rows, 1, ShoeboxColumn.empty_boxes(table["panel"][rows], table["bbox"][rows],
-                                                                 allocate=True), np.zeros(len(rows), bool))
+        part = _Part(rows, 0, ShoeboxColumn.empty_boxes(table["panel"][rows], table["bbox"][rows], allocate=True),
+                     np.zeros(len(rows), bool))
         with timing.stage("read"):
             images = ImageSource(experiment.imageset, experiment.detector, 1)
             try:

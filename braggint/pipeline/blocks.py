@@ -23,12 +23,23 @@ from ..params.phil import Auto
 
 @dataclass(frozen=True)
 class Block:
-    """Frames [start, stop) of the sweep shared by experiments [first, last)."""
+    """Frames [start, stop) of the sweep shared by experiments [first, last).
+
+    ``backwards``: the block reads its frames from the last to the first.
+    The last block of a sweep cut into several does: the rows next to the
+    block before it, whose reference profiles both blocks teach, then come
+    last, as they do in that block, and wait least for the other's sums.
+    """
 
     index: int
     experiments: tuple[int, int]
     start: int
     stop: int
+    backwards: bool = False
+
+    def frames(self) -> range:
+        """The block's frames (0-based) in the order it reads them."""
+        return range(self.stop - 1, self.start - 1, -1) if self.backwards else range(self.start, self.stop)
 
     @property
     def centre(self) -> float:
@@ -107,8 +118,10 @@ def plan_blocks(experiments: ExperimentList, table: ReflectionTable, params, n_w
                                                 n_workers, overlap, integration.debug.output)
         if max_frames is not None and size > max_frames:
             size, group_overlap = max_frames, min(group_overlap, max_frames // 2)
-        for first, last in frame_ranges(start, stop, size, group_overlap):
-            blocks.append(Block(len(blocks), (group[0], group[-1] + 1), first, last))
+        ranges = frame_ranges(start, stop, size, group_overlap)
+        for position, (first, last) in enumerate(ranges):
+            backwards = len(ranges) > 1 and position == len(ranges) - 1
+            blocks.append(Block(len(blocks), (group[0], group[-1] + 1), first, last, backwards))
     stills = [number for number, experiment in enumerate(experiments) if experiment.is_still]
     for first, last in stills_per_block(stills, n_workers):
         blocks.append(Block(len(blocks), (first, last), 0, 1))
