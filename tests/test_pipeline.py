@@ -301,15 +301,15 @@ def test_the_last_block_reads_its_frames_backwards_and_gets_what_reading_forward
     import dataclasses
 
     from braggint.cli import integrate as cli
-    from braggint.pipeline import block_tasks, blocks
+    from braggint.pipeline import blocks, filling
     from braggint.pipeline import integrate as pipeline
 
     frames_read = {"backwards": [], "forwards": []}
-    read_frame = block_tasks.read_frame
+    read_frame = filling.read_frame
     args = [str(dataset / "models.expt"), str(dataset / "strong.refl"), "nproc=1", "block.size=4",
             "block.units=frames", "profile.gaussian_rs.fitting.scan_step=0.5"]
     for name, frames in frames_read.items():
-        monkeypatch.setattr(block_tasks, "read_frame",
+        monkeypatch.setattr(filling, "read_frame",
                             lambda images, frame, *rest: frames.append(frame) or read_frame(images, frame, *rest))
         if name == "forwards":
             monkeypatch.setattr(pipeline, "plan_blocks", lambda *a, **k: [

@@ -22,7 +22,6 @@ import numpy as np
 import psutil
 from threadpoolctl import threadpool_limits
 
-from ..io.images import ImageSource, load_mask_file
 from ..models.experiment import ExperimentList
 from ..models.fit_grids import FitGrids
 from ..models.flags import Flags
@@ -32,6 +31,7 @@ from ..models.shoebox import ShoeboxColumn
 from ..tasks.shoebox_geometry import corner_coordinates
 from .absorption import add_kapton_columns, kapton_scopes
 from .blocks import Block
+from .filling import Part, filled_parts, filled_stills
 from .part_rows import per_experiment, put_rows, reassemble
 from .profile_exchange import (
     PROFILE_SUMS,
@@ -42,7 +42,7 @@ from .profile_exchange import (
     save_profile_sums,
 )
 from .profile_fitting import ProfileAccumulator, ReferenceProfiles, map_part
-from .shoebox_processing import fill_from_frame, process_shoeboxes, read_frame
+from .shoebox_processing import process_shoeboxes
 from .streamed_fitting import StreamedFits, fit_part
 from .timing import StageTimes
 from .work_store import BlockGrids, WorkStore
@@ -107,37 +107,6 @@ def _store(job: BlockJob) -> WorkStore:
 #: What the second pass reads is written to the store in groups of about this many voxels or grid cells
 #: (~5 MB in memory; groups four times as large raised a block task's peak by 50 MB at 100 images).
 STORE_GROUP_VOXELS = 500_000
-#: Finished groups of reflections wait until they hold this many voxels (~18 MB) and are then processed
-#: together: every stage has a fixed cost per call, which small groups (tens of rows) would pay many times.
-PROCESS_BATCH_VOXELS = 2_000_000
-
-
-@dataclass(eq=False)
-class _Part:
-    """Reflections of a block whose reading starts on the same frame, filled together and processed
-    together."""
-
-    rows: np.ndarray      # indices into the block table
-    done_at: int          # the frame whose reading completes them (0-based)
-    shoeboxes: ShoeboxColumn
-    overloaded: np.ndarray
-
-
-def _parts_by_first_read(table: ReflectionTable, backwards: bool) -> dict[int, list[np.ndarray]]:
-    """Rows of the block grouped by the first frame of their bbox that the block reads (the last one when it
-    reads backwards) and then by depth (frames, in powers of two), so that the members of a group finish
-    within a factor of two of each other and a few long reflections do not keep many short ones in
-    memory."""
-    bbox = table["bbox"]
-    first_read = (bbox[:, 5] - 1 if backwards else bbox[:, 4]).astype(np.int64)
-    depth_class = np.ceil(np.log2(np.maximum(bbox[:, 5] - bbox[:, 4], 1))).astype(np.int64)
-    groups: dict[int, list[np.ndarray]] = {}
-    for frame in np.unique(first_read):
-        at_frame = np.flatnonzero(first_read == frame)
-        groups[int(frame)] = [at_frame[depth_class[at_frame] == c] for c in np.unique(depth_class[at_frame])]
-    return groups
-
-
 def one_core(task):
     """Run a block task on one core: BLAS (used by a few kernels) single-threaded, as ``nproc`` counts
     block tasks and idle BLAS threads spinning beside another worker would steal its core."""
@@ -191,7 +160,7 @@ def _first_pass(job: BlockJob, store: WorkStore, report: BlockReport) -> BlockRe
         if job.local_profiles and voxels is None else None
     done: list[tuple[np.ndarray, ReflectionTable]] = []
     first = job.experiments[job.block.experiments[0]]
-    filled = _filled_stills(job, timing) if first.is_still else _batched(_filled_parts(job, timing))
+    filled = filled_stills(job, timing) if first.is_still else filled_parts(job, timing)
     accumulators: dict[int, ProfileAccumulator] = {}  # experiment -> its reference-profile sums
     taught: set[int] = set()  # experiments with reference spots in this block
     for part in filled:
@@ -344,101 +313,7 @@ class _StoredGroups:
         return arrays
 
 
-def _filled_parts(job: BlockJob, timing: StageTimes):
-    """Groups of a rotation block's reflections, each yielded as soon as the frames it needs are read."""
-    table = job.table
-    first = job.experiments[job.block.experiments[0]]
-    images = ImageSource(first.imageset, first.detector, first.scan.image_range[0])
-    lookup = load_mask_file(job.lookup_mask_path, first.detector) if job.lookup_mask_path else None
-    backwards = job.block.backwards
-    starts = _parts_by_first_read(table, backwards)
-    alive: list[_Part] = []
-    try:
-        for frame_number in job.block.frames():
-            for rows in starts.get(frame_number, []):
-                bbox = table["bbox"][rows]
-                done_at = int(bbox[:, 4].min()) if backwards else int(bbox[:, 5].max()) - 1
-                alive.append(_Part(rows, done_at, ShoeboxColumn.empty_boxes(table["panel"][rows], bbox, allocate=True),
-                                   np.zeros(len(rows), bool)))
-            if not alive:
-                continue
-            with timing.stage("read"):
-                frame = read_frame(images, frame_number, job.excluded_frames, lookup)
-            with timing.stage("extract"):
-                for part in alive:
-                    fill_from_frame(first, part.shoeboxes, frame_number, frame, part.overloaded)
-            for part in [p for p in alive if p.done_at == frame_number]:
-                alive.remove(part)
-                yield part
-    finally:
-        images.close()
-
-
-def _batched(parts, voxels: int = PROCESS_BATCH_VOXELS):
-    """The finished parts joined into parts of at least ``voxels`` voxels (the last one may be smaller)."""
-    waiting: list[_Part] = []
-    held = 0
-    for part in parts:
-        waiting.append(part)
-        held += len(part.shoeboxes.data)
-        if held >= voxels:
-            yield _joined(waiting)
-            waiting, held = [], 0
-    if waiting:
-        yield _joined(waiting)
-
-
-def _joined(parts: list[_Part]) -> _Part:
-    if len(parts) == 1:
-        return parts[0]
-    return _Part(np.concatenate([p.rows for p in parts]), parts[-1].done_at,
-                 ShoeboxColumn.concatenate([p.shoeboxes for p in parts]), np.concatenate([p.overloaded for p in parts]))
-
-
-def _filled_stills(job: BlockJob, timing: StageTimes):
-    """The reflections of each still of a block, yielded once its image is read (frame 0 of each)."""
-    table = job.table
-    ids = np.asarray(table["id"])
-    images_of_stills = still_image_numbers(job.experiments)
-    for number in range(*job.block.experiments):
-        rows = np.flatnonzero(ids == number)
-        if len(rows) == 0:
-            continue
-        experiment = job.experiments[number]
-        part = _Part(rows, 0, ShoeboxColumn.empty_boxes(table["panel"][rows], table["bbox"][rows], allocate=True),
-                     np.zeros(len(rows), bool))
-        with timing.stage("read"):
-            images = ImageSource(experiment.imageset, experiment.detector, 1)
-            try:
-                lookup = load_mask_file(job.lookup_mask_path, experiment.detector) if job.lookup_mask_path else None
-                frame = read_frame(images, images_of_stills[number] - 1, frozenset(), lookup)
-            finally:
-                images.close()
-        with timing.stage("extract"):
-            fill_from_frame(experiment, part.shoeboxes, 0, frame, part.overloaded)
-        yield part
-
-
-def still_image_numbers(experiments: ExperimentList) -> list[int]:
-    """1-based image of each still in its image set (1 for rotation experiments).
-
-    Stills sharing an image set with as many images as stills take its
-    images in order; otherwise (several lattices on one image) image 1.
-    """
-    sharing: dict[int, list[int]] = {}
-    for number, experiment in enumerate(experiments):
-        sharing.setdefault(id(experiment.imageset), []).append(number)
-    image = [1] * len(experiments)
-    for numbers in sharing.values():
-        imageset = experiments[numbers[0]].imageset
-        n_images = len(imageset.images or []) or len(imageset.single_file_indices or []) if imageset else 0
-        if n_images == len(numbers):
-            for position, number in enumerate(numbers):
-                image[number] = position + 1
-    return image
-
-
-def _process_part(job: BlockJob, table: ReflectionTable, part: _Part, accumulators: dict, taught: set,
+def _process_part(job: BlockJob, table: ReflectionTable, part: Part, accumulators: dict, taught: set,
                   timing: StageTimes) -> tuple[ReflectionTable, ShoeboxColumn, FitGrids | None]:
     """Process one finished group of reflections (its references go to ``accumulators``, one per experiment,
     made as needed; experiments with reference spots join ``taught``); returns its rows of the table, its

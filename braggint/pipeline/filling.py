@@ -1,0 +1,163 @@
+"""Filling a block's shoeboxes from its images, frame by frame, in parts ready to process.
+
+A rotation block reads its frames once, in order (backwards for a block
+that reads backwards, see :class:`.blocks.Block`).  Its reflections are
+filled in groups: those whose reading starts on the same frame and whose
+depths are alike, each group's shoeboxes allocated when it starts and
+freed once processed.  Finished groups are joined into parts of at least
+:data:`PROCESS_BATCH_VOXELS` voxels, in the order they finish.  (Making
+each part's column whole from the start, for its groups to fill slices
+of, saves the join's copy but holds up to 10 parts' memory while their
+first groups fill, 190 MB at 400 2M-like images: blocks then read their
+frames 2x slower, their fresh image buffers no longer reusing freed
+memory.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..io.images import ImageSource, load_mask_file
+from ..models.experiment import ExperimentList
+from ..models.reflection_table import ReflectionTable
+from ..models.shoebox import ShoeboxColumn
+from .shoebox_processing import fill_from_frame, read_frame
+from .timing import StageTimes
+
+#: Finished groups of reflections wait until they hold this many voxels (~18 MB) and are then processed
+#: together: every stage has a fixed cost per call, which small groups (tens of rows) would pay many times.
+PROCESS_BATCH_VOXELS = 2_000_000
+
+
+@dataclass(eq=False)
+class Part:
+    """Reflections of a block processed together: rows of the block table, their shoeboxes and which of
+    them touch overloaded pixels."""
+
+    rows: np.ndarray
+    shoeboxes: ShoeboxColumn
+    overloaded: np.ndarray
+
+
+@dataclass(eq=False)
+class _Group:
+    """Reflections whose reading starts on the same frame, filled together."""
+
+    part: Part
+    done_at: int  # the frame whose reading completes them (0-based)
+
+
+def groups_by_first_read(table: ReflectionTable, backwards: bool) -> dict[int, list[np.ndarray]]:
+    """Rows of the block grouped by the first frame of their bbox that the block reads (the last one when it
+    reads backwards) and then by depth (frames, in powers of two), so that the members of a group finish
+    within a factor of two of each other and a few long reflections do not keep many short ones in
+    memory."""
+    bbox = table["bbox"]
+    first_read = (bbox[:, 5] - 1 if backwards else bbox[:, 4]).astype(np.int64)
+    depth_class = np.ceil(np.log2(np.maximum(bbox[:, 5] - bbox[:, 4], 1))).astype(np.int64)
+    groups: dict[int, list[np.ndarray]] = {}
+    for frame in np.unique(first_read):
+        at_frame = np.flatnonzero(first_read == frame)
+        groups[int(frame)] = [at_frame[depth_class[at_frame] == c] for c in np.unique(depth_class[at_frame])]
+    return groups
+
+
+def filled_parts(job, timing: StageTimes, voxels: int = PROCESS_BATCH_VOXELS):
+    """The parts of a rotation block (``job``: a :class:`.block_tasks.BlockJob`), each yielded as soon as
+    the frames its reflections need are read and it holds ``voxels`` voxels (the last may hold fewer)."""
+    waiting: list[Part] = []
+    held = 0
+    for part in _filled_groups(job, timing):
+        waiting.append(part)
+        held += len(part.shoeboxes.data)
+        if held >= voxels:
+            yield _joined(waiting)
+            waiting, held = [], 0
+    if waiting:
+        yield _joined(waiting)
+
+
+def _filled_groups(job, timing: StageTimes):
+    """Each group of a rotation block's reflections as a part, yielded once the frames it needs are read."""
+    table = job.table
+    first = job.experiments[job.block.experiments[0]]
+    images = ImageSource(first.imageset, first.detector, first.scan.image_range[0])
+    lookup = load_mask_file(job.lookup_mask_path, first.detector) if job.lookup_mask_path else None
+    backwards = job.block.backwards
+    starts = groups_by_first_read(table, backwards)
+    alive: list[_Group] = []
+    try:
+        for frame_number in job.block.frames():
+            for rows in starts.get(frame_number, []):
+                bbox = table["bbox"][rows]
+                done_at = int(bbox[:, 4].min()) if backwards else int(bbox[:, 5].max()) - 1
+                alive.append(_Group(_empty_part(table, rows), done_at))
+            if not alive:
+                continue
+            with timing.stage("read"):
+                frame = read_frame(images, frame_number, job.excluded_frames, lookup)
+            with timing.stage("extract"):
+                for group in alive:
+                    fill_from_frame(first, group.part.shoeboxes, frame_number, frame, group.part.overloaded)
+            for group in [g for g in alive if g.done_at == frame_number]:
+                alive.remove(group)
+                yield group.part
+    finally:
+        images.close()
+
+
+def _empty_part(table: ReflectionTable, rows: np.ndarray) -> Part:
+    """Rows ``rows`` of the block table with zeroed shoeboxes and no overloaded pixels yet."""
+    return Part(rows, ShoeboxColumn.empty_boxes(table["panel"][rows], table["bbox"][rows], allocate=True),
+                np.zeros(len(rows), bool))
+
+
+def _joined(parts: list[Part]) -> Part:
+    if len(parts) == 1:
+        return parts[0]
+    return Part(np.concatenate([p.rows for p in parts]), ShoeboxColumn.concatenate([p.shoeboxes for p in parts]),
+                np.concatenate([p.overloaded for p in parts]))
+
+
+def filled_stills(job, timing: StageTimes):
+    """The reflections of each still of a block, yielded once its image is read (frame 0 of each)."""
+    table = job.table
+    ids = np.asarray(table["id"])
+    images_of_stills = still_image_numbers(job.experiments)
+    for number in range(*job.block.experiments):
+        rows = np.flatnonzero(ids == number)
+        if len(rows) == 0:
+            continue
+        experiment = job.experiments[number]
+        part = _empty_part(table, rows)
+        with timing.stage("read"):
+            images = ImageSource(experiment.imageset, experiment.detector, 1)
+            try:
+                lookup = load_mask_file(job.lookup_mask_path, experiment.detector) if job.lookup_mask_path else None
+                frame = read_frame(images, images_of_stills[number] - 1, frozenset(), lookup)
+            finally:
+                images.close()
+        with timing.stage("extract"):
+            fill_from_frame(experiment, part.shoeboxes, 0, frame, part.overloaded)
+        yield part
+
+
+def still_image_numbers(experiments: ExperimentList) -> list[int]:
+    """1-based image of each still in its image set (1 for rotation experiments).
+
+    Stills sharing an image set with as many images as stills take its
+    images in order; otherwise (several lattices on one image) image 1.
+    """
+    sharing: dict[int, list[int]] = {}
+    for number, experiment in enumerate(experiments):
+        sharing.setdefault(id(experiment.imageset), []).append(number)
+    image = [1] * len(experiments)
+    for numbers in sharing.values():
+        imageset = experiments[numbers[0]].imageset
+        n_images = len(imageset.images or []) or len(imageset.single_file_indices or []) if imageset else 0
+        if n_images == len(numbers):
+            for position, number in enumerate(numbers):
+                image[number] = position + 1
+    return image
