@@ -327,3 +327,30 @@ def test_the_last_block_reads_its_frames_backwards_and_gets_what_reading_forward
     assert frames_read["backwards"] == forwards[:-(last - first + 1)] + list(range(last, first - 1, -1))
     assert_same_tables(read_reflections(str(tmp_path / "backwards" / "integrated.refl")),
                        read_reflections(str(tmp_path / "forwards" / "integrated.refl")))
+
+
+def test_a_worker_that_dies_while_starting_is_started_again_and_one_that_always_dies_is_one_line(
+        dataset, tmp_path, monkeypatch):
+    """A worker process that dies while the local cluster starts (here: a Dask worker preload script that
+    exits, the first time only) fails that start; the run tries once more and integrates.  Workers that
+    die every time end the run with one line naming integration.mp.nproc, no traceback."""
+    marker = tmp_path / "died"
+    once = tmp_path / "die_once.py"
+    once.write_text(f"import os\ntry:\n    os.close(os.open({str(marker)!r}, os.O_CREAT | os.O_EXCL))\n"
+                    "except FileExistsError:\n    pass\nelse:\n    os._exit(3)\n")
+    monkeypatch.setenv("DASK_DISTRIBUTED__WORKER__PRELOAD", f'["{once}"]')
+    recovered = run(dataset, tmp_path / "once", "nproc=2", "profile.fitting=False")
+    assert recovered.returncode == 0, recovered.stderr
+    assert marker.exists()
+    log = (tmp_path / "once" / "dials.integrate.log").read_text()
+    assert "The local Dask workers did not start" in log and "trying again" in log
+    assert "Started 2 local Dask workers" in log and "Integrated" in log
+
+    always = tmp_path / "die_always.py"
+    always.write_text("import os\nos._exit(3)\n")
+    monkeypatch.setenv("DASK_DISTRIBUTED__WORKER__PRELOAD", f'["{always}"]')
+    failed = run(dataset, tmp_path / "always", "nproc=2", "profile.fitting=False")
+    assert failed.returncode == 2 and "Traceback" not in failed.stderr
+    message = failed.stderr.strip().splitlines()[-1]
+    assert "integration.mp.nproc=2" in message and "did not start after 2 tries" in message
+    assert not (tmp_path / "always" / "integrated.refl").exists()

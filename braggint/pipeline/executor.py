@@ -68,6 +68,7 @@ def worker_environment() -> dict:
     (adaptive) thresholds reuse freed image buffers instead.
     """
     import dask
+    import distributed  # noqa: F401 - registers Distributed's configuration defaults with Dask
 
     environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
     environ.pop("MALLOC_TRIM_THRESHOLD_", None)
@@ -133,13 +134,11 @@ def scheduler(mp):
             yield "synchronous"
             return
         import dask
-        from distributed import LocalCluster
 
         with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environment(),
                               "distributed.worker.multiprocessing-method": "forkserver"}):
             preload_worker_modules()
-            with LocalCluster(n_workers=njobs * nproc, threads_per_worker=1, processes=True, dashboard_address=":0",
-                              silence_logs=logging.ERROR) as cluster, _client(cluster) as client:
+            with local_cluster(njobs, nproc) as cluster, _client(cluster) as client:
                 log.info("Started %d local Dask workers (dashboard %s)", njobs * nproc, client.dashboard_link)
                 yield client
         return
@@ -157,6 +156,33 @@ def scheduler(mp):
             cluster.close()
         except Exception as error:  # a job that never started cannot be closed cleanly; nothing is lost
             log.debug("Closing the %s cluster: %r", mp.method, error)
+
+
+class WorkerStartError(BraggintError):
+    """The run's local worker processes did not start."""
+
+
+#: Tries at starting the local workers: a worker process that dies while starting (killed, out of memory)
+#: fails the whole cluster's start, and a second try usually succeeds.
+LOCAL_START_TRIES = 2
+
+
+def local_cluster(njobs: int, nproc: int):
+    """A started Dask LocalCluster of ``njobs`` x ``nproc`` single-threaded worker processes; tried again once
+    when a worker dies while starting, then a :class:`WorkerStartError`."""
+    from distributed import LocalCluster
+
+    setting = f"integration.mp.nproc={nproc}" + (f" x njobs={njobs}" if njobs > 1 else "")
+    for attempt in range(1, LOCAL_START_TRIES + 1):
+        try:
+            return LocalCluster(n_workers=njobs * nproc, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                silence_logs=logging.ERROR)
+        except Exception as error:  # Dask raises RuntimeError("Nanny failed to start.") and the like
+            reason = f"{error} ({error.__cause__})" if error.__cause__ else str(error)
+            if attempt == LOCAL_START_TRIES:
+                raise WorkerStartError(f"{setting}: the local Dask workers did not start after {attempt} tries: "
+                                       f"{reason}") from None
+            log.warning("The local Dask workers did not start (%s); trying again", reason)
 
 
 @contextlib.contextmanager
