@@ -248,35 +248,49 @@ def finalise_profiles(profiles: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True)
-def _fit_one(d, b, m, p, eps, max_iter):
+def _fit_one(d, b, m, p, eps, max_iter, work):
     """Poisson-weighted least-squares scale of profile p to data d over background b (masked cells).
 
     Returns ``(ok, I, DIALS's variance |I| + |sum b|, the inverse Fisher
     information 1 / sum(p^2 / (b + I' p)), correlation)``, I' being the
-    larger of |I|, the counts above background and 1.
+    larger of |I|, the counts above background and 1.  ``work`` (3, >=
+    len(d)) float64 holds the masked cells with p > 0, the only ones the
+    iterations and the information visit: one pass over all cells gathers
+    them and every sum the other results need, the correlation's included
+    (it is the model I p + b against d, and its sums are polynomials in I).
     """
-    sumd = 0.0
-    sumb = 0.0
-    sump = 0.0
+    sumd = sumb = sump = 0.0
+    spd = sbd = spp = spb = sbb = sdd = 0.0
+    count = n = 0
     for i in range(len(d)):
         if m[i]:
-            sumd += d[i]
-            sumb += b[i]
-            sump += p[i]
+            di, bi, pi = float(d[i]), float(b[i]), float(p[i])
+            sumd += di
+            sumb += bi
+            sump += pi
+            spd += pi * di
+            sbd += bi * di
+            spp += pi * pi
+            spb += pi * bi
+            sbb += bi * bi
+            sdd += di * di
+            count += 1
+            if pi > 0:
+                work[0, n], work[1, n], work[2, n] = di, bi, pi
+                n += 1
     if sumb < 0 or sumd < 0 or sump <= 0:
         return False, 0.0, -1.0, -1.0, 0.0
+    wd, wb, wp = work[0], work[1], work[2]
     start = sumd - sumb
     intensity = 0.0
-    den = 0.0
     converged = False
     for _ in range(max_iter):
         num = 0.0
         den = 0.0
-        for i in range(len(d)):
-            if m[i] and p[i] > 0:
-                v = 1e-10 + abs(b[i]) + abs(start * p[i])
-                num += (d[i] - b[i]) * p[i] / v
-                den += p[i] * p[i] / v
+        for i in range(n):
+            weight = 1.0 / (1e-10 + abs(wb[i]) + abs(start * wp[i]))
+            num += (wd[i] - wb[i]) * wp[i] * weight
+            den += wp[i] * wp[i] * weight
         if den <= 0:
             return False, 0.0, -1.0, -1.0, 0.0
         intensity = num / den
@@ -292,30 +306,13 @@ def _fit_one(d, b, m, p, eps, max_iter):
     # Evaluated at no less than the counts above background (a fit near zero would claim certainty).
     level = max(abs(intensity), abs(sumd - sumb), 1.0)
     information = 0.0
-    for i in range(len(d)):
-        if m[i] and p[i] > 0:
-            information += p[i] * p[i] / (1e-10 + abs(b[i]) + level * p[i])
-    # Pearson correlation of model (I p + b) and data over the masked cells.
-    count = 0
-    xb = 0.0
-    yb = 0.0
-    for i in range(len(d)):
-        if m[i]:
-            xb += intensity * p[i] + b[i]
-            yb += d[i]
-            count += 1
-    xb /= count
-    yb /= count
-    sxy = 0.0
-    sxx = 0.0
-    syy = 0.0
-    for i in range(len(d)):
-        if m[i]:
-            dx = intensity * p[i] + b[i] - xb
-            dy = d[i] - yb
-            sxy += dx * dy
-            sxx += dx * dx
-            syy += dy * dy
+    for i in range(n):
+        information += wp[i] * wp[i] / (1e-10 + abs(wb[i]) + level * wp[i])
+    # Pearson correlation of model x = I p + b and data y over the masked cells, from the sums.
+    sx = intensity * sump + sumb
+    sxy = intensity * spd + sbd - sx * sumd / count
+    sxx = intensity * intensity * spp + 2.0 * intensity * spb + sbb - sx * sx / count
+    syy = sdd - sumd * sumd / count
     correlation = sxy / (math.sqrt(sxx) * math.sqrt(syy)) if sxx > 0 and syy > 0 else 0.0
     return True, intensity, variance, 1.0 / information, correlation
 
@@ -347,19 +344,23 @@ def fit_grids(rows, profile_index, covered, offsets, data, background, profiles,
     """
     size = profiles.shape[1]
     area = size * size
+    longest = 0
+    for r in rows:
+        longest = max(longest, offsets[r + 1] - offsets[r])
+    profile = np.empty(longest)
+    every_cell = np.ones(longest, np.bool_)
+    work = np.empty((3, longest))
     for r in rows:
         index = profile_index[r]
         lo, hi = offsets[r], offsets[r + 1]
         if index < 0 or not usable[index] or hi == lo:
             continue
-        profile = np.empty(hi - lo)
         cell = 0
         for v in range(size):
             if covered[r, v]:
                 profile[cell:cell + area] = profiles[index, v].ravel()
                 cell += area
-        _store_fit(r, _fit_one(data[lo:hi].astype(np.float64), background[lo:hi].astype(np.float64),
-                               np.ones(hi - lo, np.bool_), profile, 1e-3, 100),
+        _store_fit(r, _fit_one(data[lo:hi], background[lo:hi], every_cell, profile, 1e-3, 100, work),
                    intensity, variance, fisher, correlation, ok)
 
 
@@ -388,6 +389,6 @@ def fit_detector_space(rows, profile_index, corner_start, gx, gy, offsets, bbox,
         c0, c1 = corner_start[r], corner_start[r + 1]
         p = reverse_transform(gx[c0:c1], gy[c0:c1], nz, ny, nx, x0, y0, panel_size[r, 0], panel_size[r, 1],
                               profiles[index], reverse, size)
-        _store_fit(r, _fit_one(data[lo:hi].astype(np.float64), background[lo:hi].astype(np.float64),
-                               _voxels_to_use(mask, lo, hi), p, 1e-3, 100),
+        _store_fit(r, _fit_one(data[lo:hi], background[lo:hi], _voxels_to_use(mask, lo, hi), p, 1e-3, 100,
+                               np.empty((3, hi - lo))),
                    intensity, variance, fisher, correlation, ok)
