@@ -90,6 +90,28 @@ def test_centroid_sweep_and_both_algorithms(shared_data, caplog):
     assert com.sigma_b == pytest.approx(extended.sigma_b, rel=0.2) and com.sigma_b != extended.sigma_b
 
 
+def test_estimates_from_picked_spots_equal_those_from_a_copy_of_them(shared_data):
+    """The sigma estimates read the spots they use in place (``use``, bool per row): the same numbers, bit
+    for bit, as from a copy holding only those spots."""
+    from braggint.tasks import profile_model as estimate
+    from braggint.tasks.shoebox_geometry import local_frames
+
+    folder = shared_data / "centroid_test_data"
+    experiments, reference = reference_spots(folder / "indexed.expt", folder / "indexed.refl", integrate_params())
+    experiment = experiments[0]
+    use = np.random.default_rng(3).random(reference.nrows) < 0.6
+    copy = reference.select(use)
+    phi = reference["xyzcal.mm"][:, 2]
+    zeta = local_frames(experiment, reference["s1"], reference["xyzcal.px"][:, 2]).zeta
+    assert estimate.beam_divergence(experiment.detector, reference["shoebox"], reference["s1"], use) == \
+        estimate.beam_divergence(experiment.detector, copy["shoebox"], copy["s1"])
+    assert estimate.beam_divergence(experiment.detector, reference["shoebox"], reference["s1"], use) != \
+        estimate.beam_divergence(experiment.detector, reference["shoebox"], reference["s1"])
+    for algorithm in ("basic", "extended"):
+        assert estimate.reflecting_range(experiment.scan, reference["shoebox"], phi, zeta, algorithm, use) == \
+            estimate.reflecting_range(experiment.scan, copy["shoebox"], phi[use], zeta[use], algorithm)
+
+
 def test_scan_varying_model_has_one_value_per_image(shared_data):
     folder = shared_data / "centroid_test_data"
     params = integrate_params(**{"gaussian_rs.scan_varying": True})

@@ -99,7 +99,10 @@ def prepare(experiments: ExperimentList, references: list[ReflectionTable], para
         if experiment.is_still and stills_profile is not None:
             profiles.append(stills_profile)
             continue
-        mine = matched.select(matched["id"] == number) if matched is not None else None
+        mine = None
+        if matched is not None:  # one experiment's rows: all of them, not copied, when it is the only one
+            of_experiment = matched["id"] == number
+            mine = matched if of_experiment.all() else matched.select(of_experiment)
         if params.create_profile_model and mine is not None and mine.nrows:
             log.info("Computing profile model for experiment %d", number)
             profiles.append(estimate_profile(experiment, mine, gaussian_rs))

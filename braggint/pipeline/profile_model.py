@@ -62,8 +62,10 @@ def check_spot_count(n_spots: int, experiment: Experiment, gaussian_rs) -> None:
     raise ProfileModelError(f"Too few reflections for profile modelling: expected >= {overall}, got {n_spots}")
 
 
-def _sigmas(experiment: Experiment, reference: ReflectionTable, algorithm: str, centroid: str):
-    """(sigma_b, sigma_m) in radians from one set of reference spots."""
+def _sigmas(experiment: Experiment, reference: ReflectionTable, algorithm: str, centroid: str,
+            use: np.ndarray | None = None):
+    """(sigma_b, sigma_m) in radians from one set of reference spots (those in ``use``, bool per row, when
+    given)."""
     shoeboxes = reference["shoebox"]
     if centroid == "com":
         centres = np.empty((reference.nrows, 3))
@@ -72,11 +74,11 @@ def _sigmas(experiment: Experiment, reference: ReflectionTable, algorithm: str, 
             centres[rows] = experiment.detector[int(p)].pixel_lab_coord(reference["xyzobs.px.value"][rows, :2])
     else:
         centres = reference["s1"]
-    sigma_b = estimate.beam_divergence(experiment.detector, shoeboxes, centres)
+    sigma_b = estimate.beam_divergence(experiment.detector, shoeboxes, centres, use)
     if experiment.is_still:
         return sigma_b, 0.0  # a still has no rocking curve to measure (DIALS: sigma_m = 0)
     sigma_m = estimate.reflecting_range(experiment.scan, shoeboxes, reference["xyzcal.mm"][:, 2],
-                                        reference["zeta"], algorithm)
+                                        reference["zeta"], algorithm, use)
     return sigma_b, sigma_m
 
 
@@ -116,19 +118,19 @@ def estimate_profile(experiment: Experiment, reference: ReflectionTable, gaussia
     zeta = local_frames(experiment, reference["s1"], reference["xyzcal.px"][:, 2]).zeta
     rows = np.arange(reference.nrows)
     if not gaussian_rs.scan_varying:
-        rows = sigma_rows(reference)
-    rows = rows[np.abs(zeta[rows]) >= gaussian_rs.filter.min_zeta]
-    # The estimates only read the shoeboxes: when every spot is used, in order, they are not copied.
-    every_row = np.array_equal(rows, np.arange(reference.nrows))
-    reference = reference.shallow_copy() if every_row else reference.select(rows)
-    reference["zeta"] = zeta[rows]
-    log.info("Using %d / %d reflections for sigma calculation", reference.nrows, n_all)
+        rows = np.sort(sigma_rows(reference))
+    use = np.zeros(reference.nrows, bool)
+    use[rows[np.abs(zeta[rows]) >= gaussian_rs.filter.min_zeta]] = True
+    # The estimates only read the shoeboxes: the spots they use are picked out by ``use``, not copied.
+    reference = reference.shallow_copy()
+    reference["zeta"] = zeta
+    log.info("Using %d / %d reflections for sigma calculation", int(use.sum()), n_all)
     try:
         if gaussian_rs.scan_varying:
-            sigma_b, sigma_m = _scan_varying_sigmas(experiment, reference)
+            sigma_b, sigma_m = _scan_varying_sigmas(experiment, reference if use.all() else reference.select(use))
         else:
             sigma_b, sigma_m = _sigmas(experiment, reference, gaussian_rs.sigma_m_algorithm,
-                                       gaussian_rs.centroid_definition)
+                                       gaussian_rs.centroid_definition, use)
     except estimate.EstimationError as exc:
         raise ProfileModelError(f"profile modelling failed: {exc}") from None
     mean_b, mean_m = (np.sqrt(np.mean(np.square(v))) for v in (sigma_b, sigma_m))

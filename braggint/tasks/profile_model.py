@@ -32,7 +32,13 @@ class EstimationError(ValueError):
     """The strong spots do not determine the parameter."""
 
 
-def beam_divergence(detector: Detector, shoeboxes: ShoeboxColumn, centres: np.ndarray) -> float:
+def _used_rows(shoeboxes: ShoeboxColumn, use: np.ndarray | None) -> np.ndarray:
+    """The rows an estimate reads: ``use`` (bool per row), every row with pixels when None."""
+    return shoeboxes.has_pixels if use is None else shoeboxes.has_pixels & use
+
+
+def beam_divergence(detector: Detector, shoeboxes: ShoeboxColumn, centres: np.ndarray,
+                    use: np.ndarray | None = None) -> float:
     """sigma_b (radians) from the pixels of each shoebox with a non-zero mask.
 
     Per spot ``v = sum(c a^2) / (sum(c) - 1)`` over its pixels, with c the
@@ -40,10 +46,13 @@ def beam_divergence(detector: Detector, shoeboxes: ShoeboxColumn, centres: np.nd
     pixel centre's lab vector and the spot's ``centres`` row (a lab-frame
     vector: predicted s1 or the observed centroid's lab position).  Spots
     with ``sum(c) <= 1`` are skipped; the result is ``sqrt(mean(v))``.
+    ``use``: the spots to read (bool per row; every one when None), the
+    others left where they are instead of being copied out.
     """
     total, weighted = _count_weighted_angles(panel_table(detector), shoeboxes.panel.astype(np.int64),
                                              shoeboxes.bbox.astype(np.int64), shoeboxes.offsets, shoeboxes.data,
-                                             shoeboxes.mask, np.ascontiguousarray(centres, dtype=np.float64))
+                                             shoeboxes.mask, np.ascontiguousarray(centres, dtype=np.float64),
+                                             _used_rows(shoeboxes, use))
     good = total > 1
     if not good.any():
         raise EstimationError("no strong spot has more than one count for the beam-divergence estimate")
@@ -51,10 +60,11 @@ def beam_divergence(detector: Detector, shoeboxes: ShoeboxColumn, centres: np.nd
 
 
 @njit(cache=True, error_model="numpy")
-def _count_weighted_angles(panels, panel, bbox, offsets, data, mask, centres):
+def _count_weighted_angles(panels, panel, bbox, offsets, data, mask, centres, use):
     """Per box: ``(sum of c, sum of c a^2)`` over voxels with a non-zero mask, c the voxel's counts and a
-    the angle (radians) between its pixel centre's lab position and the box's ``centres`` row.  The
-    angles are computed once per pixel of the box's footprint, which all its frames share."""
+    the angle (radians) between its pixel centre's lab position and the box's ``centres`` row (0 for boxes
+    not in ``use``).  The angles are computed once per pixel of the box's footprint, which all its frames
+    share."""
     n = len(offsets) - 1
     total = np.zeros(n)
     weighted = np.zeros(n)
@@ -65,7 +75,7 @@ def _count_weighted_angles(panels, panel, bbox, offsets, data, mask, centres):
     for r in range(n):
         nx, ny = bbox[r, 1] - bbox[r, 0], bbox[r, 3] - bbox[r, 2]
         area = nx * ny
-        if area <= 0 or offsets[r + 1] == offsets[r]:
+        if area <= 0 or not use[r] or offsets[r + 1] == offsets[r]:
             continue
         c0, c1, c2 = centres[r, 0], centres[r, 1], centres[r, 2]
         centre_length = math.sqrt(c0 * c0 + c1 * c1 + c2 * c2)
@@ -85,11 +95,12 @@ def _count_weighted_angles(panels, panel, bbox, offsets, data, mask, centres):
     return total, weighted
 
 
-def spot_frames(shoeboxes: ShoeboxColumn) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per (spot, frame) of every shoebox: ``(row, frame, spot pixel count, spot pixel sum)``; pairs
-    row by row, frame by frame (0-based absolute frames)."""
+def spot_frames(shoeboxes: ShoeboxColumn, use: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per (spot, frame) of every shoebox (in ``use``, bool per row, when given): ``(row, frame, spot pixel
+    count, spot pixel sum)``; pairs row by row, frame by frame (0-based absolute frames)."""
     bbox = shoeboxes.bbox.astype(np.int64)
-    frames = np.where(shoeboxes.has_pixels, bbox[:, 5] - bbox[:, 4], 0)
+    frames = np.where(_used_rows(shoeboxes, use), bbox[:, 5] - bbox[:, 4], 0)
     return _spot_frame_sums(bbox, frames, shoeboxes.offsets, shoeboxes.data, shoeboxes.mask)
 
 
@@ -164,7 +175,7 @@ def _minimise_log_sigma(target, low: float, high: float) -> float:
 
 
 def reflecting_range(scan: Scan, shoeboxes: ShoeboxColumn, phi: np.ndarray, zeta: np.ndarray,
-                     algorithm: str = "extended") -> float:
+                     algorithm: str = "extended", use: np.ndarray | None = None) -> float:
     """sigma_m (radians) by maximum likelihood over the spots' frames.
 
     ``basic``: maximise the sum over (spot, frame) pairs with a spot pixel of
@@ -172,9 +183,10 @@ def reflecting_range(scan: Scan, shoeboxes: ShoeboxColumn, phi: np.ndarray, zeta
     that fails, fall back to the sample SD of tau * zeta.  ``extended``: a
     per-spot multinomial of the counts over frames,
     ``sum_j [sum_f n_jf log z_jf - K_j log Z_j + log Z_j]``.
-    ``phi`` is each spot's predicted angle (rad), ``zeta`` its zeta.
+    ``phi`` is each spot's predicted angle (rad), ``zeta`` its zeta;
+    ``use`` as for :func:`beam_divergence`.
     """
-    row, frame, count, total = spot_frames(shoeboxes)
+    row, frame, count, total = spot_frames(shoeboxes, use)
     if algorithm == "basic":
         keep = count > 0
     elif algorithm == "extended":
