@@ -163,7 +163,9 @@ def test_robust_poisson_mean_solves_its_estimating_equation(offset):
     assert 6.0 < mu < 9.0 if offset != 1e6 else 6.0 < mu < 9.5
 
 
-@pytest.mark.parametrize("scale", [1.0, 0.5])  # photon counts (tallied); non-integer data (sorted)
+# Photon counts (tallied in the first pass), counts reaching past SMALL_COUNTS (tallied in a second),
+# non-integer data (sorted).
+@pytest.mark.parametrize("scale", [1.0, 16.0, 0.5])
 def test_candidate_value_counts_take_only_background_candidates(scale):
     """Distinct values and occurrences of Valid & Background, not Overlapped pixels, as np.unique finds."""
     rng = np.random.default_rng(3)
