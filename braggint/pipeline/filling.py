@@ -49,7 +49,7 @@ class _Group:
     done_at: int  # the frame whose reading completes them (0-based)
 
 
-def groups_by_first_read(table: ReflectionTable, backwards: bool) -> dict[int, list[np.ndarray]]:
+def _groups_by_first_read(table: ReflectionTable, backwards: bool) -> dict[int, list[np.ndarray]]:
     """Rows of the block grouped by the first frame of their bbox that the block reads (the last one when it
     reads backwards) and then by depth (frames, in powers of two), so that the members of a group finish
     within a factor of two of each other and a few long reflections do not keep many short ones in
@@ -86,7 +86,7 @@ def _filled_groups(job, timing: StageTimes):
     images = ImageSource(first.imageset, first.detector, first.scan.image_range[0])
     lookup = load_mask_file(job.lookup_mask_path, first.detector) if job.lookup_mask_path else None
     backwards = job.block.backwards
-    starts = groups_by_first_read(table, backwards)
+    starts = _groups_by_first_read(table, backwards)
     alive: list[_Group] = []
     try:
         for frame_number in job.block.frames():
