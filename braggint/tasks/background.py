@@ -393,6 +393,10 @@ def _candidate_value_counts(data, mask, lo, hi):
     lanes = np.zeros((TALLY_LANES, SMALL_COUNTS), np.int64)
     n_pixels = 0
     small = True
+    # Over the candidates not tallied: the largest (above every tallied one when all are integral) and
+    # whether all are integral.
+    high = 0.0
+    integral = True
     for i in range(lo, hi):
         if _is_candidate(mask[i]):
             y = data[i]
@@ -403,15 +407,10 @@ def _candidate_value_counts(data, mask, lo, hi):
                 lanes[i % TALLY_LANES, np.int64(y)] += 1
             else:
                 small = False
+                high = max(high, y)
+                integral = integral and y == np.int64(y)
     if small:
         return _distinct_from_tally(lanes.sum(axis=0)) + (n_pixels,)
-    high = 0.0
-    integral = True
-    for i in range(lo, hi):
-        if _is_candidate(mask[i]):
-            y = data[i]
-            high = max(high, y)
-            integral = integral and y == np.int64(y)
     if not (integral and high < _tally_limit(n_pixels)):
         return _distinct_by_sorting(data[_candidates(mask, lo, hi)].astype(np.float64)) + (n_pixels,)
     tally = np.zeros(int(high) + 1, np.int64)

@@ -330,6 +330,15 @@ def _store_fit(r, fit, intensity, variance, fisher, correlation, ok):
 
 
 @njit(cache=True)
+def _longest_row(rows, offsets):
+    """The most cells (or voxels) any of ``rows`` holds."""
+    longest = 0
+    for r in rows:
+        longest = max(longest, offsets[r + 1] - offsets[r])
+    return longest
+
+
+@njit(cache=True)
 def fit_grids(rows, profile_index, covered, offsets, data, background, profiles, usable, intensity, variance,
               fisher, correlation, ok):
     """Fit every row in ``rows`` with its reference profile on the grid (results written in place).
@@ -344,9 +353,7 @@ def fit_grids(rows, profile_index, covered, offsets, data, background, profiles,
     """
     size = profiles.shape[1]
     area = size * size
-    longest = 0
-    for r in rows:
-        longest = max(longest, offsets[r + 1] - offsets[r])
+    longest = _longest_row(rows, offsets)
     profile = np.empty(longest)
     every_cell = np.ones(longest, np.bool_)
     work = np.empty((3, longest))
@@ -376,6 +383,7 @@ def fit_detector_space(rows, profile_index, corner_start, gx, gy, offsets, bbox,
     with the shoebox's background.
     """
     size = 2 * half + 1
+    work = np.empty((3, _longest_row(rows, offsets)))
     for r in rows:
         index = profile_index[r]
         if index < 0 or not usable[index]:
@@ -389,6 +397,5 @@ def fit_detector_space(rows, profile_index, corner_start, gx, gy, offsets, bbox,
         c0, c1 = corner_start[r], corner_start[r + 1]
         p = reverse_transform(gx[c0:c1], gy[c0:c1], nz, ny, nx, x0, y0, panel_size[r, 0], panel_size[r, 1],
                               profiles[index], reverse, size)
-        _store_fit(r, _fit_one(data[lo:hi], background[lo:hi], _voxels_to_use(mask, lo, hi), p, 1e-3, 100,
-                               np.empty((3, hi - lo))),
+        _store_fit(r, _fit_one(data[lo:hi], background[lo:hi], _voxels_to_use(mask, lo, hi), p, 1e-3, 100, work),
                    intensity, variance, fisher, correlation, ok)
