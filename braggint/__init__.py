@@ -11,6 +11,13 @@ writes the same outputs.  Subpackages:
 ``cli``      command-line programs (``braggint.integrate``, ``braggint.show``).
 ``tasks``    pure numerical kernels (no Dask, no I/O).
 ``pipeline`` task-graph building and orchestration.
+
+Importing the package points numba's kernel cache at this copy's own
+directory, emptied whenever its sources change (:mod:`braggint.kernel_cache`).
 """
 
+from .kernel_cache import use_kernel_cache
+
 __version__ = "0.2.0"
+
+use_kernel_cache()

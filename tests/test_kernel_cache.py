@@ -1,0 +1,61 @@
+"""numba's kernel cache: one directory per copy of the package, emptied when any of its modules changes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from braggint.kernel_cache import STAMP_FILE, cache_directory, prepare_cache, sources_stamp
+
+
+def _package(root: Path) -> Path:
+    package = root / "pkg"
+    (package / "tasks").mkdir(parents=True)
+    (package / "tasks" / "inner.py").write_text("def inner(x):\n    return x + 1\n")
+    (package / "outer.py").write_text("from .tasks.inner import inner\n")
+    return package
+
+
+def test_an_edit_of_any_module_empties_the_cache_and_nothing_else_does(tmp_path):
+    package = _package(tmp_path)
+    cache = tmp_path / "cache"
+    assert prepare_cache(cache, sources_stamp(package))
+    compiled = cache / "tasks_0123" / "outer.kernel-1.py311.nbi"
+    compiled.parent.mkdir()
+    compiled.write_text("compiled")
+    assert prepare_cache(cache, sources_stamp(package)) and compiled.exists()
+    # The edit is to the module the kernel calls, not to the kernel's own module (numba's own check misses it).
+    (package / "tasks" / "inner.py").write_text("def inner(x):\n    return x + 2\n")
+    assert prepare_cache(cache, sources_stamp(package))
+    assert sorted(p.name for p in cache.iterdir()) == [STAMP_FILE]
+    assert (cache / STAMP_FILE).read_text() == sources_stamp(package)
+
+
+def test_each_copy_of_the_package_has_its_own_cache(tmp_path):
+    assert cache_directory(tmp_path / "a", tmp_path) != cache_directory(tmp_path / "b", tmp_path)
+    assert cache_directory(tmp_path / "a", tmp_path).parent == tmp_path / "braggint" / "numba"
+
+
+def test_an_unwritable_cache_is_refused(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert not prepare_cache(blocker / "cache", "stamp")
+
+
+def _numba_cache_dir(environment: dict) -> str:
+    code = "import braggint, numba; print(numba.config.CACHE_DIR)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment,
+                            check=True)
+    return result.stdout.strip()
+
+
+def test_importing_braggint_points_numba_at_the_cache_unless_the_user_chose_one(tmp_path):
+    environment = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    environment["XDG_CACHE_HOME"] = str(tmp_path)
+    chosen = Path(_numba_cache_dir(environment))
+    assert chosen.parent == tmp_path / "braggint" / "numba"
+    assert (chosen / STAMP_FILE).is_file()
+    environment["NUMBA_CACHE_DIR"] = str(tmp_path / "mine")
+    assert _numba_cache_dir(environment) == str(tmp_path / "mine")
