@@ -51,7 +51,45 @@ def pixel_cell_overlaps(gx, gy, ny, nx, x0, y0, width, height, size, wanted):
     the first n entries list each pixel (flat index j * nx + i) with every
     cell it overlaps and the overlap area (cells have unit area), cell
     columns in turn and cells up each column; ``quad_area`` (ny * nx) is
-    each pixel's whole area on the grid.
+    each pixel's whole area on the grid (see :func:`_pixel_shares`).
+    """
+    corners = np.empty((2, 4))
+    capacity = _cells_spanned(gx, gy, ny, nx, size, wanted)
+    pixel = np.empty(capacity, np.int64)
+    cell_y = np.empty(capacity, np.int64)
+    cell_x = np.empty(capacity, np.int64)
+    area = np.empty(capacity)
+    quad_area = np.zeros(ny * nx)
+    share = np.zeros((size, size))
+    n = 0
+    for j in range(ny):
+        if y0 + j < 0 or y0 + j >= height:
+            continue
+        for i in range(nx):
+            flat = j * nx + i
+            if not wanted[flat] or x0 + i < 0 or x0 + i >= width:
+                continue
+            whole, ix0, ix1, iy0, iy1 = _pixel_shares(gx, gy, j * (nx + 1) + i, nx + 1, size, corners, share)
+            quad_area[flat] = whole
+            for ii in range(ix0, ix1 + 1):
+                for jj in range(iy0, iy1 + 1):
+                    if share[jj, ii] > 0.0:
+                        pixel[n], cell_y[n], cell_x[n], area[n] = flat, jj, ii, share[jj, ii]
+                        n += 1
+    return pixel, cell_y, cell_x, area, quad_area, n
+
+
+@njit(inline="always")
+def _pixel_shares(gx, gy, corner, stride, size, corners, share):
+    """One pixel's overlap with each grid cell it touches.
+
+    The pixel is the quadrilateral of the corners at flat indices
+    ``corner``, ``corner + 1``, ``corner + stride + 1``, ``corner + stride``
+    of ``gx, gy`` (grid coordinates).  Returns ``(its whole area, ix0, ix1,
+    iy0, iy1)`` and fills ``share[iy0:iy1 + 1, ix0:ix1 + 1]`` (signed; a
+    cell it misses reads <= 0); the area is 0, and the cell range empty, for
+    a degenerate quadrilateral, and the range empty for one off the grid.
+    ``corners`` (2, 4) is work space.
 
     The overlap with cell (ii, jj) is exact, from the quadrilateral's edges
     (Green's theorem): for a vertical line through the cell column, the
@@ -61,65 +99,42 @@ def pixel_cell_overlaps(gx, gy, ny, nx, x0, y0, width, height, size, wanted):
     column.  About 1.6x faster than clipping the quadrilateral against each
     cell (Sutherland-Hodgman), with the same areas to 2e-14.
     """
-    qx, qy = np.empty(4), np.empty(4)
-    capacity = _cells_spanned(gx, gy, ny, nx, size, wanted)
-    pixel = np.empty(capacity, np.int64)
-    cell_y = np.empty(capacity, np.int64)
-    cell_x = np.empty(capacity, np.int64)
-    area = np.empty(capacity)
-    quad_area = np.zeros(ny * nx)
-    share = np.zeros((size, size))  # a pixel's signed overlap with each cell of its bounding box
-    stride = nx + 1
-    n = 0
-    for j in range(ny):
-        if y0 + j < 0 or y0 + j >= height:
-            continue
-        for i in range(nx):
-            flat = j * nx + i
-            if not wanted[flat] or x0 + i < 0 or x0 + i >= width:
+    qx, qy = corners[0], corners[1]
+    qx[0], qy[0] = gx[corner], gy[corner]
+    qx[1], qy[1] = gx[corner + 1], gy[corner + 1]
+    qx[2], qy[2] = gx[corner + stride + 1], gy[corner + stride + 1]
+    qx[3], qy[3] = gx[corner + stride], gy[corner + stride]
+    signed = 0.5 * ((qx[3] * qy[0] - qx[0] * qy[3]) + (qx[0] * qy[1] - qx[1] * qy[0])
+                    + (qx[1] * qy[2] - qx[2] * qy[1]) + (qx[2] * qy[3] - qx[3] * qy[2]))
+    if signed == 0.0:
+        return 0.0, 0, -1, 0, -1
+    x_min, x_max = min(min(qx[0], qx[1]), min(qx[2], qx[3])), max(max(qx[0], qx[1]), max(qx[2], qx[3]))
+    y_min, y_max = min(min(qy[0], qy[1]), min(qy[2], qy[3])), max(max(qy[0], qy[1]), max(qy[2], qy[3]))
+    ix0, ix1 = max(int(math.floor(x_min)), 0), min(int(math.floor(x_max)), size - 1)
+    iy0, iy1 = max(int(math.floor(y_min)), 0), min(int(math.floor(y_max)), size - 1)
+    if ix0 > ix1 or iy0 > iy1:
+        return abs(signed), 0, -1, 0, -1
+    for jj in range(iy0, iy1 + 1):
+        for ii in range(ix0, ix1 + 1):
+            share[jj, ii] = 0.0
+    # Counter-clockwise corners run right to left along the top: those edges add, the bottom ones
+    # subtract; clockwise corners the other way round.
+    orientation = -1.0 if signed > 0 else 1.0
+    for k in range(4):
+        xa, ya, xb, yb = qx[k], qy[k], qx[(k + 1) % 4], qy[(k + 1) % 4]
+        if xa == xb:
+            continue  # a vertical edge adds nothing
+        sign = orientation if xb > xa else -orientation
+        left, right = min(xa, xb), max(xa, xb)
+        slope = (yb - ya) / (xb - xa)
+        for ii in range(max(int(math.floor(left)), ix0), min(int(math.floor(right)), ix1) + 1):
+            start, stop = max(left, float(ii)), min(right, ii + 1.0)
+            if stop <= start:
                 continue
-            corner = j * stride + i  # corners of the pixel, in turn around it
-            qx[0], qy[0] = gx[corner], gy[corner]
-            qx[1], qy[1] = gx[corner + 1], gy[corner + 1]
-            qx[2], qy[2] = gx[corner + stride + 1], gy[corner + stride + 1]
-            qx[3], qy[3] = gx[corner + stride], gy[corner + stride]
-            signed = 0.5 * ((qx[3] * qy[0] - qx[0] * qy[3]) + (qx[0] * qy[1] - qx[1] * qy[0])
-                            + (qx[1] * qy[2] - qx[2] * qy[1]) + (qx[2] * qy[3] - qx[3] * qy[2]))
-            if signed == 0.0:
-                continue
-            quad_area[flat] = abs(signed)
-            x_min, x_max = min(min(qx[0], qx[1]), min(qx[2], qx[3])), max(max(qx[0], qx[1]), max(qx[2], qx[3]))
-            y_min, y_max = min(min(qy[0], qy[1]), min(qy[2], qy[3])), max(max(qy[0], qy[1]), max(qy[2], qy[3]))
-            ix0, ix1 = max(int(math.floor(x_min)), 0), min(int(math.floor(x_max)), size - 1)
-            iy0, iy1 = max(int(math.floor(y_min)), 0), min(int(math.floor(y_max)), size - 1)
-            if ix0 > ix1 or iy0 > iy1:
-                continue
+            y_start, y_stop = ya + (start - xa) * slope, ya + (stop - xa) * slope
             for jj in range(iy0, iy1 + 1):
-                for ii in range(ix0, ix1 + 1):
-                    share[jj, ii] = 0.0
-            # Counter-clockwise corners run right to left along the top: those edges add, the bottom ones
-            # subtract; clockwise corners the other way round.
-            orientation = -1.0 if signed > 0 else 1.0
-            for k in range(4):
-                xa, ya, xb, yb = qx[k], qy[k], qx[(k + 1) % 4], qy[(k + 1) % 4]
-                if xa == xb:
-                    continue  # a vertical edge adds nothing
-                sign = orientation if xb > xa else -orientation
-                left, right = min(xa, xb), max(xa, xb)
-                slope = (yb - ya) / (xb - xa)
-                for ii in range(max(int(math.floor(left)), ix0), min(int(math.floor(right)), ix1) + 1):
-                    start, stop = max(left, float(ii)), min(right, ii + 1.0)
-                    if stop <= start:
-                        continue
-                    y_start, y_stop = ya + (start - xa) * slope, ya + (stop - xa) * slope
-                    for jj in range(iy0, iy1 + 1):
-                        share[jj, ii] += sign * _covered_length(y_start - jj, y_stop - jj, stop - start)
-            for ii in range(ix0, ix1 + 1):
-                for jj in range(iy0, iy1 + 1):
-                    if share[jj, ii] > 0.0:
-                        pixel[n], cell_y[n], cell_x[n], area[n] = flat, jj, ii, share[jj, ii]
-                        n += 1
-    return pixel, cell_y, cell_x, area, quad_area, n
+                share[jj, ii] += sign * _covered_length(y_start - jj, y_stop - jj, stop - start)
+    return abs(signed), ix0, ix1, iy0, iy1
 
 
 @njit(cache=True)
@@ -194,24 +209,16 @@ def forward_transform(gx, gy, nz, ny, nx, x0, y0, width, height, data, backgroun
     voxels (frames, rows, columns); only Valid & Foreground voxels are
     mapped; pixels outside the panel (``width`` x ``height``) are skipped.
     Each pixel's frames are first shared among the e3 slices (a column per
-    pixel with a voxel to map), then each column among the cells its
-    quadrilateral overlaps, so the overlaps are computed once per pixel and
-    only for those pixels.
+    pixel with a voxel to map, in one pass over the voxels), then each
+    column among the cells its quadrilateral overlaps as soon as those
+    overlaps are known, so they are computed once per pixel, only for those
+    pixels, and never listed.
     """
     n_pixels = ny * nx
     slot = np.full(n_pixels, -1, np.int64)  # each mapped pixel's column
+    column = np.empty((n_pixels, size))
+    b_column = np.empty((n_pixels, size))
     n_columns = 0
-    for k in range(nz):
-        if not _reaches_a_slice(zfraction[k]):
-            continue
-        for p in range(n_pixels):
-            if slot[p] < 0 and (mask[k * n_pixels + p] & _VALID_FOREGROUND) == _VALID_FOREGROUND:
-                slot[p] = n_columns
-                n_columns += 1
-    if n_columns == 0:
-        return
-    column = np.zeros((n_columns, size))
-    b_column = np.zeros((n_columns, size))
     first, last = size, 0  # slices any mapped frame reaches
     for k in range(nz):
         lo, hi = size, 0
@@ -225,27 +232,35 @@ def forward_transform(gx, gy, nz, ny, nx, x0, y0, width, height, data, backgroun
             if (mask[voxel] & _VALID_FOREGROUND) != _VALID_FOREGROUND:
                 continue
             first, last = min(first, lo), max(last, hi)
-            value, b_value, c = data[voxel], background[voxel], slot[p]
+            c = slot[p]
+            if c < 0:
+                c = slot[p] = n_columns
+                n_columns += 1
+                column[c] = 0.0
+                b_column[c] = 0.0
+            value, b_value = data[voxel], background[voxel]
             for kk in range(lo, hi):
                 column[c, kk] += value * zfraction[k, kk]
                 b_column[c, kk] += b_value * zfraction[k, kk]
-    pixel, cell_y, cell_x, area, quad_area, n = pixel_cell_overlaps(gx, gy, ny, nx, x0, y0, width, height, size,
-                                                                    slot >= 0)
-    for e in range(n):
-        p, jj, ii = pixel[e], cell_y[e], cell_x[e]
-        fraction = area[e] / quad_area[p]
-        c = slot[p]
-        for kk in range(first, last):
-            grid[kk, jj, ii] += fraction * column[c, kk]
-            bgrid[kk, jj, ii] += fraction * b_column[c, kk]
-
-
-@njit(inline="always")
-def _reaches_a_slice(fractions):
-    for value in fractions:
-        if value != 0.0:
-            return True
-    return False
+    if n_columns == 0:
+        return
+    corners = np.empty((2, 4))
+    share = np.empty((size, size))
+    for j in range(ny):
+        if y0 + j < 0 or y0 + j >= height:
+            continue
+        for i in range(nx):
+            c = slot[j * nx + i]
+            if c < 0 or x0 + i < 0 or x0 + i >= width:
+                continue
+            whole, ix0, ix1, iy0, iy1 = _pixel_shares(gx, gy, j * (nx + 1) + i, nx + 1, size, corners, share)
+            for ii in range(ix0, ix1 + 1):
+                for jj in range(iy0, iy1 + 1):
+                    if share[jj, ii] > 0.0:
+                        fraction = share[jj, ii] / whole
+                        for kk in range(first, last):
+                            grid[kk, jj, ii] += fraction * column[c, kk]
+                            bgrid[kk, jj, ii] += fraction * b_column[c, kk]
 
 
 @njit(cache=True)
