@@ -13,12 +13,13 @@ from braggint.kernel_cache import STAMP_FILE, cache_directory, prepare_cache, so
 def _package(root: Path) -> Path:
     package = root / "pkg"
     (package / "tasks").mkdir(parents=True)
-    (package / "tasks" / "inner.py").write_text("def inner(x):\n    return x + 1\n")
-    (package / "outer.py").write_text("from .tasks.inner import inner\n")
+    (package / "tasks" / "inner.py").write_text("from numba import njit\n\n@njit\ndef inner(x):\n    return x + 1\n")
+    (package / "outer.py").write_text("from numba import njit\nfrom .tasks.inner import inner\n")
+    (package / "cli.py").write_text("import sys\n")
     return package
 
 
-def test_an_edit_of_any_module_empties_the_cache_and_nothing_else_does(tmp_path):
+def test_an_edit_of_a_module_using_numba_empties_the_cache_and_no_other_edit_does(tmp_path):
     package = _package(tmp_path)
     cache = tmp_path / "cache"
     assert prepare_cache(cache, sources_stamp(package))
@@ -26,8 +27,11 @@ def test_an_edit_of_any_module_empties_the_cache_and_nothing_else_does(tmp_path)
     compiled.parent.mkdir()
     compiled.write_text("compiled")
     assert prepare_cache(cache, sources_stamp(package)) and compiled.exists()
+    # An edit of a module that does not use numba keeps the kernels.
+    (package / "cli.py").write_text("import sys\nimport os\n")
+    assert prepare_cache(cache, sources_stamp(package)) and compiled.exists()
     # The edit is to the module the kernel calls, not to the kernel's own module (numba's own check misses it).
-    (package / "tasks" / "inner.py").write_text("def inner(x):\n    return x + 2\n")
+    (package / "tasks" / "inner.py").write_text("from numba import njit\n\n@njit\ndef inner(x):\n    return x + 2\n")
     assert prepare_cache(cache, sources_stamp(package))
     assert sorted(p.name for p in cache.iterdir()) == [STAMP_FILE]
     assert (cache / STAMP_FILE).read_text() == sources_stamp(package)
