@@ -13,7 +13,6 @@ Intermediate results live in a work store next to the output
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import pickle
@@ -42,6 +41,7 @@ from .blocks import assign_to_blocks, plan_blocks, split_across_blocks
 from .debug_output import write_block_shoeboxes, write_reference_profiles
 from .executor import own_local_workers, starting_scheduler, worker_count
 from .filters import apply_significance_filter, flag_ice_rings, overlap_filters
+from .heap import limit_malloc_arenas, release_memory
 from .memory import (
     available_memory,
     block_memory_needs,
@@ -157,22 +157,6 @@ def apply_corrections(experiments: ExperimentList, table: ReflectionTable) -> No
     table["lp"] = lp
     if with_qe:
         table["qe"] = qe
-
-
-def release_memory() -> None:
-    """Hand memory freed by large temporaries back to the operating system (glibc only; else nothing)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def limit_malloc_arenas(arenas: int = 2) -> None:
-    """Cap glibc's per-thread malloc arenas (I/O threads otherwise each keep freed memory of their own)."""
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # M_ARENA_MAX
-    except (OSError, AttributeError):
-        pass
 
 
 @dataclass
