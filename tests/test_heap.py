@@ -6,12 +6,13 @@ import platform
 
 import pytest
 
-from braggint.pipeline.heap import FreedMemoryReturn, resident_bytes
+from braggint.pipeline.heap import FreedMemoryReturn, release_memory, resident_bytes
 
 pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
 
 
 def test_freed_memory_goes_back_once_the_process_has_grown_by_the_allowance():
+    release_memory()  # so that the chunks below need fresh pages, whatever earlier tests freed
     keeper = FreedMemoryReturn(allowance=32 << 20)
     keeper.check()
     assert keeper.returns == 0  # nothing grown yet
