@@ -213,8 +213,9 @@ def accuracy(integrated: Path, truth: Path) -> dict:
 
 
 #: braggint runs of each configuration; the fastest is kept (this machine's speed drifts within minutes, and
-#: a neighbour's load can slow one run by a third).  DIALS runs once: its runs take minutes.
-BRAGGINT_REPEATS = 2
+#: a neighbour's load can slow one run by a third: with two runs, both of sweep400 on two workers took 8.5 s
+#: where alternating runs of the same code took 6.7-8.2 s).  DIALS runs once: its runs take minutes.
+BRAGGINT_REPEATS = 3
 
 
 def run_braggint(directory: Path, inputs: list[str], options: list[str], label: str) -> dict:
@@ -606,7 +607,10 @@ def render(record: dict, path: Path) -> None:
               "quadrilateral along the grid lines (polygon cuts) was 1.5x slower than the edges' integrals); "
               "a block's waiting rows' grid cells (rows whose profiles are not final yet) reach 82-96 MB, "
               "36 % of their cells zero, too few for a sparse layout to pay; skipping the division by a "
-              "gain of 1 in the pixel copy (a second loop) made the extract stage slower; making each part's shoeboxes one "
+              "gain of 1 in the pixel copy (a second loop) made the extract stage slower, and so did teaching "
+              "the profiles only the box of grid cells a reference reaches (captured calls 29-31 -> 33-39 us a "
+              "row: short loops of variable length instead of one vectorised pass over all cells); making "
+              "each part's shoeboxes one "
               "column from the start, for its groups to fill slices of (no joining copy, 0.25-0.3 s at 400 "
               "images), held up to 10 parts' memory while their first groups filled (190 MB) and blocks read "
               "their frames 2x slower, the fresh image buffers no longer reusing freed memory; leaving new "
