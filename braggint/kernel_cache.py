@@ -1,14 +1,16 @@
-"""Where numba caches braggint's compiled kernels: one directory per installed copy, emptied when its kernels change.
+"""Where numba caches braggint's compiled kernels: a directory per copy of the package and state of its kernels.
 
 numba checks a cached kernel against the stamp (size, modification time)
 of the kernel's own source file only.  A kernel that calls kernels of
 another module compiles them into itself, so after an edit of that other
 module it kept running the old code from the cache (found when an edit of
 ``tasks/profile_grid.py`` did not reach ``map_to_grids`` in
-``tasks/reference_profiles.py``).  Here the cache of each copy of the
-package lives in its own directory, with a stamp of the size and
-modification time of every module that uses numba; when the stamp
-changes, the directory is emptied and every kernel compiles afresh.
+``tasks/reference_profiles.py``).  Here each copy of the package caches
+its kernels in a directory named after a stamp of the size and
+modification time of every module that uses numba; a new stamp starts an
+empty directory and removes the copy's others.  A process still running
+from before an edit keeps writing to its own stamp's directory, which no
+later process reads.
 
 ``NUMBA_CACHE_DIR``, when set, is left alone (numba's own rule applies
 there).  When the cache directory cannot be written, numba's default
@@ -23,10 +25,6 @@ import shutil
 import sys
 from pathlib import Path
 
-#: The file in a cache directory that holds the stamp of the sources its kernels were compiled from.
-STAMP_FILE = "sources.stamp"
-
-
 def sources_stamp(package: Path) -> str:
     """A digest of the path, size and modification time of every module under ``package`` that uses numba
     (mentions it: about 3 ms to read them all), so that edits of other modules keep the cache."""
@@ -38,31 +36,30 @@ def sources_stamp(package: Path) -> str:
     return digest.hexdigest()
 
 
-def cache_directory(package: Path, cache_home: Path) -> Path:
-    """The kernel cache of the package copy at ``package`` (one per copy, so that two installs never empty
-    each other's) under ``cache_home``."""
+def copy_directory(package: Path, cache_home: Path) -> Path:
+    """Where the package copy at ``package`` keeps its kernel caches under ``cache_home`` (one place per
+    copy, so that two installs never remove each other's)."""
     copy = hashlib.sha256(str(package.resolve()).encode()).hexdigest()[:16]
     return cache_home / "braggint" / "numba" / copy
 
 
-def prepare_cache(directory: Path, stamp: str) -> bool:
-    """Make ``directory`` hold only kernels compiled from the sources of ``stamp`` (emptying it when it
-    holds others); False when it cannot be written."""
+def prepare_cache(copy: Path, stamp: str) -> Path | None:
+    """The kernel cache for the sources of ``stamp`` in ``copy``: made (and the copy's caches of other
+    stamps removed) when it is new; None when it cannot be written."""
+    directory = copy / stamp[:16]
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        stamp_path = directory / STAMP_FILE
-        if not stamp_path.exists() or stamp_path.read_text() != stamp:
-            for entry in directory.iterdir():
-                if entry.is_dir():
-                    shutil.rmtree(entry, ignore_errors=True)
-                elif entry.name != STAMP_FILE:
-                    entry.unlink(missing_ok=True)
-            temporary = directory / f"{STAMP_FILE}.{os.getpid()}"
-            temporary.write_text(stamp)
-            os.replace(temporary, stamp_path)
+        if not directory.is_dir():
+            directory.mkdir(parents=True, exist_ok=True)
+            for other in copy.iterdir():
+                if other.name == directory.name:
+                    continue
+                if other.is_dir():
+                    shutil.rmtree(other, ignore_errors=True)
+                else:
+                    other.unlink(missing_ok=True)
     except OSError:
-        return False
-    return os.access(directory, os.W_OK)
+        return None
+    return directory if os.access(directory, os.W_OK) else None
 
 
 def use_kernel_cache() -> None:
@@ -74,8 +71,8 @@ def use_kernel_cache() -> None:
         cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     except RuntimeError:  # no home directory: numba's default places
         return
-    directory = cache_directory(package, cache_home)
-    if not prepare_cache(directory, sources_stamp(package)):
+    directory = prepare_cache(copy_directory(package, cache_home), sources_stamp(package))
+    if directory is None:
         return
     os.environ["NUMBA_CACHE_DIR"] = str(directory)  # worker processes inherit it
     numba = sys.modules.get("numba")
