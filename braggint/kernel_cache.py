@@ -25,6 +25,7 @@ import shutil
 import sys
 from pathlib import Path
 
+
 def sources_stamp(package: Path) -> str:
     """A digest of the path, size and modification time of every module under ``package`` that uses numba
     (mentions it: about 3 ms to read them all), so that edits of other modules keep the cache."""

@@ -16,7 +16,7 @@ and from 686-698 to 647-657 MB on one, and at 100 images from 349-368 to
 from __future__ import annotations
 
 import ctypes
-import resource
+import functools
 
 import psutil
 
@@ -29,6 +29,7 @@ RETAINED_BYTES = 128 << 20
 _M_ARENA_MAX = -8
 
 
+@functools.cache
 def _libc():
     try:
         return ctypes.CDLL("libc.so.6")
@@ -52,11 +53,7 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
 
 def resident_bytes() -> int:
     """This process's resident memory now (bytes)."""
-    try:
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[1]) * resource.getpagesize()
-    except OSError:
-        return psutil.Process().memory_info().rss
+    return psutil.Process().memory_info().rss
 
 
 class FreedMemoryReturn:
