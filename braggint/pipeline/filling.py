@@ -5,7 +5,13 @@ that reads backwards, see :class:`.blocks.Block`).  Its reflections are
 filled in groups: those whose reading starts on the same frame and whose
 depths are alike, each group's shoeboxes allocated when it starts and
 freed once processed.  Finished groups are joined into parts of at least
-:data:`PROCESS_BATCH_VOXELS` voxels, in the order they finish.  (Making
+:data:`PROCESS_BATCH_VOXELS` voxels, in the order they finish.  A group
+holds only counts and masks while it fills: the background, zero until it
+is modelled, is made when its part is joined, which takes 4 of 9 bytes a
+voxel out of the groups filling at once and out of the join's copy
+(sweep400, three alternating runs each: block peak 656-678 -> 620-626 MB
+and first pass 7.4-7.9 -> 6.9-7.1 s on one worker, block peaks 432-440 ->
+407-425 MB on two).  (Making
 each part's column whole from the start, for its groups to fill slices
 of, saves the join's copy but holds up to 10 parts' memory while their
 first groups fill, 190 MB at 400 2M-like images: blocks then read their
@@ -22,7 +28,7 @@ import numpy as np
 from ..io.images import ImageSource, load_mask_file
 from ..models.experiment import ExperimentList
 from ..models.reflection_table import ReflectionTable
-from ..models.shoebox import ShoeboxColumn
+from ..models.shoebox import ShoeboxColumn, bbox_volume
 from .shoebox_processing import fill_from_frame, read_frame
 from .timing import StageTimes
 
@@ -43,10 +49,27 @@ class Part:
 
 @dataclass(eq=False)
 class _Group:
-    """Reflections whose reading starts on the same frame, filled together."""
+    """Reflections whose reading starts on the same frame, filled together: rows ``rows`` of the block table
+    with a :class:`ShoeboxColumn`'s ``panel``, ``bbox``, ``offsets``, ``data`` and ``mask`` (no background
+    yet), and which of them touch overloaded pixels."""
 
-    part: Part
+    rows: np.ndarray
+    panel: np.ndarray
+    bbox: np.ndarray
+    offsets: np.ndarray
+    data: np.ndarray
+    mask: np.ndarray
+    overloaded: np.ndarray
     done_at: int  # the frame whose reading completes them (0-based)
+
+    @classmethod
+    def empty(cls, table: ReflectionTable, rows: np.ndarray, done_at: int) -> "_Group":
+        """Rows ``rows`` of the block table with zeroed counts and masks."""
+        bbox = np.asarray(table["bbox"][rows], np.int32).reshape(-1, 6)
+        offsets = np.concatenate([[0], np.cumsum(bbox_volume(bbox))]).astype(np.int64)
+        voxels = int(offsets[-1])
+        return cls(rows, np.asarray(table["panel"][rows], np.uint32), bbox, offsets, np.zeros(voxels, np.float32),
+                   np.zeros(voxels, np.uint8), np.zeros(len(rows), bool), done_at)
 
 
 def _groups_by_first_read(table: ReflectionTable, backwards: bool) -> dict[int, list[np.ndarray]]:
@@ -67,11 +90,11 @@ def _groups_by_first_read(table: ReflectionTable, backwards: bool) -> dict[int, 
 def filled_parts(job, timing: StageTimes, voxels: int = PROCESS_BATCH_VOXELS):
     """The parts of a rotation block (``job``: a :class:`.block_tasks.BlockJob`), each yielded as soon as
     the frames its reflections need are read and it holds ``voxels`` voxels (the last may hold fewer)."""
-    waiting: list[Part] = []
+    waiting: list[_Group] = []
     held = 0
-    for part in _filled_groups(job, timing):
-        waiting.append(part)
-        held += len(part.shoeboxes.data)
+    for group in _filled_groups(job, timing):
+        waiting.append(group)
+        held += len(group.data)
         if held >= voxels:
             yield _joined(waiting)
             waiting, held = [], 0
@@ -80,7 +103,7 @@ def filled_parts(job, timing: StageTimes, voxels: int = PROCESS_BATCH_VOXELS):
 
 
 def _filled_groups(job, timing: StageTimes):
-    """Each group of a rotation block's reflections as a part, yielded once the frames it needs are read."""
+    """Each group of a rotation block's reflections, yielded once the frames it needs are read."""
     table = job.table
     first = job.experiments[job.block.experiments[0]]
     images = ImageSource(first.imageset, first.detector, first.scan.image_range[0])
@@ -93,32 +116,33 @@ def _filled_groups(job, timing: StageTimes):
             for rows in starts.get(frame_number, []):
                 bbox = table["bbox"][rows]
                 done_at = int(bbox[:, 4].min()) if backwards else int(bbox[:, 5].max()) - 1
-                alive.append(_Group(_empty_part(table, rows), done_at))
+                alive.append(_Group.empty(table, rows, done_at))
             if not alive:
                 continue
             with timing.stage("read"):
                 frame = read_frame(images, frame_number, job.excluded_frames, lookup)
             with timing.stage("extract"):
                 for group in alive:
-                    fill_from_frame(first, group.part.shoeboxes, frame_number, frame, group.part.overloaded)
+                    fill_from_frame(first, group, frame_number, frame, group.overloaded)
             for group in [g for g in alive if g.done_at == frame_number]:
                 alive.remove(group)
-                yield group.part
+                yield group
     finally:
         images.close()
 
 
-def _empty_part(table: ReflectionTable, rows: np.ndarray) -> Part:
-    """Rows ``rows`` of the block table with zeroed shoeboxes and no overloaded pixels yet."""
-    return Part(rows, ShoeboxColumn.empty_boxes(table["panel"][rows], table["bbox"][rows], allocate=True),
-                np.zeros(len(rows), bool))
+def _joined(groups: list[_Group]) -> Part:
+    """The filled ``groups`` as one part, in their order, with a zeroed background (a lone group's counts and
+    masks are not copied)."""
+    def joined(name: str) -> np.ndarray:
+        arrays = [getattr(group, name) for group in groups]
+        return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
-
-def _joined(parts: list[Part]) -> Part:
-    if len(parts) == 1:
-        return parts[0]
-    return Part(np.concatenate([p.rows for p in parts]), ShoeboxColumn.concatenate([p.shoeboxes for p in parts]),
-                np.concatenate([p.overloaded for p in parts]))
+    sizes = np.concatenate([np.diff(group.offsets) for group in groups])
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    shoeboxes = ShoeboxColumn(joined("panel"), joined("bbox"), np.ones(len(sizes), bool), offsets, joined("data"),
+                              joined("mask"), np.zeros(int(offsets[-1]), np.float32))
+    return Part(joined("rows"), shoeboxes, joined("overloaded"))
 
 
 def filled_stills(job, timing: StageTimes):
@@ -131,7 +155,7 @@ def filled_stills(job, timing: StageTimes):
         if len(rows) == 0:
             continue
         experiment = job.experiments[number]
-        part = _empty_part(table, rows)
+        group = _Group.empty(table, rows, 0)
         with timing.stage("read"):
             images = ImageSource(experiment.imageset, experiment.detector, 1)
             try:
@@ -140,8 +164,8 @@ def filled_stills(job, timing: StageTimes):
             finally:
                 images.close()
         with timing.stage("extract"):
-            fill_from_frame(experiment, part.shoeboxes, 0, frame, part.overloaded)
-        yield part
+            fill_from_frame(experiment, group, 0, frame, group.overloaded)
+        yield _joined([group])
 
 
 def still_image_numbers(experiments: ExperimentList) -> list[int]:

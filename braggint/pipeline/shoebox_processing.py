@@ -106,9 +106,14 @@ def read_frame(images: ImageSource, frame: int, excluded_frames: frozenset = fro
     return Frame(raw, usable)
 
 
-def fill_from_frame(experiment: Experiment, shoeboxes: ShoeboxColumn, frame_number: int, frame: Frame,
+def fill_from_frame(experiment: Experiment, shoeboxes, frame_number: int, frame: Frame,
                     overloaded: np.ndarray) -> None:
-    """Copy one frame into the shoeboxes whose z-range holds it; mark rows touching overloaded pixels."""
+    """Copy one frame into the shoeboxes whose z-range holds it; mark rows touching overloaded pixels.
+
+    ``shoeboxes``: a :class:`ShoeboxColumn`, or any object with its ``panel``,
+    ``bbox``, ``offsets``, ``data`` and ``mask`` arrays (the groups being
+    filled carry no background).
+    """
     for p, panel in enumerate(experiment.detector.panels):
         low, high = panel.trusted_range
         copy_frame(frame.raw[p], frame.usable[p], float(low), float(high), float(panel.pedestal),
