@@ -209,30 +209,38 @@ def forward_transform(gx, gy, nz, ny, nx, x0, y0, width, height, data, backgroun
     voxels (frames, rows, columns); only Valid & Foreground voxels are
     mapped; pixels outside the panel (``width`` x ``height``) are skipped.
     Each pixel's frames are first shared among the e3 slices (a column per
-    pixel with a voxel to map, in one pass over the voxels), then each
+    pixel with a voxel to map, pixel by pixel), then each
     column among the cells its quadrilateral overlaps as soon as those
     overlaps are known, so they are computed once per pixel, only for those
     pixels, and never listed.
     """
     n_pixels = ny * nx
-    slot = np.full(n_pixels, -1, np.int64)  # each mapped pixel's column
-    column = np.empty((n_pixels, size))
-    b_column = np.empty((n_pixels, size))
-    n_columns = 0
-    first, last = size, 0  # slices any mapped frame reaches
+    mapped = np.zeros(n_pixels, np.bool_)  # pixels with a voxel to map, found in one branch-free pass
+    for k in range(nz):
+        for p in range(n_pixels):
+            mapped[p] |= (mask[k * n_pixels + p] & _VALID_FOREGROUND) == _VALID_FOREGROUND
+    reached = np.empty((nz, 2), np.int64)  # the e3 slices [lo, hi) each frame reaches
     for k in range(nz):
         lo, hi = size, 0
         for kk in range(size):
             if zfraction[k, kk] != 0.0:
                 lo, hi = min(lo, kk), kk + 1
-        if lo >= hi:
+        reached[k, 0], reached[k, 1] = lo, hi
+    slot = np.full(n_pixels, -1, np.int64)  # each mapped pixel's column
+    column = np.empty((n_pixels, size))
+    b_column = np.empty((n_pixels, size))
+    n_columns = 0
+    first, last = size, 0  # slices any mapped frame reaches
+    for p in range(n_pixels):
+        if not mapped[p]:
             continue
-        for p in range(n_pixels):
+        c = -1
+        for k in range(nz):
+            lo, hi = reached[k, 0], reached[k, 1]
             voxel = k * n_pixels + p
-            if (mask[voxel] & _VALID_FOREGROUND) != _VALID_FOREGROUND:
+            if lo >= hi or (mask[voxel] & _VALID_FOREGROUND) != _VALID_FOREGROUND:
                 continue
             first, last = min(first, lo), max(last, hi)
-            c = slot[p]
             if c < 0:
                 c = slot[p] = n_columns
                 n_columns += 1
