@@ -72,6 +72,41 @@ def _validate(experiment, table: ReflectionTable, source, models: list[Reference
             statistics[fold] += fold_statistics(held, table.select(rows))
 
 
+class _Waiting:
+    """A processed group's rows fitted here (block rows ``rows``, their table and grids), of which those
+    still ``pending`` wait for their profiles.
+
+    Rows fitted early are marked, and the group is cut down to its pending
+    rows only once fewer than half of them are left: each row's grids are
+    then copied a bounded number of times, not again each time some of its
+    group's rows become ready.
+    """
+
+    def __init__(self, rows: np.ndarray, table: ReflectionTable, grids: FitGrids):
+        self.rows, self.table, self.grids = rows, table, grids
+        self.pending = np.ones(len(rows), bool)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of grid cells (counts and background) the group holds."""
+        return 8 * len(self.grids.data)
+
+    def take(self, which: np.ndarray) -> tuple[np.ndarray, ReflectionTable, FitGrids]:
+        """``(block rows, table, grids)`` of the rows ``which`` (pending ones), which stop pending."""
+        taken = self._picked(which)
+        self.pending = self.pending & ~which
+        left = np.count_nonzero(self.pending)
+        if 0 < left < len(self.rows) / 2:
+            self.rows, self.table, self.grids = self._picked(self.pending)
+            self.pending = np.ones(left, bool)
+        return taken
+
+    def _picked(self, which: np.ndarray) -> tuple[np.ndarray, ReflectionTable, FitGrids]:
+        if which.all():
+            return self.rows, self.table, self.grids
+        return self.rows[which], self.table.select(which), self.grids.select(which)
+
+
 class StreamedFits:
     """The rows of one block fitted during its first pass, waiting for their profiles and then fitted.
 
@@ -101,7 +136,7 @@ class StreamedFits:
             teaching, profiles = teaching_rows(table, number, sampler)
             self.teaches[teaching] = profiles
             self.left[number] = np.bincount(profiles[profiles >= 0], minlength=sampler.size)
-        self.waiting: list[tuple[np.ndarray, ReflectionTable, FitGrids]] = []
+        self.waiting: list[_Waiting] = []
         self.fitted: list[tuple[np.ndarray, dict]] = []  # (block rows, their FITTED_COLUMNS)
         self.validation: dict[int, np.ndarray] = {}
         self.completed = False  # a profile became final since the last fit
@@ -115,9 +150,10 @@ class StreamedFits:
         if self.waiting_bytes + 8 * len(grids.data) > WAITING_BYTES:
             here = np.zeros(len(rows), bool)
         if here.any():
-            kept = grids if here.all() else grids.select(here)
-            self.waiting.append((rows[here], table.select(here), kept))
-            self.waiting_bytes += 8 * len(kept.data)
+            # The table is always a copy: fitting writes its columns into the table it is given.
+            kept = _Waiting(rows[here], table.select(here), grids if here.all() else grids.select(here))
+            self.waiting.append(kept)
+            self.waiting_bytes += kept.nbytes
         teaching = rows[self.teaches[rows, 0] >= 0]
         ids = np.asarray(table["id"])[self.teaches[rows, 0] >= 0]
         for number in np.unique(ids):
@@ -134,18 +170,13 @@ class StreamedFits:
         if not self.waiting or not (final or self.completed):
             return
         self.completed = False
-        still_waiting, ready_parts = [], []
-        for rows, table, grids in self.waiting:
-            ready = np.ones(len(rows), bool) if final else self._ready(rows, table)
-            if ready.all():
-                ready_parts.append((rows, table, grids))
-            elif ready.any():
-                ready_parts.append((rows[ready], table.select(ready), grids.select(ready)))
-                still_waiting.append((rows[~ready], table.select(~ready), grids.select(~ready)))
-            else:
-                still_waiting.append((rows, table, grids))
-        self.waiting = still_waiting
-        self.waiting_bytes = sum(8 * len(grids.data) for _, _, grids in still_waiting)
+        ready_parts = []
+        for group in self.waiting:
+            ready = group.pending & (True if final else self._ready(group.rows, group.table))
+            if ready.any():
+                ready_parts.append(group.take(ready))
+        self.waiting = [group for group in self.waiting if group.pending.any()]
+        self.waiting_bytes = sum(group.nbytes for group in self.waiting)
         if not ready_parts:
             return
         sums = {number: accumulators[number].result() for number in self.left if number in accumulators}
@@ -158,13 +189,13 @@ class StreamedFits:
         self.completed = True
         self.fit_ready(accumulators, timing)
         left, self.waiting, self.waiting_bytes = self.waiting, [], 0
-        return left
+        return [group.take(group.pending) for group in left]
 
     def finish_with(self, sums: dict, timing: StageTimes) -> None:
         """At the end of the block, with every block's reduced ``sums`` (experiment -> (sums, counts)): fit
         every waiting row."""
-        parts, self.waiting, self.waiting_bytes = self.waiting, [], 0
-        self._fit(parts, sums, timing)
+        left, self.waiting, self.waiting_bytes = self.waiting, [], 0
+        self._fit([group.take(group.pending) for group in left], sums, timing)
 
     def _fit(self, parts: list, sums: dict, timing: StageTimes) -> None:
         """Fit ``parts`` (block rows, table, grids) with the profiles made from ``sums``."""
