@@ -215,7 +215,7 @@ def map_part(experiment: Experiment, table: ReflectionTable, shoeboxes: ShoeboxC
             parts.append(FitGrids.from_covered(covered, cells, cell_background))
     if not with_fit_grids:
         return None
-    kept = FitGrids.concatenate(parts)  # the fitted rows, in row order
+    kept = FitGrids.concatenate(parts)  # the fitted rows, in row order, in arrays of their own size
     covered = np.zeros((n, kept.size), bool)
     covered[fitted] = kept.covered
     return FitGrids.from_covered(covered, kept.data, kept.background)

@@ -172,7 +172,9 @@ def map_to_grids(rows, is_reference, is_fitted, teaches, weights, fold, sums, co
     Returns ``(covered (F, G), cells, cell background)`` for the F fitted
     rows, in the order of ``rows``: cells and cell background (float32,
     flat) hold each fitted row's covered slices one after another, as
-    :class:`braggint.models.fit_grids.FitGrids` keeps them.  One grid pair
+    :class:`braggint.models.fit_grids.FitGrids` keeps them: views of arrays
+    with room for every slice of every fitted row, for the caller to copy
+    (once, when it joins the batches).  One grid pair
     is reused from row to row, so no (rows, G, G, G) temporaries are made.
     """
     size = 2 * half + 1
@@ -234,7 +236,7 @@ def map_to_grids(rows, is_reference, is_fitted, teaches, weights, fold, sums, co
                             cell_background[n_kept] = bgrid[v, j, i]
                             n_kept += 1
             n_fitted += 1
-    return covered, cells[:n_kept].copy(), cell_background[:n_kept].copy()
+    return covered, cells[:n_kept], cell_background[:n_kept]
 
 
 def finalise_profiles(profiles: np.ndarray, counts: np.ndarray) -> np.ndarray:
