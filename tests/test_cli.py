@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -160,6 +161,25 @@ def test_the_command_starts_the_worker_server_early_only_for_local_workers(monke
     monkeypatch.setenv("BRAGGINT_SCHEDULER", "tcp://localhost:8786")
     monkeypatch.setattr(executor, "usable_cores", lambda: 4)
     assert not wants(["nproc=2"])
+
+
+def test_a_finished_command_ends_its_worker_server_at_once():
+    """The fork server would otherwise outlive the command by its own teardown, holding the command's stdout
+    and stderr (a caller reading them through a pipe waited for it); it is ended by a signal."""
+    script = (
+        "import multiprocessing, os\n"
+        "from multiprocessing import forkserver\n"
+        "multiprocessing.get_context('forkserver')\n"
+        "forkserver.ensure_running()\n"
+        "pid = forkserver._forkserver._forkserver_pid\n"
+        "from braggint.cli.common import end_worker_server\n"
+        "end_worker_server()\n"
+        "_, status = os.waitpid(pid, 0)  # blocks for ever unless the server was ended\n"
+        "print(os.WTERMSIG(status) if os.WIFSIGNALED(status) else 'exited')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(int(signal.SIGTERM))
 
 
 def test_the_console_command_integrates_on_two_workers(tiny_sweep, tmp_path):
