@@ -172,7 +172,7 @@ def test_a_finished_command_ends_its_worker_server_at_once():
         "multiprocessing.get_context('forkserver')\n"
         "forkserver.ensure_running()\n"
         "pid = forkserver._forkserver._forkserver_pid\n"
-        "from braggint.cli.common import end_worker_server\n"
+        "from braggint.pipeline.executor import end_worker_server\n"
         "end_worker_server()\n"
         "_, status = os.waitpid(pid, 0)  # blocks for ever unless the server was ended\n"
         "print(os.WTERMSIG(status) if os.WIFSIGNALED(status) else 'exited')\n"

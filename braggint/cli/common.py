@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 from dataclasses import dataclass, field
 
@@ -147,26 +146,11 @@ def exit_without_teardown(code: int) -> None:
             stream.flush()
         except (OSError, ValueError):  # closed, or a pipe whose reader went away
             pass
-    end_worker_server()
+    if "multiprocessing.forkserver" in sys.modules:  # this process may have started local workers
+        from ..pipeline.executor import end_worker_server
+
+        end_worker_server()
     os._exit(code)
-
-
-def end_worker_server() -> None:
-    """End the fork server this process started for its local workers (if any) now, without its teardown.
-
-    Left to itself it exits once this process has, tearing down numba and
-    Dask for 0.35-0.55 s while it still holds this process's stdout and
-    stderr: a caller reading the output through a pipe (a pipeline, the
-    benchmark) waited that long after the run had ended.  Its workers are
-    stopped by then, and it holds nothing else.
-    """
-    forkserver = sys.modules.get("multiprocessing.forkserver")
-    pid = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)  # private, hence getattr
-    if pid:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except OSError:  # already gone
-            pass
 
 
 def console_command(main):

@@ -17,7 +17,7 @@ from numba import njit
 
 from ..errors import InputFileError, require_file
 from ..models.reflection_table import COLUMN_TYPES, SHOEBOX_TYPE, ReflectionTable
-from ..models.shoebox import ShoeboxColumn, bbox_volume
+from ..models.shoebox import ShoeboxColumn, bbox_volume, ragged_offsets
 from .atomic import atomic_open
 
 MAGIC = "dials::af::reflection_table"
@@ -87,7 +87,7 @@ def _decode_shoeboxes(payload: bytes, nrows: int, name: str) -> ShoeboxColumn:
         raise InputFileError(f"column {name!r}: shoebox data truncated at row {bad_row}")
     if end != len(payload):
         raise InputFileError(f"column {name!r}: {len(payload) - end} stray bytes after the last shoebox")
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    offsets = ragged_offsets(sizes)
     data, mask, background = _copy_shoebox_records(raw, nrows, _HEADER.size, offsets)
     return ShoeboxColumn(panel, bbox, sizes > 0, offsets, data.view(np.float32), mask, background.view(np.float32))
 

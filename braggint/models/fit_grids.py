@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .shoebox import ragged_take, row_index
+from .shoebox import ragged_offsets, ragged_take, row_index
 
 
 @dataclass(eq=False)
@@ -50,7 +50,7 @@ class FitGrids:
         """Rows whose cells, G x G per covered slice, lie one row after another in ``data``/``background``."""
         covered = np.asarray(covered, dtype=bool)
         cells = covered.sum(axis=1).astype(np.int64) * covered.shape[1] ** 2
-        return cls(covered, np.concatenate([[0], np.cumsum(cells)]).astype(np.int64),
+        return cls(covered, ragged_offsets(cells),
                    np.asarray(data, np.float32), np.asarray(background, np.float32))
 
     def select(self, index) -> "FitGrids":

@@ -21,6 +21,11 @@ def row_index(index, n_rows: int) -> np.ndarray:
     return np.arange(n_rows)[index] if np.asarray(index).dtype == bool else np.asarray(index, np.int64)
 
 
+def ragged_offsets(sizes) -> np.ndarray:
+    """``(n + 1,)`` int64: where each of n rows of ``sizes`` elements starts in a flat array, then the end."""
+    return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+
 def ragged_take(offsets: np.ndarray, index: np.ndarray, *flat: np.ndarray) -> tuple[np.ndarray, ...]:
     """``(new offsets, each flat array's picked rows ...)``: rows ``index`` of flat arrays addressed by
     ``offsets`` (n + 1), each row's contiguous range copied, in the order of ``index``."""
@@ -81,7 +86,7 @@ class ShoeboxColumn:
         panel = np.asarray(panel, dtype=np.uint32)
         bbox = np.asarray(bbox, dtype=np.int32).reshape(-1, 6)
         sizes = bbox_volume(bbox) if allocate else np.zeros(len(bbox), dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        offsets = ragged_offsets(sizes)
         total = int(offsets[-1])
         return cls(panel, bbox, np.full(len(bbox), allocate), offsets,
                    np.zeros(total, np.float32), np.zeros(total, np.uint8), np.zeros(total, np.float32))
@@ -151,7 +156,7 @@ class ShoeboxColumn:
             np.concatenate([c.panel for c in columns]),
             np.concatenate([c.bbox for c in columns]),
             np.concatenate([c.has_pixels for c in columns]),
-            np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+            ragged_offsets(sizes),
             np.concatenate([c.data for c in columns]),
             np.concatenate([c.mask for c in columns]),
             np.concatenate([c.background for c in columns]),

@@ -28,7 +28,7 @@ import numpy as np
 from ..io.images import ImageSource, load_mask_file
 from ..models.experiment import ExperimentList
 from ..models.reflection_table import ReflectionTable
-from ..models.shoebox import ShoeboxColumn, bbox_volume
+from ..models.shoebox import ShoeboxColumn, bbox_volume, ragged_offsets
 from .shoebox_processing import fill_from_frame, read_frame
 from .timing import StageTimes
 
@@ -66,7 +66,7 @@ class _Group:
     def empty(cls, table: ReflectionTable, rows: np.ndarray, done_at: int) -> "_Group":
         """Rows ``rows`` of the block table with zeroed counts and masks."""
         bbox = np.asarray(table["bbox"][rows], np.int32).reshape(-1, 6)
-        offsets = np.concatenate([[0], np.cumsum(bbox_volume(bbox))]).astype(np.int64)
+        offsets = ragged_offsets(bbox_volume(bbox))
         voxels = int(offsets[-1])
         return cls(rows, np.asarray(table["panel"][rows], np.uint32), bbox, offsets, np.zeros(voxels, np.float32),
                    np.zeros(voxels, np.uint8), np.zeros(len(rows), bool), done_at)
@@ -139,7 +139,7 @@ def _joined(groups: list[_Group]) -> Part:
         return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
     sizes = np.concatenate([np.diff(group.offsets) for group in groups])
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    offsets = ragged_offsets(sizes)
     shoeboxes = ShoeboxColumn(joined("panel"), joined("bbox"), np.ones(len(sizes), bool), offsets, joined("data"),
                               joined("mask"), np.zeros(int(offsets[-1]), np.float32))
     return Part(joined("rows"), shoeboxes, joined("overloaded"))

@@ -16,7 +16,7 @@ from ..models.experiment import Experiment
 from ..models.flags import Flags
 from ..models.profile import GaussianRSProfile
 from ..models.reflection_table import ReflectionTable
-from ..models.shoebox import ShoeboxColumn
+from ..models.shoebox import ShoeboxColumn, ragged_offsets
 from ..tasks import profile_model as estimate
 from ..tasks.shoebox_geometry import local_frames
 
@@ -93,7 +93,7 @@ def _split_per_frame(reference: ReflectionTable) -> tuple[ReflectionTable, np.nd
     start = shoeboxes.offsets[piece_row] + (piece_frame - shoeboxes.bbox[piece_row, 4]) * area
     gather = np.repeat(start, area) + np.arange(int(area.sum())) - np.repeat(np.cumsum(area) - area, area)
     piece_boxes = ShoeboxColumn(shoeboxes.panel[piece_row], bbox, np.ones(len(piece_row), bool),
-                                np.concatenate([[0], np.cumsum(area)]).astype(np.int64),
+                                ragged_offsets(area),
                                 shoeboxes.data[gather], shoeboxes.mask[gather], shoeboxes.background[gather])
     without_pixels = reference.shallow_copy()
     del without_pixels["shoebox"]

@@ -34,7 +34,7 @@ from ..io.refl import read_reflections, write_reflections
 from ..models.fit_grids import FitGrids
 from ..models.flags import VALID_FOREGROUND
 from ..models.reflection_table import ReflectionTable
-from ..models.shoebox import ShoeboxColumn, bbox_volume
+from ..models.shoebox import ShoeboxColumn, bbox_volume, ragged_offsets
 
 #: The store's layout; a store of another layout (an earlier braggint's) is started afresh, never resumed.
 LAYOUT_VERSION = 2
@@ -185,7 +185,7 @@ class WorkStore:
         group = self._group("r")[f"block_{block:04d}_part_{part:05d}"]
         geometry = np.asarray(group["geometry"][...])
         bbox, panel, has_pixels = geometry[:, :6].astype(np.int32), geometry[:, 6].astype(np.uint32), geometry[:, 7] > 0
-        offsets = np.concatenate([[0], np.cumsum(bbox_volume(bbox) * has_pixels)]).astype(np.int64)
+        offsets = ragged_offsets(bbox_volume(bbox) * has_pixels)
         if "fitted_bits" not in group:
             return ShoeboxColumn(panel, bbox, has_pixels, offsets,
                                  *(np.asarray(group[key][...]) for key in ("data", "mask", "background")))

@@ -17,7 +17,7 @@ from numba import njit
 from ..models.experiment import Experiment
 from ..models.flags import MaskCode
 from ..models.profile import GaussianRSProfile
-from ..models.shoebox import ShoeboxColumn
+from ..models.shoebox import ShoeboxColumn, ragged_offsets
 from .coordinates import LocalFrames
 from .pixel_lab import panel_table
 from .special import erf
@@ -136,7 +136,7 @@ def corner_coordinates(experiment: Experiment, shoeboxes: ShoeboxColumn, s1, z):
     bbox = shoeboxes.bbox.astype(np.int64)
     frames = local_frames(experiment, s1, np.asarray(z, dtype=float))
     n_corner = (bbox[:, 1] - bbox[:, 0] + 1) * (bbox[:, 3] - bbox[:, 2] + 1)
-    corner_start = np.concatenate([[0], np.cumsum(n_corner)]).astype(np.int64)
+    corner_start = ragged_offsets(n_corner)
     detector = experiment.detector
     panel_of_row = shoeboxes.panel.astype(np.int64)
     depth = np.zeros(len(bbox))
