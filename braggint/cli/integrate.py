@@ -177,6 +177,9 @@ def _run(argv: list[str]) -> int:
     # Local workers start in the background while the inputs are read and the run is prepared; batch jobs
     # are only submitted once the inputs have been read and checked (integrate() starts them).
     local = working.integration.mp.method == "multiprocessing"
+    # Before the workers start: their start is logged from their own thread, which, on a slow start of this
+    # process (numba compiling its kernels), logged before the log existed and the line was lost.
+    setup_logging(working.output.log)
     with starting_scheduler(working.integration.mp) if local else contextlib.nullcontext() as started:
         result, experiments, input_seconds = _integrate_inputs(cl, params, working, started)
         stopping = time.perf_counter()
@@ -212,7 +215,6 @@ def _integrate_inputs(cl: CommandLine, params: ParameterSet, working, started):
     reading = time.perf_counter()
     experiments, reflections = load_inputs(cl)
     check_images(experiments, cl.experiments[0])
-    setup_logging(working.output.log)
     log.info(f"braggint {__version__} ({PROGRAM})")
     diff = params.diff()
     if diff:
