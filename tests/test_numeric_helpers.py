@@ -4,10 +4,12 @@ import math
 
 import numpy as np
 import pytest
+from numba import njit
 
 from braggint.models.detector import Detector, Panel
 from braggint.tasks.brent import bounded_minimum
 from braggint.tasks.pixel_lab import panel_table, pixel_lab_many
+from braggint.tasks.prefetch import prefetch
 from braggint.tasks.special import erf
 
 
@@ -72,3 +74,25 @@ def test_pixel_lab_matches_the_panel_model():
     corners = np.array([[0.0, 0.0], [100.0, 120.0]])
     corrected = pixel_lab_many(table, np.zeros(2, np.int64), corners)
     assert not np.allclose(detector[0].lab_coord(corners * 0.172), corrected, atol=1e-4)
+
+
+@njit
+def _sum_with_hints(image, rows, columns):
+    total = 0.0
+    for k in range(len(rows)):
+        prefetch(image, rows[k], columns[k])
+        total += image[rows[k] % image.shape[0], columns[k] % image.shape[1]]
+    return total
+
+
+def test_prefetch_hints_compile_for_any_2d_array_and_never_fault():
+    """The hint compiles for contiguous and strided arrays of any dtype, changes nothing, and asks for
+    addresses outside the array (one row before it, far past its end) without faulting."""
+    image = np.arange(60.0).reshape(6, 10)
+    rows, columns = np.array([0, 3, -1, 10_000_000]), np.array([0, 9, -5, 3])
+    expected = sum(image[r % 6, c % 10] for r, c in zip(rows, columns))
+    assert _sum_with_hints(image, rows, columns) == expected
+    view = image[1:5, 2:8]  # not contiguous: its rows are 10 elements apart
+    expected_view = sum(view[r % 4, c % 6] for r, c in zip(rows, columns))
+    assert _sum_with_hints(view, rows, columns) == expected_view
+    assert _sum_with_hints(np.ones((3, 3), np.int32), rows, columns) == 4

@@ -6,8 +6,12 @@ import numpy as np
 from numba import njit
 
 from ..models.flags import MaskCode
+from .prefetch import prefetch
 
 _VALID = np.uint8(MaskCode.Valid)
+#: Image rows asked for ahead of the one being copied (captured sweep400 frames: 4 rows 1.7x faster
+#: than none, 2 or 8 rows 1.6x and 1.5x).
+_ROWS_AHEAD = 4
 
 
 @njit(cache=True)
@@ -23,6 +27,11 @@ def copy_frame(raw, usable, trusted_min, trusted_max, pedestal, gain, frame, pan
     pedestal) / gain``; a row touching a pixel above ``trusted_max`` is
     marked in ``overloaded``.  ``frame`` is the 0-based frame.  Pixels of a
     box outside the panel keep data 0 and mask 0 (invalid).
+
+    Each image row of a box lies in a page of its own, which hardware
+    prefetchers do not fetch ahead: the rows a few ahead are asked for
+    while one is copied (:mod:`.prefetch`; captured sweep400 frames 1.7x
+    faster).
     """
     height, width = raw.shape
     for r in range(len(bbox)):
@@ -33,7 +42,13 @@ def copy_frame(raw, usable, trusted_min, trusted_max, pedestal, gain, frame, pan
         base = offsets[r] + (frame - z0) * nx * (y1 - y0)
         first, last = max(x0, 0), min(x1, width)
         over = False
-        for y in range(max(y0, 0), min(y1, height)):
+        low, high = max(y0, 0), min(y1, height)
+        if first < last:
+            for y in range(low, min(low + _ROWS_AHEAD, high)):
+                _ask_for_row(raw, usable, y, first, last)
+        for y in range(low, high):
+            if y + _ROWS_AHEAD < high and first < last:
+                _ask_for_row(raw, usable, y + _ROWS_AHEAD, first, last)
             # Slices of one image row and of the box row: the loop below then vectorises (2.8x faster
             # than indexing raw[y, x] and data[i] per pixel).
             out = base + (y - y0) * nx + (first - x0)
@@ -46,4 +61,13 @@ def copy_frame(raw, usable, trusted_min, trusted_max, pedestal, gain, frame, pan
                 over |= counts > trusted_max
         if over:
             overloaded[r] = True
+
+
+@njit(inline="always")
+def _ask_for_row(raw, usable, y, first, last):
+    """Prefetch columns [first, last) of image row ``y``: its counts (both ends: a box row spans two
+    cache lines) and its usable flags."""
+    prefetch(raw, y, first)
+    prefetch(raw, y, last - 1)
+    prefetch(usable, y, first)
 
