@@ -65,8 +65,8 @@ def copy_frame(raw, usable, trusted_min, trusted_max, pedestal, gain, frame, pan
 
 @njit(inline="always")
 def _ask_for_row(raw, usable, y, first, last):
-    """Prefetch columns [first, last) of image row ``y``: its counts (both ends: a box row spans two
-    cache lines) and its usable flags."""
+    """Prefetch columns [first, last) of image row ``y``: its counts at both ends (a box row of counts
+    spans two or three cache lines) and its usable flags (one byte a pixel: one line)."""
     prefetch(raw, y, first)
     prefetch(raw, y, last - 1)
     prefetch(usable, y, first)
