@@ -41,13 +41,14 @@ def copy_frame(raw, usable, trusted_min, trusted_max, pedestal, gain, frame, pan
         nx = x1 - x0
         base = offsets[r] + (frame - z0) * nx * (y1 - y0)
         first, last = max(x0, 0), min(x1, width)
+        if first >= last:
+            continue  # no column of the box on the panel: nothing to copy
         over = False
         low, high = max(y0, 0), min(y1, height)
-        if first < last:
-            for y in range(low, min(low + _ROWS_AHEAD, high)):
-                _ask_for_row(raw, usable, y, first, last)
+        for y in range(low, min(low + _ROWS_AHEAD, high)):
+            _ask_for_row(raw, usable, y, first, last)
         for y in range(low, high):
-            if y + _ROWS_AHEAD < high and first < last:
+            if y + _ROWS_AHEAD < high:
                 _ask_for_row(raw, usable, y + _ROWS_AHEAD, first, last)
             # Slices of one image row and of the box row: the loop below then vectorises (2.8x faster
             # than indexing raw[y, x] and data[i] per pixel).
