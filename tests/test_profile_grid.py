@@ -67,8 +67,11 @@ def test_map_to_grids_teaches_profiles_the_unit_sum_signal_and_keeps_the_covered
     background = rng.uniform(0.5, 2, offsets[-1]).astype(np.float32)
     mask = np.full(offsets[-1], 5, np.uint8)  # Valid | Foreground
     mask[::7] = 3  # some Valid | Background voxels, not mapped
-    x, y = np.meshgrid(np.linspace(0.6, 4.3, nx + 1), np.linspace(0.8, 4.1, ny + 1))
-    gx, gy = np.tile(x.ravel(), n_rows), np.tile(y.ravel(), n_rows)
+    # The corners' local coordinates (radians) and the grid's cell step: grid coordinates 0.6-4.3 and 0.8-4.1.
+    step_b = 0.002
+    x, y = np.meshgrid(np.linspace(-1.9, 1.8, nx + 1), np.linspace(-1.7, 1.6, ny + 1))
+    c1, c2 = np.tile(x.ravel(), n_rows) * step_b, np.tile(y.ravel(), n_rows) * step_b
+    gx, gy = half + 0.5 + c1 / step_b, half + 0.5 + c2 / step_b
     corner_start = np.arange(n_rows + 1, dtype=np.int64) * (ny + 1) * (nx + 1)
     panel_size = np.full((n_rows, 2), 1000, np.int64)
     phi, zeta = np.deg2rad(np.array([8.4, 8.5, 8.6, 8.5])), np.array([0.8, -0.6, 0.9, 0.3])
@@ -83,8 +86,8 @@ def test_map_to_grids_teaches_profiles_the_unit_sum_signal_and_keeps_the_covered
     fold = np.array([1, 0])
     sums, counts = np.zeros((2, 3, size, size, size)), np.zeros((2, 3), np.int64)
     covered, cells, cell_background = map_to_grids(
-        rows, is_reference, is_fitted, teaches, weights, fold, sums, counts, corner_start, gx, gy, offsets, bbox,
-        panel_size, data, background, mask, phi, zeta, scan, sigma_m, step_e3, half)
+        rows, is_reference, is_fitted, teaches, weights, fold, sums, counts, corner_start, c1, c2, step_b, offsets,
+        bbox, panel_size, data, background, mask, phi, zeta, scan, sigma_m, step_e3, half)
     by_hand = {}
     for r in rows:
         zfraction, coverage, _ = frame_fractions(7, nz, 0.0, 0.0, scan[2], phi[r], zeta[r], sigma_m, step_e3, half)

@@ -90,21 +90,18 @@ def make_sampler(experiment: Experiment, fitting) -> Sampler:
     return Sampler(method, width, height, scan.array_range, num_z)
 
 
-def _geometry(experiment: Experiment, table: ReflectionTable, shoeboxes: ShoeboxColumn, spec: GridSpec,
-              corners=None):
-    """Grid coordinates of every row's pixel corners and what the transforms need besides (see
-    :func:`braggint.tasks.reference_profiles.map_to_grids`); ``corners``: the rows'
-    :func:`corner_coordinates`, when already computed."""
+def _geometry(experiment: Experiment, table: ReflectionTable, shoeboxes: ShoeboxColumn, corners=None):
+    """Every row's pixel corners and what the transforms need besides (see
+    :func:`braggint.tasks.reference_profiles.map_to_grids`): ``(corner_start, c1, c2, panel_size, scan,
+    zeta)``; ``corners``: the rows' :func:`corner_coordinates`, when already computed."""
     if corners is None:
         corners = corner_coordinates(experiment, shoeboxes, table["s1"], table["xyzcal.px"][:, 2])
     corner_start, c1, c2 = corners
-    gx = spec.half + 0.5 + c1 / spec.step_b
-    gy = spec.half + 0.5 + c2 / spec.step_b
     panel_size = experiment.detector.image_sizes()[np.asarray(table["panel"], dtype=np.int64)]
     phi0, dphi = experiment.scan.oscillation_rad
     scan = np.array([experiment.scan.array_range[0], phi0, dphi])
     zeta = table["zeta"]
-    return corner_start, gx, gy, panel_size, scan, zeta
+    return corner_start, c1, c2, panel_size, scan, zeta
 
 
 def reference_rows(table: ReflectionTable, shoeboxes: ShoeboxColumn, experiment: Experiment) -> np.ndarray:
@@ -193,7 +190,7 @@ def map_part(experiment: Experiment, table: ReflectionTable, shoeboxes: ShoeboxC
     mapped = np.flatnonzero(is_reference | fitted)
     if len(mapped) == 0:
         return FitGrids.from_covered(np.zeros((n, 2 * spec.half + 1), bool), [], []) if with_fit_grids else None
-    corner_start, gx, gy, panel_size, scan, zeta = _geometry(experiment, table, shoeboxes, spec, corners)
+    corner_start, c1, c2, panel_size, scan, zeta = _geometry(experiment, table, shoeboxes, corners)
     phi = table["xyzcal.mm"][:, 2]
     parts = []
     fold = table[FOLD_COLUMN] if accumulator.n_folds > 1 else np.zeros(n, np.int64)
@@ -208,7 +205,7 @@ def map_part(experiment: Experiment, table: ReflectionTable, shoeboxes: ShoeboxC
         teaches, weights = all_teaches[k0:k0 + len(references)], all_weights[k0:k0 + len(references)]
         covered, cells, cell_background = map_to_grids(
             rows, is_reference[rows], fitted[rows], teaches, weights, fold[references], accumulator.sums,
-            accumulator.counts, corner_start, gx, gy, shoeboxes.offsets, shoeboxes.bbox, panel_size,
+            accumulator.counts, corner_start, c1, c2, spec.step_b, shoeboxes.offsets, shoeboxes.bbox, panel_size,
             shoeboxes.data, shoeboxes.background, shoeboxes.mask, phi, zeta, scan, spec.sigma_m, spec.step_m,
             spec.half)
         if with_fit_grids:
@@ -276,11 +273,11 @@ def fit_profiles(experiment: Experiment, table: ReflectionTable, source: FitGrid
         results = (intensity, variance, fisher, correlation, ok)
         if fit_method == "detector_space":
             spec = model.spec
-            corner_start, gx, gy, panel_size, scan, zeta = _geometry(experiment, table, source, spec)
-            fit_detector_space(candidates, profile_index, corner_start, gx, gy, source.offsets, source.bbox,
-                               panel_size, source.data, source.background, source.mask, table["xyzcal.mm"][:, 2],
-                               zeta, scan, spec.sigma_m, spec.step_m, spec.half, model.profiles, model.usable,
-                               *results)
+            corner_start, c1, c2, panel_size, scan, zeta = _geometry(experiment, table, source)
+            fit_detector_space(candidates, profile_index, corner_start, c1, c2, spec.step_b, source.offsets,
+                               source.bbox, panel_size, source.data, source.background, source.mask,
+                               table["xyzcal.mm"][:, 2], zeta, scan, spec.sigma_m, spec.step_m, spec.half,
+                               model.profiles, model.usable, *results)
         else:
             fit_grids(candidates, profile_index, source.covered, source.offsets, source.data, source.background,
                       model.profiles, model.usable, *results)

@@ -157,6 +157,27 @@ def _cells_spanned(gx, gy, ny, nx, size, wanted):
     return total
 
 
+@njit(inline="always")
+def row_grid_corners(c1, c2, start, stop, origin, step, gx, gy):
+    """Grid coordinates (e1, e2) of one row's pixel corners ``c1[start:stop]``, ``c2[start:stop]`` (local
+    coordinates, radians): ``origin + c / step`` into the leading entries of the work arrays ``gx``, ``gy``;
+    returns views of those entries."""
+    n = stop - start
+    for t in range(n):
+        gx[t] = origin + c1[start + t] / step
+        gy[t] = origin + c2[start + t] / step
+    return gx[:n], gy[:n]
+
+
+@njit(cache=True)
+def longest_corner_run(rows, corner_start):
+    """The most pixel corners any of ``rows`` has (the work arrays :func:`row_grid_corners` needs)."""
+    longest = 0
+    for r in rows:
+        longest = max(longest, corner_start[r + 1] - corner_start[r])
+    return longest
+
+
 @njit(cache=True)
 def frame_fractions(z0, nz, array_start, phi0, dphi, phi, zeta, sigma_m, step_e3, half):
     """``(forward (nz, G), coverage (G,), reverse (G, nz))`` for one reflection.

@@ -16,7 +16,7 @@ import numpy as np
 from numba import njit
 
 from ..models.flags import VALID_FOREGROUND
-from .profile_grid import forward_transform, frame_fractions, reverse_transform
+from .profile_grid import forward_transform, frame_fractions, longest_corner_run, reverse_transform, row_grid_corners
 
 _VALID_FOREGROUND = np.uint8(VALID_FOREGROUND)
 
@@ -148,15 +148,17 @@ def _voxels_to_use(mask, lo, hi):
 
 
 @njit(cache=True)
-def map_to_grids(rows, is_reference, is_fitted, teaches, weights, fold, sums, counts, corner_start, gx, gy, offsets,
-                 bbox, panel_size, data, background, mask, phi, zeta, scan, sigma_m, step_e3, half):
+def map_to_grids(rows, is_reference, is_fitted, teaches, weights, fold, sums, counts, corner_start, c1, c2, step_b,
+                 offsets, bbox, panel_size, data, background, mask, phi, zeta, scan, sigma_m, step_e3, half):
     """Shoeboxes ``rows`` mapped onto the grid: the references among them added to the profiles they teach,
     the covered slices of those to be fitted returned.
 
     ``offsets``, ``bbox``, ``data``, ``background`` and ``mask`` are the
-    whole shoebox column's; the geometry (``corner_start``, ``gx``, ``gy``,
+    whole shoebox column's; the geometry (``corner_start`` and the corners'
+    local coordinates ``c1``, ``c2`` of :func:`corner_coordinates`, radians,
     ``panel_size``) and ``phi`` (radians), ``zeta`` are given for every row
-    of the column too (all indexed by row); ``is_reference`` and
+    of the column too (all indexed by row); ``step_b`` (radians) is the
+    grid's e1/e2 cell step; ``is_reference`` and
     ``is_fitted`` (bool) go with ``rows``.  ``scan`` = (array_start, phi0,
     dphi).  Only Valid & Foreground voxels are mapped.  A slice is covered
     when the shoebox's frames hold more than 0.99 of its rocking-curve
@@ -187,6 +189,8 @@ def map_to_grids(rows, is_reference, is_fitted, teaches, weights, fold, sums, co
     cells = np.empty(len(covered) * n_cells, np.float32)
     cell_background = np.empty(len(covered) * n_cells, np.float32)
     n_references, n_fitted, n_kept = 0, 0, 0
+    longest = longest_corner_run(rows, corner_start)
+    gx_work, gy_work = np.empty(longest), np.empty(longest)
     for position in range(len(rows)):
         if not (is_reference[position] or is_fitted[position]):
             continue
@@ -196,10 +200,10 @@ def map_to_grids(rows, is_reference, is_fitted, teaches, weights, fold, sums, co
         nx, ny, nz = x1 - x0, y1 - y0, z1 - z0
         zfraction, coverage, _ = frame_fractions(z0, nz, scan[0], scan[1], scan[2], phi[r], zeta[r], sigma_m,
                                                  step_e3, half)
-        c0, c1 = corner_start[r], corner_start[r + 1]
+        gx, gy = row_grid_corners(c1, c2, corner_start[r], corner_start[r + 1], half + 0.5, step_b, gx_work, gy_work)
         grid[:] = 0.0
         bgrid[:] = 0.0
-        forward_transform(gx[c0:c1], gy[c0:c1], nz, ny, nx, x0, y0, panel_size[r, 0], panel_size[r, 1],
+        forward_transform(gx, gy, nz, ny, nx, x0, y0, panel_size[r, 0], panel_size[r, 1],
                           data[lo:hi], background[lo:hi], mask[lo:hi], zfraction, size, grid, bgrid)
         if is_reference[position]:
             k = n_references
@@ -374,18 +378,21 @@ def fit_grids(rows, profile_index, covered, offsets, data, background, profiles,
 
 
 @njit(cache=True)
-def fit_detector_space(rows, profile_index, corner_start, gx, gy, offsets, bbox, panel_size, data, background,
-                       mask, phi, zeta, scan, sigma_m, step_e3, half, profiles, usable,
+def fit_detector_space(rows, profile_index, corner_start, c1, c2, step_b, offsets, bbox, panel_size, data,
+                       background, mask, phi, zeta, scan, sigma_m, step_e3, half, profiles, usable,
                        intensity, variance, fisher, correlation, ok):
     """Fit every row with its reference profile mapped back onto the shoebox's own pixels.
 
     Only rows whose bbox lies inside the panel are fitted; the caller
     leaves out rows with invalid foreground pixels (DIALS's detector-space
     fitter demands both).  The fit runs over the Valid & Foreground pixels
-    with the shoebox's background.
+    with the shoebox's background.  The geometry is given as to
+    :func:`map_to_grids`.
     """
     size = 2 * half + 1
     work = np.empty((3, _longest_row(rows, offsets)))
+    longest = longest_corner_run(rows, corner_start)
+    gx_work, gy_work = np.empty(longest), np.empty(longest)
     for r in rows:
         index = profile_index[r]
         if index < 0 or not usable[index]:
@@ -396,8 +403,8 @@ def fit_detector_space(rows, profile_index, corner_start, gx, gy, offsets, bbox,
         lo, hi = offsets[r], offsets[r + 1]
         nx, ny, nz = x1 - x0, y1 - y0, z1 - z0
         _, _, reverse = frame_fractions(z0, nz, scan[0], scan[1], scan[2], phi[r], zeta[r], sigma_m, step_e3, half)
-        c0, c1 = corner_start[r], corner_start[r + 1]
-        p = reverse_transform(gx[c0:c1], gy[c0:c1], nz, ny, nx, x0, y0, panel_size[r, 0], panel_size[r, 1],
+        gx, gy = row_grid_corners(c1, c2, corner_start[r], corner_start[r + 1], half + 0.5, step_b, gx_work, gy_work)
+        p = reverse_transform(gx, gy, nz, ny, nx, x0, y0, panel_size[r, 0], panel_size[r, 1],
                               profiles[index], reverse, size)
         _store_fit(r, _fit_one(data[lo:hi], background[lo:hi], _voxels_to_use(mask, lo, hi), p, 1e-3, 100, work),
                    intensity, variance, fisher, correlation, ok)
