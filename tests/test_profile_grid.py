@@ -91,10 +91,11 @@ def test_map_to_grids_teaches_profiles_the_unit_sum_signal_and_keeps_the_covered
     by_hand = {}
     for r in rows:
         zfraction, coverage, _ = frame_fractions(7, nz, 0.0, 0.0, scan[2], phi[r], zeta[r], sigma_m, step_e3, half)
-        grid, bgrid = np.zeros((size, size, size)), np.zeros((size, size, size))
+        cells_of_row = np.zeros((size, size, 2 * size))
         lo, hi, c0, c1 = offsets[r], offsets[r + 1], corner_start[r], corner_start[r + 1]
         forward_transform(gx[c0:c1], gy[c0:c1], nz, ny, nx, bbox[r, 0], bbox[r, 2], 1000, 1000, data[lo:hi],
-                          background[lo:hi], mask[lo:hi], zfraction, size, grid, bgrid)
+                          background[lo:hi], mask[lo:hi], zfraction, size, cells_of_row)
+        grid, bgrid = cells_of_row[..., :size].transpose(2, 0, 1), cells_of_row[..., size:].transpose(2, 0, 1)
         by_hand[r] = grid, bgrid, coverage > 0.99
     signal = {r: (by_hand[r][0] - by_hand[r][1]) / (by_hand[r][0] - by_hand[r][1]).sum() for r in (3, 0)}
     np.testing.assert_allclose(sums[1, 0], 0.5 * signal[3], rtol=1e-12)

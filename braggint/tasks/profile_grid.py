@@ -24,19 +24,18 @@ _VALID_FOREGROUND = np.uint8(VALID_FOREGROUND)
 
 
 @njit(inline="always")
-def _covered_length(u_start, u_end, length):
-    """Integral of clamp(u, 0, 1) along a segment of ``length`` over which u runs linearly from
-    ``u_start`` to ``u_end``: 0 where u <= 0, 1 where u >= 1, u between (split exactly at u = 0 and 1)."""
-    low, high = min(u_start, u_end), max(u_start, u_end)
+def _covered_length(low, high, length, per_u):
+    """Integral of clamp(u, 0, 1) along a segment of ``length`` over which u runs linearly between ``low``
+    and ``high`` (``low <= high``), ``per_u`` being its length per unit of u (any value for a level
+    segment): 0 where u <= 0, 1 where u >= 1, u between (split exactly at u = 0 and 1)."""
     if low >= 1.0:
         return length
     if high <= 0.0:
         return 0.0
     if high - low <= 0.0:
-        return length * u_start  # a level segment with 0 < u < 1
-    per_u = length / (high - low)  # the segment's length per unit of u
+        return length * low  # a level segment with 0 < u < 1
     a, b = max(low, 0.0), min(high, 1.0)
-    above = (high - max(low, 1.0)) * per_u if high > 1.0 else 0.0
+    above = (high - 1.0) * per_u if high > 1.0 else 0.0
     return above + (b - a) * per_u * 0.5 * (a + b)
 
 
@@ -132,8 +131,11 @@ def _pixel_shares(gx, gy, corner, stride, size, corners, share):
             if stop <= start:
                 continue
             y_start, y_stop = ya + (start - xa) * slope, ya + (stop - xa) * slope
+            low, high = min(y_start, y_stop), max(y_start, y_stop)
+            # The segment's length per unit of y, the same in every cell row: divided once, not per row.
+            per_y = (stop - start) / (high - low) if high > low else 0.0
             for jj in range(iy0, iy1 + 1):
-                share[jj, ii] += sign * _covered_length(y_start - jj, y_stop - jj, stop - start)
+                share[jj, ii] += sign * _covered_length(low - jj, high - jj, stop - start, per_y)
     return abs(signed), ix0, ix1, iy0, iy1
 
 
@@ -221,19 +223,21 @@ def frame_fractions(z0, nz, array_start, phi0, dphi, phi, zeta, sigma_m, step_e3
 
 
 @njit(cache=True)
-def forward_transform(gx, gy, nz, ny, nx, x0, y0, width, height, data, background, mask, zfraction, size,
-                      grid, bgrid):
-    """Add one shoebox's counts to ``grid`` and its background to ``bgrid`` on the profile grid.
+def forward_transform(gx, gy, nz, ny, nx, x0, y0, width, height, data, background, mask, zfraction, size, cells):
+    """Add one shoebox's counts and background to ``cells`` (G, G, 2G), the profile grid cell by cell.
 
-    ``gx, gy``: grid coordinates (e1, e2) of the (ny+1) x (nx+1) pixel
-    corners, row-major; ``data``, ``background``, ``mask``: the shoebox's
-    voxels (frames, rows, columns); only Valid & Foreground voxels are
-    mapped; pixels outside the panel (``width`` x ``height``) are skipped.
-    Each pixel's frames are first shared among the e3 slices (a column per
-    pixel with a voxel to map, pixel by pixel), then each
-    column among the cells its quadrilateral overlaps as soon as those
-    overlaps are known, so they are computed once per pixel, only for those
-    pixels, and never listed.
+    ``cells[jj, ii, v]`` is cell (e3 slice v, e2 row jj, e1 column ii)'s
+    counts and ``cells[jj, ii, G + v]`` its background: each cell's slices
+    lie together, so a pixel's share of a cell is added in one vectorised
+    run.  ``gx, gy``: grid coordinates (e1, e2) of the (ny+1) x (nx+1)
+    pixel corners, row-major; ``data``, ``background``, ``mask``: the
+    shoebox's voxels (frames, rows, columns); only Valid & Foreground voxels
+    are mapped; pixels outside the panel (``width`` x ``height``) are
+    skipped.  Each pixel's frames are first shared among the e3 slices (a
+    column per pixel with a voxel to map, pixel by pixel), then each column
+    among the cells its quadrilateral overlaps as soon as those overlaps are
+    known, so they are computed once per pixel, only for those pixels, and
+    never listed.
     """
     n_pixels = ny * nx
     mapped = np.zeros(n_pixels, np.bool_)  # pixels with a voxel to map, found in one branch-free pass
@@ -248,10 +252,8 @@ def forward_transform(gx, gy, nz, ny, nx, x0, y0, width, height, data, backgroun
                 lo, hi = min(lo, kk), kk + 1
         reached[k, 0], reached[k, 1] = lo, hi
     slot = np.full(n_pixels, -1, np.int64)  # each mapped pixel's column
-    column = np.empty((n_pixels, size))
-    b_column = np.empty((n_pixels, size))
+    column = np.empty((n_pixels, 2 * size))  # counts of each slice, then background, as in a cell of cells
     n_columns = 0
-    first, last = size, 0  # slices any mapped frame reaches
     for p in range(n_pixels):
         if not mapped[p]:
             continue
@@ -261,16 +263,14 @@ def forward_transform(gx, gy, nz, ny, nx, x0, y0, width, height, data, backgroun
             voxel = k * n_pixels + p
             if lo >= hi or (mask[voxel] & _VALID_FOREGROUND) != _VALID_FOREGROUND:
                 continue
-            first, last = min(first, lo), max(last, hi)
             if c < 0:
                 c = slot[p] = n_columns
                 n_columns += 1
                 column[c] = 0.0
-                b_column[c] = 0.0
             value, b_value = data[voxel], background[voxel]
             for kk in range(lo, hi):
                 column[c, kk] += value * zfraction[k, kk]
-                b_column[c, kk] += b_value * zfraction[k, kk]
+                column[c, size + kk] += b_value * zfraction[k, kk]
     if n_columns == 0:
         return
     corners = np.empty((2, 4))
@@ -283,13 +283,14 @@ def forward_transform(gx, gy, nz, ny, nx, x0, y0, width, height, data, backgroun
             if c < 0 or x0 + i < 0 or x0 + i >= width:
                 continue
             whole, ix0, ix1, iy0, iy1 = _pixel_shares(gx, gy, j * (nx + 1) + i, nx + 1, size, corners, share)
+            source = column[c]
             for ii in range(ix0, ix1 + 1):
                 for jj in range(iy0, iy1 + 1):
                     if share[jj, ii] > 0.0:
                         fraction = share[jj, ii] / whole
-                        for kk in range(first, last):
-                            grid[kk, jj, ii] += fraction * column[c, kk]
-                            bgrid[kk, jj, ii] += fraction * b_column[c, kk]
+                        target = cells[jj, ii]
+                        for t in range(2 * size):
+                            target[t] += fraction * source[t]
 
 
 @njit(cache=True)

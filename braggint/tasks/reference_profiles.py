@@ -176,13 +176,13 @@ def map_to_grids(rows, is_reference, is_fitted, teaches, weights, fold, sums, co
     flat) hold each fitted row's covered slices one after another, as
     :class:`braggint.models.fit_grids.FitGrids` keeps them: views of arrays
     with room for every slice of every fitted row, for the caller to copy
-    (once, when it joins the batches).  One grid pair
-    is reused from row to row, so no (rows, G, G, G) temporaries are made.
+    (once, when it joins the batches).  One row's grid cells (counts and
+    background) are reused from row to row, so no (rows, G, G, G)
+    temporaries are made.
     """
     size = 2 * half + 1
     n_cells = size * size * size
-    grid = np.zeros((size, size, size))
-    bgrid = np.zeros((size, size, size))
+    cells_of_row = np.zeros((size, size, 2 * size))  # see forward_transform: [e2, e1, counts' e3 | background's e3]
     signal = np.empty(n_cells)
     flat_sums = sums.reshape((sums.shape[0], sums.shape[1], n_cells))  # contiguous rows: the adds vectorise
     covered = np.zeros((np.count_nonzero(is_fitted), size), np.bool_)
@@ -201,10 +201,9 @@ def map_to_grids(rows, is_reference, is_fitted, teaches, weights, fold, sums, co
         zfraction, coverage, _ = frame_fractions(z0, nz, scan[0], scan[1], scan[2], phi[r], zeta[r], sigma_m,
                                                  step_e3, half)
         gx, gy = row_grid_corners(c1, c2, corner_start[r], corner_start[r + 1], half + 0.5, step_b, gx_work, gy_work)
-        grid[:] = 0.0
-        bgrid[:] = 0.0
+        cells_of_row[:] = 0.0
         forward_transform(gx, gy, nz, ny, nx, x0, y0, panel_size[r, 0], panel_size[r, 1],
-                          data[lo:hi], background[lo:hi], mask[lo:hi], zfraction, size, grid, bgrid)
+                          data[lo:hi], background[lo:hi], mask[lo:hi], zfraction, size, cells_of_row)
         if is_reference[position]:
             k = n_references
             n_references += 1
@@ -212,13 +211,13 @@ def map_to_grids(rows, is_reference, is_fitted, teaches, weights, fold, sums, co
             for v in range(size):
                 for j in range(size):
                     for i in range(size):
-                        total += grid[v, j, i] - bgrid[v, j, i]
+                        total += cells_of_row[j, i, v] - cells_of_row[j, i, size + v]
             if total > 0:
                 c = 0
                 for v in range(size):
                     for j in range(size):
                         for i in range(size):
-                            signal[c] = (grid[v, j, i] - bgrid[v, j, i]) / total
+                            signal[c] = (cells_of_row[j, i, v] - cells_of_row[j, i, size + v]) / total
                             c += 1
                 f = fold[k]
                 for s in range(teaches.shape[1]):
@@ -236,8 +235,8 @@ def map_to_grids(rows, is_reference, is_fitted, teaches, weights, fold, sums, co
                     covered[n_fitted, v] = True
                     for j in range(size):
                         for i in range(size):
-                            cells[n_kept] = grid[v, j, i]
-                            cell_background[n_kept] = bgrid[v, j, i]
+                            cells[n_kept] = cells_of_row[j, i, v]
+                            cell_background[n_kept] = cells_of_row[j, i, size + v]
                             n_kept += 1
             n_fitted += 1
     return covered, cells[:n_kept], cell_background[:n_kept]
