@@ -38,10 +38,6 @@ log = logging.getLogger("braggint")
 #: A reference must be this fully recorded to teach the profile.
 MIN_REFERENCE_PARTIALITY = 0.99
 
-#: Reflections mapped onto the grid at a time (the fitted rows' cells of 512 grids of 11^3 cells are 5.5 MB at most).
-MAPPING_BATCH = 512
-
-
 @dataclass
 class GridSpec:
     """The gaussian_rs profile grid of one experiment (radians)."""
@@ -178,8 +174,7 @@ def map_part(experiment: Experiment, table: ReflectionTable, shoeboxes: ShoeboxC
     ``with_fit_grids``, returns the :class:`FitGrids` that the second pass
     fits (rows that will be fitted: not ``dont_integrate``), else None.
     Rows outside the sampler's range are neither.  ``corners``: the rows'
-    :func:`corner_coordinates`, when already computed.  Rows are mapped
-    :data:`MAPPING_BATCH` at a time.
+    :func:`corner_coordinates`, when already computed.
     """
     spec, n = accumulator.spec, table.nrows
     in_range = accumulator.sampler.nearest(table["xyzcal.px"]) >= 0
@@ -191,31 +186,19 @@ def map_part(experiment: Experiment, table: ReflectionTable, shoeboxes: ShoeboxC
     if len(mapped) == 0:
         return FitGrids.from_covered(np.zeros((n, 2 * spec.half + 1), bool), [], []) if with_fit_grids else None
     corner_start, c1, c2, panel_size, scan, zeta = _geometry(experiment, table, shoeboxes, corners)
-    phi = table["xyzcal.mm"][:, 2]
-    parts = []
     fold = table[FOLD_COLUMN] if accumulator.n_folds > 1 else np.zeros(n, np.int64)
-    # The profiles each reference teaches, for all of them at once: the k-th reference of a batch is row
-    # k of the batch's slice (references are numbered in row order).
-    all_teaches, all_weights = accumulator.sampler.neighbourhood(table["xyzcal.px"][is_reference])
-    first_reference = np.cumsum(is_reference[mapped]) - is_reference[mapped]
-    for start in range(0, len(mapped), MAPPING_BATCH):
-        rows = mapped[start:start + MAPPING_BATCH]
-        references = rows[is_reference[rows]]
-        k0 = first_reference[start]
-        teaches, weights = all_teaches[k0:k0 + len(references)], all_weights[k0:k0 + len(references)]
-        covered, cells, cell_background = map_to_grids(
-            rows, is_reference[rows], fitted[rows], teaches, weights, fold[references], accumulator.sums,
-            accumulator.counts, corner_start, c1, c2, spec.step_b, shoeboxes.offsets, shoeboxes.bbox, panel_size,
-            shoeboxes.data, shoeboxes.background, shoeboxes.mask, phi, zeta, scan, spec.sigma_m, spec.step_m,
-            spec.half)
-        if with_fit_grids:
-            parts.append(FitGrids.from_covered(covered, cells, cell_background))
+    # The profiles each reference teaches (references are numbered in row order).
+    teaches, weights = accumulator.sampler.neighbourhood(table["xyzcal.px"][is_reference])
+    covered, cells, cell_background = map_to_grids(
+        mapped, is_reference[mapped], fitted[mapped], teaches, weights, fold[is_reference], accumulator.sums,
+        accumulator.counts, corner_start, c1, c2, spec.step_b, shoeboxes.offsets, shoeboxes.bbox, panel_size,
+        shoeboxes.data, shoeboxes.background, shoeboxes.mask, table["xyzcal.mm"][:, 2], zeta, scan, spec.sigma_m,
+        spec.step_m, spec.half)
     if not with_fit_grids:
         return None
-    kept = FitGrids.concatenate(parts)  # the fitted rows, in row order, in arrays of their own size
-    covered = np.zeros((n, kept.size), bool)
-    covered[fitted] = kept.covered
-    return FitGrids.from_covered(covered, kept.data, kept.background)
+    every_row = np.zeros((n, covered.shape[1]), bool)
+    every_row[fitted] = covered
+    return FitGrids.from_covered(every_row, cells, cell_background)
 
 
 def finish_profiles(experiment: Experiment, profile: GaussianRSProfile, fitting, sums: np.ndarray,

@@ -148,6 +148,35 @@ def _voxels_to_use(mask, lo, hi):
 
 
 @njit(cache=True)
+def _frame_shares(rows, is_reference, is_fitted, bbox, phi, zeta, scan, sigma_m, step_e3, half):
+    """The first pass of :func:`map_to_grids`: ``(share_start, shares, covered)``, the shares of each mapped
+    row's frames among the e3 slices (:func:`frame_fractions`' forward, nz x G, at
+    ``shares[share_start[position]:share_start[position + 1]]``; none for a row not mapped) and the slices
+    each fitted row covers (F, G)."""
+    size = 2 * half + 1
+    share_start = np.zeros(len(rows) + 1, np.int64)
+    for position in range(len(rows)):
+        r = rows[position]
+        mapped = is_reference[position] or is_fitted[position]
+        share_start[position + 1] = share_start[position] + ((bbox[r, 5] - bbox[r, 4]) * size if mapped else 0)
+    shares = np.empty(share_start[-1])
+    covered = np.zeros((np.count_nonzero(is_fitted), size), np.bool_)
+    n_fitted = 0
+    for position in range(len(rows)):
+        if not (is_reference[position] or is_fitted[position]):
+            continue
+        r = rows[position]
+        z0, z1 = bbox[r, 4], bbox[r, 5]
+        zfraction, coverage, _ = frame_fractions(z0, z1 - z0, scan[0], scan[1], scan[2], phi[r], zeta[r], sigma_m,
+                                                 step_e3, half)
+        shares[share_start[position]:share_start[position + 1]] = zfraction.ravel()
+        if is_fitted[position]:
+            covered[n_fitted] = coverage > 0.99
+            n_fitted += 1
+    return share_start, shares, covered
+
+
+@njit(cache=True)
 def map_to_grids(rows, is_reference, is_fitted, teaches, weights, fold, sums, counts, corner_start, c1, c2, step_b,
                  offsets, bbox, panel_size, data, background, mask, phi, zeta, scan, sigma_m, step_e3, half):
     """Shoeboxes ``rows`` mapped onto the grid: the references among them added to the profiles they teach,
@@ -174,20 +203,20 @@ def map_to_grids(rows, is_reference, is_fitted, teaches, weights, fold, sums, co
     Returns ``(covered (F, G), cells, cell background)`` for the F fitted
     rows, in the order of ``rows``: cells and cell background (float32,
     flat) hold each fitted row's covered slices one after another, as
-    :class:`braggint.models.fit_grids.FitGrids` keeps them: views of arrays
-    with room for every slice of every fitted row, for the caller to copy
-    (once, when it joins the batches).  One row's grid cells (counts and
-    background) are reused from row to row, so no (rows, G, G, G)
-    temporaries are made.
+    :class:`braggint.models.fit_grids.FitGrids` keeps them, in arrays of
+    their own size (:func:`_frame_shares` finds the slices covered first).
+    One row's grid cells (counts and background) are reused from row to
+    row, so no (rows, G, G, G) temporaries are made.
     """
     size = 2 * half + 1
     n_cells = size * size * size
+    share_start, shares, covered = _frame_shares(rows, is_reference, is_fitted, bbox, phi, zeta, scan, sigma_m,
+                                                 step_e3, half)
+    cells = np.empty(np.count_nonzero(covered) * size * size, np.float32)
+    cell_background = np.empty(len(cells), np.float32)
     cells_of_row = np.zeros((size, size, 2 * size))  # see forward_transform: [e2, e1, counts' e3 | background's e3]
     signal = np.empty(n_cells)
     flat_sums = sums.reshape((sums.shape[0], sums.shape[1], n_cells))  # contiguous rows: the adds vectorise
-    covered = np.zeros((np.count_nonzero(is_fitted), size), np.bool_)
-    cells = np.empty(len(covered) * n_cells, np.float32)
-    cell_background = np.empty(len(covered) * n_cells, np.float32)
     n_references, n_fitted, n_kept = 0, 0, 0
     longest = longest_corner_run(rows, corner_start)
     gx_work, gy_work = np.empty(longest), np.empty(longest)
@@ -198,8 +227,7 @@ def map_to_grids(rows, is_reference, is_fitted, teaches, weights, fold, sums, co
         lo, hi = offsets[r], offsets[r + 1]
         x0, x1, y0, y1, z0, z1 = bbox[r]
         nx, ny, nz = x1 - x0, y1 - y0, z1 - z0
-        zfraction, coverage, _ = frame_fractions(z0, nz, scan[0], scan[1], scan[2], phi[r], zeta[r], sigma_m,
-                                                 step_e3, half)
+        zfraction = shares[share_start[position]:share_start[position + 1]].reshape((nz, size))
         gx, gy = row_grid_corners(c1, c2, corner_start[r], corner_start[r + 1], half + 0.5, step_b, gx_work, gy_work)
         cells_of_row[:] = 0.0
         forward_transform(gx, gy, nz, ny, nx, x0, y0, panel_size[r, 0], panel_size[r, 1],
@@ -231,15 +259,14 @@ def map_to_grids(rows, is_reference, is_fitted, teaches, weights, fold, sums, co
                         target[c] += weight * signal[c]
         if is_fitted[position]:
             for v in range(size):
-                if coverage[v] > 0.99:
-                    covered[n_fitted, v] = True
+                if covered[n_fitted, v]:
                     for j in range(size):
                         for i in range(size):
                             cells[n_kept] = cells_of_row[j, i, v]
                             cell_background[n_kept] = cells_of_row[j, i, size + v]
                             n_kept += 1
             n_fitted += 1
-    return covered, cells[:n_kept], cell_background[:n_kept]
+    return covered, cells, cell_background
 
 
 def finalise_profiles(profiles: np.ndarray, counts: np.ndarray) -> np.ndarray:
