@@ -35,7 +35,8 @@ MATCH_DISTANCE = 2.0
 def split_reference(reference: ReflectionTable, path: str = "reference",
                     keep_rubbish: bool = True) -> tuple[ReflectionTable, ReflectionTable]:
     """``(usable, rubbish)`` rows of the strong spots; logs what was removed.  With ``keep_rubbish``
-    False the rubbish is an empty table (its shoeboxes are not copied only to be dropped)."""
+    False the rubbish is an empty table (its shoeboxes are not copied only to be dropped).  When every row
+    is usable, ``usable`` is ``reference`` itself, not a copy (the caller takes the table over)."""
     log.info("Processing reference reflections\n read %d strong spots", reference.nrows)
     indexed = reference.get_flags(Flags.indexed)
     bad = reference.get_flags(Flags.bad_for_refinement, all=False)
@@ -49,7 +50,7 @@ def split_reference(reference: ReflectionTable, path: str = "reference",
     if (indexed & ~bad & zero_hkl).any():
         log.info(" removing %d reflections with hkl (0,0,0)", int((indexed & ~bad & zero_hkl).sum()))
     keep = indexed & ~bad & ~zero_hkl
-    usable = reference.select(keep)
+    usable = reference if keep.all() else reference.select(keep)
     if (usable["id"] < 0).any():
         raise InputFileError(f"{path}: {int((usable['id'] < 0).sum())} reference spots have an invalid "
                              "experiment id")
