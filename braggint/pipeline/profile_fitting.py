@@ -233,21 +233,26 @@ FITTED_COLUMNS = ("intensity.prf.value", "intensity.prf.variance", FISHER_COLUMN
 
 
 def fit_profiles(experiment: Experiment, table: ReflectionTable, source: FitGrids | ShoeboxColumn,
-                 model: ReferenceProfiles, fit_method: str = "reciprocal_space") -> None:
+                 model: ReferenceProfiles, fit_method: str = "reciprocal_space", only: np.ndarray | None = None
+                 ) -> None:
     """Profile-fitted intensities of every row (in place): intensity.prf.*, profile.correlation, flags.
 
     ``source``: the rows' :class:`FitGrids` (reciprocal_space), or their
     shoeboxes (detector_space: the profile is mapped back onto the pixels).
-    ``intensity.prf.variance`` is DIALS's; :func:`calibrate_variances`
-    replaces it once every block is fitted when variance_model=calibrated.
+    ``only`` (bool, one per row): fit those rows alone, leaving the others'
+    columns as they are (columns the table lacks are made, the other rows
+    holding what an unfitted row holds).  ``intensity.prf.variance`` is
+    DIALS's; :func:`calibrate_variances` replaces it once every block is
+    fitted when variance_model=calibrated.
     """
     n = table.nrows
+    only = np.ones(n, bool) if only is None else only
     intensity = np.zeros(n)
     variance = np.full(n, -1.0)
     fisher = np.full(n, -1.0)
     correlation = np.zeros(n)
     ok = np.zeros(n, bool)
-    fitted = ~table.get_flags(Flags.dont_integrate)
+    fitted = only & ~table.get_flags(Flags.dont_integrate)
     if fit_method == "detector_space":
         fitted &= ~table.get_flags(Flags.foreground_includes_bad_pixels)
     candidates = np.flatnonzero(fitted)
@@ -264,13 +269,16 @@ def fit_profiles(experiment: Experiment, table: ReflectionTable, source: FitGrid
         else:
             fit_grids(candidates, profile_index, source.covered, source.offsets, source.data, source.background,
                       model.profiles, model.usable, *results)
-    table[FISHER_COLUMN] = fisher
-    table["intensity.prf.value"] = intensity
-    table["intensity.prf.variance"] = variance
-    table["profile.correlation"] = correlation
-    table.unset_flags(np.ones(n, bool), Flags.integrated_prf)
+    every_row = only.all()
+    for name, values in ((FISHER_COLUMN, fisher), ("intensity.prf.value", intensity),
+                         ("intensity.prf.variance", variance), ("profile.correlation", correlation)):
+        if every_row or name not in table:
+            table[name] = values
+        else:
+            table[name][only] = values[only]
+    table.unset_flags(only, Flags.integrated_prf)
     table.set_flags(ok, Flags.integrated_prf)
-    table.set_flags(~ok, Flags.failed_during_profile_fitting)
+    table.set_flags(only & ~ok, Flags.failed_during_profile_fitting)
 
 
 def calibrate_variances(table: ReflectionTable, variance_model: str) -> None:

@@ -39,31 +39,37 @@ WAITING_BYTES = 128 << 20
 
 def fit_part(job, part: ReflectionTable, source, references: dict[int, ReferenceProfiles],
              held_out: dict[int, list[ReferenceProfiles]] | None, timing: StageTimes,
-             validation: dict[int, np.ndarray]) -> ReflectionTable:
+             validation: dict[int, np.ndarray], only: np.ndarray | None = None) -> ReflectionTable:
     """Fit the rows of ``part`` (a group of a block's rows, fitted in place; returned in its row order) with
     ``references`` per experiment; with ``held_out`` profiles (validation folds), add each fold's statistics
-    to ``validation[experiment]``.  ``source``: the rows' FitGrids or shoeboxes (detector space)."""
+    to ``validation[experiment]``.  ``source``: the rows' FitGrids or shoeboxes (detector space).  ``only``
+    (bool, one per row): fit those rows alone (see :func:`fit_profiles`), reading the others' grids not at
+    all, so a group's ready rows are fitted where they lie."""
     fit_method = job.params.profile.gaussian_rs.fitting.fit_method
+    only = np.ones(part.nrows, bool) if only is None else only
     pieces = []
     for experiment_id, sub_rows, sub_table, sub_source in per_experiment(part, source):
         experiment_id = int(experiment_id)
         if experiment_id in references:
             experiment = job.experiments[experiment_id]
             with timing.stage("profile fitting"):
-                fit_profiles(experiment, sub_table, sub_source, references[experiment_id], fit_method)
+                fit_profiles(experiment, sub_table, sub_source, references[experiment_id], fit_method,
+                             only[sub_rows])
             if held_out and experiment_id in held_out:
                 with timing.stage("validation"):
                     _validate(experiment, sub_table, sub_source, held_out[experiment_id], fit_method,
-                              validation.setdefault(experiment_id, np.zeros((job.n_folds, len(STATISTICS)))))
+                              validation.setdefault(experiment_id, np.zeros((job.n_folds, len(STATISTICS)))),
+                              only[sub_rows])
         pieces.append((sub_rows, sub_table, sub_source))
     fitted, _ = reassemble(part, (source,), pieces)
     return fitted
 
 
 def _validate(experiment, table: ReflectionTable, source, models: list[ReferenceProfiles], fit_method: str,
-              statistics: np.ndarray) -> None:
-    """Fit each fold's fully recorded rows with the profiles learned without them; add their statistics."""
-    full = table["partiality"] > MIN_REFERENCE_PARTIALITY
+              statistics: np.ndarray, only: np.ndarray) -> None:
+    """Fit each fold's fully recorded rows among ``only`` with the profiles learned without them; add their
+    statistics."""
+    full = (table["partiality"] > MIN_REFERENCE_PARTIALITY) & only
     for fold, model in enumerate(models):
         rows = np.flatnonzero((table[FOLD_COLUMN] == fold) & full)
         if len(rows):
@@ -76,10 +82,11 @@ class _Waiting:
     """A processed group's rows fitted here (block rows ``rows``, their table and grids), of which those
     still ``pending`` wait for their profiles.
 
-    Rows fitted early are marked, and the group is cut down to its pending
-    rows only once fewer than half of them are left: each row's grids are
-    then copied a bounded number of times, not again each time some of its
-    group's rows become ready.
+    Rows that become ready are fitted where they lie in the group (see
+    :meth:`take`), and the group is cut down to its pending rows only once
+    fewer than half of them are left: each row's grids are then copied a
+    bounded number of times, not again each time some of its group's rows
+    become ready.
     """
 
     def __init__(self, rows: np.ndarray, table: ReflectionTable, grids: FitGrids):
@@ -91,15 +98,27 @@ class _Waiting:
         """Bytes of grid cells (counts and background) the group holds."""
         return 8 * len(self.grids.data)
 
-    def take(self, which: np.ndarray) -> tuple[np.ndarray, ReflectionTable, FitGrids]:
-        """``(block rows, table, grids)`` of the rows ``which`` (pending ones), which stop pending."""
+    def take(self, which: np.ndarray) -> tuple[np.ndarray, ReflectionTable, FitGrids, np.ndarray]:
+        """``(block rows, table, grids, which)`` for fitting the rows ``which`` (pending ones), which stop
+        pending: the block rows of those, and the group's whole table and grids, not copies (fitting
+        writes into that table only the rows ``which`` picks)."""
+        taken = (self.rows[which], self.table, self.grids, which)
+        self._stop_pending(which)
+        return taken
+
+    def take_copies(self, which: np.ndarray) -> tuple[np.ndarray, ReflectionTable, FitGrids]:
+        """``(block rows, table, grids)`` of the rows ``which`` (pending ones), copied out; they stop
+        pending."""
         taken = self._picked(which)
+        self._stop_pending(which)
+        return taken
+
+    def _stop_pending(self, which: np.ndarray) -> None:
         self.pending = self.pending & ~which
         left = np.count_nonzero(self.pending)
         if 0 < left < len(self.rows) / 2:
             self.rows, self.table, self.grids = self._picked(self.pending)
             self.pending = np.ones(left, bool)
-        return taken
 
     def _picked(self, which: np.ndarray) -> tuple[np.ndarray, ReflectionTable, FitGrids]:
         if which.all():
@@ -190,7 +209,7 @@ class StreamedFits:
         self.completed = True
         self.fit_ready(accumulators, timing)
         left, self.waiting, self.waiting_bytes = self.waiting, [], 0
-        return [group.take(group.pending) for group in left]
+        return [group.take_copies(group.pending) for group in left]
 
     def finish_with(self, sums: dict, timing: StageTimes) -> None:
         """At the end of the block, with every block's reduced ``sums`` (experiment -> (sums, counts)): fit
@@ -199,13 +218,16 @@ class StreamedFits:
         self._fit([group.take(group.pending) for group in left], sums, timing)
 
     def _fit(self, parts: list, sums: dict, timing: StageTimes) -> None:
-        """Fit ``parts`` (block rows, table, grids) with the profiles made from ``sums``."""
+        """Fit ``parts`` (block rows, table, grids, the rows of those to fit: :meth:`_Waiting.take`) with the
+        profiles made from ``sums``."""
         if not parts:
             return
         references, held_out = self._models(sums, timing)
-        for rows, table, grids in parts:
-            fitted = fit_part(self.job, table, grids, references, held_out, timing, self.validation)
-            self.fitted.append((rows, {name: fitted[name] for name in FITTED_COLUMNS}))
+        for rows, table, grids, which in parts:
+            fitted = fit_part(self.job, table, grids, references, held_out, timing, self.validation, which)
+            every_row = which.all()
+            self.fitted.append((rows, {name: fitted[name] if every_row else fitted[name][which]
+                                       for name in FITTED_COLUMNS}))
 
     def _ready(self, rows: np.ndarray, table: ReflectionTable) -> np.ndarray:
         """Which rows' profiles are final: local ones whose teaching spots are all mapped (or none)."""
