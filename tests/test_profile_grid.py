@@ -1,12 +1,17 @@
-"""Pixel-to-grid overlaps of the gaussian_rs transform: exact areas by polygon clipping."""
+"""Pixel-to-grid overlaps of the gaussian_rs transform (exact areas by polygon clipping), the mapping of
+shoeboxes onto the grid and fitting on it."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from braggint.models.fit_grids import FitGrids
+from braggint.models.flags import Flags
+from braggint.models.reflection_table import ReflectionTable
+from braggint.pipeline.profile_fitting import GridSpec, ReferenceProfiles, fit_profiles
 from braggint.tasks.profile_grid import forward_transform, frame_fractions, pixel_cell_overlaps
-from braggint.tasks.reference_profiles import map_to_grids
+from braggint.tasks.reference_profiles import Sampler, map_to_grids
 
 
 def _corners(x, y):
@@ -155,3 +160,41 @@ def test_overlaps_of_turned_and_large_pixels_match_clipping(mirrored):
             expected = np.array([[_clipped_area(xs, ys, cx, cy) for cx in range(size)] for cy in range(size)])
             np.testing.assert_allclose(out[p], expected, atol=1e-12)
             assert quad_area[p] == pytest.approx(0.5 * abs(np.dot(xs, np.roll(ys, -1)) - np.dot(ys, np.roll(xs, -1))))
+
+
+def test_fitting_some_rows_gives_them_what_fitting_every_row_does_and_leaves_the_others_alone():
+    """Profile fitting restricted to some rows (a waiting group's ready ones, fitted where they lie) writes
+    those rows' results exactly as a fit of every row does, and no other row's."""
+    half, size, n = 2, 5, 6
+    rng = np.random.default_rng(3)
+    z, y, x = np.meshgrid(*(np.arange(size) - half,) * 3, indexing="ij")
+    profile = np.exp(-0.5 * (x**2 + y**2 + z**2) / 0.8)
+    profile /= profile.sum()
+    covered = np.ones((n, size), bool)
+    covered[2, :2] = False  # a row whose frames cover only some slices
+    cells = [rng.poisson(intensity * profile[slices] + 0.5).ravel()
+             for intensity, slices in zip(rng.uniform(50, 500, n), covered)]
+    grids = FitGrids.from_covered(covered, np.concatenate(cells), np.full(sum(map(len, cells)), 0.5))
+    model = ReferenceProfiles(GridSpec(0.001, 0.001, 3.0, half), Sampler("single", 100, 100, (0, 10), 1),
+                              profile[None], np.array([True]), np.array([1]))
+
+    def table():
+        rows = ReflectionTable(n)
+        rows["xyzcal.px"] = np.column_stack([np.full(n, 50.0), np.full(n, 50.0), np.arange(n) + 0.5])
+        rows["flags"] = np.zeros(n, np.uint64)
+        rows.set_flags(np.arange(n) == 4, Flags.dont_integrate)
+        return rows
+
+    every = table()
+    fit_profiles(None, every, grids, model)
+    assert every.get_flags(Flags.integrated_prf).sum() == n - 1
+    some = table()
+    some["intensity.prf.value"] = np.full(n, -7.0)  # what an earlier fit of the other rows left
+    some.set_flags(np.arange(n) == 1, Flags.integrated_prf)
+    only = np.array([True, False, True, False, True, False])
+    fit_profiles(None, some, grids, model, only=only)
+    for name in ("intensity.prf.value", "intensity.prf.variance", "profile.correlation", "flags"):
+        assert np.array_equal(some[name][only], every[name][only]), name
+    assert (some["intensity.prf.value"][~only] == -7.0).all()
+    assert some.get_flags(Flags.integrated_prf)[~only].tolist() == [True, False, False]
+    assert not some.get_flags(Flags.failed_during_profile_fitting)[~only].any()
