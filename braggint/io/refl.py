@@ -92,7 +92,7 @@ def _decode_shoeboxes(payload: bytes, nrows: int, name: str) -> ShoeboxColumn:
     return ShoeboxColumn(panel, bbox, sizes > 0, offsets, data.view(np.float32), mask, background.view(np.float32))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _le_int(raw, pos, signed):
     """The little-endian 32-bit integer at byte ``pos`` (records are not aligned)."""
     value = np.int64(raw[pos]) | (np.int64(raw[pos + 1]) << 8) | (np.int64(raw[pos + 2]) << 16) | (
@@ -102,13 +102,13 @@ def _le_int(raw, pos, signed):
     return value
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _record_bytes(layout, n):
     """Bytes of a present shoebox's voxels after its header: data, mask, background."""
     return n * (8 + (4 if layout == 1 else 1))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _scan_shoebox_records(raw, nrows, header):
     """``(panel, bbox, voxels per row (0 when absent), end of the last record, first truncated row or -1)``."""
     panel = np.zeros(nrows, np.uint32)
@@ -133,7 +133,7 @@ def _scan_shoebox_records(raw, nrows, header):
     return panel, bbox, sizes, pos, -1
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _copy_shoebox_records(raw, nrows, header, offsets):
     """The records' data and background bytes (float32 once viewed so) and masks (uint8; an int32 mask's
     low byte), concatenated in row order."""

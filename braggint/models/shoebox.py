@@ -41,7 +41,7 @@ def ragged_take(offsets: np.ndarray, index: np.ndarray, *flat: np.ndarray) -> tu
     return (new_offsets, *picked)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _copy_ranges(values, starts, new_offsets, out):
     """``out[new_offsets[i]:new_offsets[i + 1]] = values[starts[i]:...]`` for every row i (one compiled
     loop, however scattered the rows: a numpy slice per run of rows cost 5 us a run)."""

@@ -31,13 +31,13 @@ REJECTORS = ("null", "nsigma", "truncated", "normal", "plane", "tukey")
 GLM_MODELS = ("constant2d", "constant3d", "loglinear2d", "loglinear3d")
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _is_candidate(m):
     """Whether a pixel of mask value ``m`` is a background candidate: Valid & Background, not Overlapped."""
     return (m & _VALID_BG) == _VALID_BG and (m & _OVERLAPPED) == 0
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _candidates(mask, lo, hi):
     """Indices in [lo, hi) of the candidate pixels."""
     index = np.empty(hi - lo, np.int64)
@@ -50,7 +50,7 @@ def _candidates(mask, lo, hi):
 
 
 # ----------------------------------------------------------------- special functions
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def gamma_q(a, x):
     """Regularised upper incomplete gamma Q(a, x) for a > 0, x >= 0 (series or continued fraction)."""
     if x <= 0.0:
@@ -88,7 +88,7 @@ def gamma_q(a, x):
     return math.exp(log_prefactor) * h
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def normal_quantile(p):
     """z with Phi(z) = p (0 < p < 1), by bisection on math.erfc."""
     low, high = -40.0, 40.0
@@ -104,13 +104,13 @@ def normal_quantile(p):
 
 
 # ----------------------------------------------------------------- outlier rejection
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _mark_all(data, mask, index):
     for i in index:
         mask[i] |= _USED
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _reject_nsigma(data, mask, index, lower, upper):
     values = data[index].astype(np.float64)
     mean = values.mean()
@@ -120,7 +120,7 @@ def _reject_nsigma(data, mask, index, lower, upper):
             mask[i] |= _USED
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _reject_truncated(data, mask, index, lower, upper):
     order = index[np.argsort(data[index], kind="mergesort")]
     n = len(order)
@@ -128,7 +128,7 @@ def _reject_truncated(data, mask, index, lower, upper):
         mask[i] |= _USED
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _reject_normal(data, mask, index, min_pixels):
     if len(index) < min_pixels:
         raise ValueError("too few background pixels")
@@ -146,7 +146,7 @@ def _reject_normal(data, mask, index, min_pixels):
         mask[i] |= _USED
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _reject_plane(data, mask, index, nz, ny, nx, fraction, n_sigma):
     """MOSFLM's rejector, frame by frame: a plane through the lowest pixels, then a sqrt(c) band."""
     area = ny * nx
@@ -191,7 +191,7 @@ def _reject_plane(data, mask, index, nz, ny, nx, fraction, n_sigma):
                 mask[i] |= _USED
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _reject_tukey(data, mask, index, lower, upper):
     order = index[np.argsort(data[index], kind="mergesort")]
     n = len(order)
@@ -205,7 +205,7 @@ def _reject_tukey(data, mask, index, lower, upper):
 
 
 # ----------------------------------------------------------------- simple models
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _fit_simple(data, used, nz, ny, nx, model, background):
     """Fill ``background`` with the least-squares model of the used pixels."""
     area = ny * nx
@@ -229,7 +229,7 @@ def _fit_simple(data, used, nz, ny, nx, model, background):
             _fit_linear(data, used, lo, hi, nx, ny, 3, background, "too few pixels on a frame")
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _linear_terms(i, nx, ny, n_terms):
     """(1, x, y[, z]) at voxel i's centre (pixels and frames within the shoebox)."""
     area = nx * ny
@@ -238,7 +238,7 @@ def _linear_terms(i, nx, ny, n_terms):
     return np.array([1.0, i % nx + 0.5, (i // nx) % ny + 0.5])
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _fit_linear(data, used, lo, hi, nx, ny, n_terms, background, message):
     """Least-squares plane (3 terms) or 3-D linear model (4 terms) of the used voxels in [lo, hi)."""
     A = np.zeros((n_terms, n_terms))
@@ -257,7 +257,7 @@ def _fit_linear(data, used, lo, hi, nx, ny, n_terms, background, message):
         background[i] = (p * _linear_terms(i, nx, ny, n_terms)).sum()
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _simple_one(data, mask, background, nz, ny, nx, model, rejector, p1, p2, min_pixels):
     index = _candidates(mask, 0, len(mask))
     if rejector == 0:
@@ -288,7 +288,7 @@ def _simple_one(data, mask, background, nz, ny, nx, model, rejector, p1, p2, min
     return mean, mse, (var / mean if mean > 0 else 0.0)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def simple_background(data, mask, background, offsets, bbox, model, rejector, p1, p2, min_pixels):
     """The ``simple`` algorithm on every shoebox.  Returns ``(ok, mean, mse, dispersion)``."""
     n = len(offsets) - 1
@@ -311,7 +311,7 @@ def simple_background(data, mask, background, offsets, bbox, model, rejector, p1
 
 
 # ----------------------------------------------------------------- robust Poisson GLM
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _poisson_pdf(mu, k):
     """P(Y = k) for Y ~ Poisson(mu); 0 for k < 0 and for mu = 0 (scitbx's conventions)."""
     if mu == 0 or k < 0:
@@ -319,7 +319,7 @@ def _poisson_pdf(mu, k):
     return math.exp(k * math.log(mu) - mu - math.lgamma(k + 1.0))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _poisson_cdf(mu, k):
     """P(Y <= k) = Q(floor(k) + 1, mu); 0 for k < 0 and for mu = 0 (scitbx's conventions)."""
     if mu == 0 or k < 0:
@@ -327,7 +327,7 @@ def _poisson_cdf(mu, k):
     return gamma_q(math.floor(k + 1.0), mu)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _expectations(mu, svar, c):
     """E[psi] and the derivative term of Cantoni & Ronchetti's robust Poisson score."""
     j1 = math.floor(mu - c * svar)
@@ -344,27 +344,27 @@ def _expectations(mu, svar, c):
     return epsi1, epsi2
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _huber(r, c):
     if abs(r) < c:
         return r
     return c if r > 0 else -c
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _upper_median(values):
     """The value at position n // 2 of the sorted values (a linear-time selection, not a sort)."""
     middle = len(values) // 2
     return np.partition(values, middle)[middle]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _distinct_from_tally(tally):
     present = np.flatnonzero(tally)
     return present.astype(np.float64), tally[present]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _distinct_by_sorting(values):
     ordered = np.sort(values)
     starts = np.flatnonzero(np.concatenate((np.ones(1, np.bool_), ordered[1:] != ordered[:-1])))
@@ -372,7 +372,7 @@ def _distinct_by_sorting(values):
     return ordered[starts], ends - starts
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _tally_limit(n):
     """The largest count tallied in an array for ``n`` values; beyond it the values are sorted."""
     return 4 * n + 64
@@ -386,7 +386,7 @@ SMALL_COUNTS = 64
 TALLY_LANES = 4
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _candidate_value_counts(data, mask, lo, hi):
     """``(distinct values, occurrences, number of candidates)`` of the candidate pixels in [lo, hi),
     tallied in an array when they are photon counts of a modest range; raises on a negative candidate."""
@@ -420,7 +420,7 @@ def _candidate_value_counts(data, mask, lo, hi):
     return _distinct_from_tally(tally) + (n_pixels,)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _robust_mean_of_counts(distinct, counts, n, c, tolerance, max_iter):
     """exp(beta) of the Huber-robust Poisson mean of ``n`` non-negative values, given as their distinct
     values (ascending) and occurrences; raises if not converged.
@@ -449,7 +449,7 @@ def _robust_mean_of_counts(distinct, counts, n, c, tolerance, max_iter):
     raise ValueError("robust Poisson mean did not converge")
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def robust_poisson_glm(X, values, beta, c, tolerance, max_iter):
     """Huber-robust Poisson GLM with log link (design X (n, p)); returns the coefficients."""
     n, p = X.shape
@@ -473,7 +473,7 @@ def robust_poisson_glm(X, values, beta, c, tolerance, max_iter):
     raise ValueError("robust Poisson GLM did not converge")
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _glm_constant(data, mask, background, lo, hi, c, min_pixels, max_iter):
     """Constant robust Poisson background of voxels [lo, hi); returns (sum of the background over the
     pixels used, their number)."""
@@ -488,7 +488,7 @@ def _glm_constant(data, mask, background, lo, hi, c, min_pixels, max_iter):
     return float(background[lo]) * n_pixels, n_pixels
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _glm_loglinear2d(data, mask, background, lo, hi, nx, ny, c, min_pixels, max_iter):
     """Log-linear robust Poisson background in x and y of voxels [lo, hi) (one frame of a box); returns
     (sum of the background over the pixels used, their number)."""
@@ -520,7 +520,7 @@ def _glm_loglinear2d(data, mask, background, lo, hi, nx, ny, c, min_pixels, max_
     return total, len(index)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def glm_background(data, mask, background, offsets, bbox, model, c, min_pixels, max_iter):
     """The ``glm`` algorithm on every shoebox.  Returns ``(ok, mean)``.
 
@@ -560,7 +560,7 @@ def glm_background(data, mask, background, offsets, bbox, model, c, min_pixels, 
     return ok, mean
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def gmodel_background(data, mask, background, offsets, bbox, model_values, robust, min_pixels):
     """Scale a global background image (already cut to each box in ``model_values``) to the data.
 

@@ -14,7 +14,7 @@ _VALID = np.uint8(MaskCode.Valid)
 _ROWS_AHEAD = 4
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def copy_frame(raw, usable, trusted_min, trusted_max, pedestal, gain, frame, panel, panel_of_row, bbox, offsets,
                data, mask, overloaded):
     """Fill slice ``frame - z0`` of each shoebox on panel ``panel`` whose z-range holds ``frame`` from that

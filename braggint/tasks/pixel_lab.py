@@ -61,7 +61,7 @@ def pixel_lab(table, p, x_px, y_px):
     return o0 + f0 * x_mm + g0 * y_mm, o1 + f1 * x_mm + g1 * y_mm, o2 + f2 * x_mm + g2 * y_mm
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def pixel_lab_many(table, panel, xy_px):
     """Lab positions (n, 3) of pixel coordinates ``xy_px`` (n, 2) on panels ``panel`` (n,) (for tests)."""
     out = np.empty((len(panel), 3))

@@ -39,7 +39,7 @@ def _covered_length(low, high, length, per_u):
     return above + (b - a) * per_u * 0.5 * (a + b)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def pixel_cell_overlaps(gx, gy, ny, nx, x0, y0, width, height, size, wanted):
     """Overlaps of a shoebox's pixel quadrilaterals with the (e1, e2) grid cells.
 
@@ -139,7 +139,7 @@ def _pixel_shares(gx, gy, corner, stride, size, corners, share):
     return abs(signed), ix0, ix1, iy0, iy1
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _cells_spanned(gx, gy, ny, nx, size, wanted):
     """Upper bound of :func:`pixel_cell_overlaps`'s entries: the cells of each wanted pixel's bounding box."""
     total = 0
@@ -171,7 +171,7 @@ def row_grid_corners(c1, c2, start, stop, origin, step, gx, gy):
     return gx[:n], gy[:n]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def longest_corner_run(rows, corner_start):
     """The most pixel corners any of ``rows`` has (the work arrays :func:`row_grid_corners` needs)."""
     longest = 0
@@ -180,7 +180,7 @@ def longest_corner_run(rows, corner_start):
     return longest
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def frame_fractions(z0, nz, array_start, phi0, dphi, phi, zeta, sigma_m, step_e3, half):
     """``(forward (nz, G), coverage (G,), reverse (G, nz))`` for one reflection.
 
@@ -222,7 +222,7 @@ def frame_fractions(z0, nz, array_start, phi0, dphi, phi, zeta, sigma_m, step_e3
     return forward, coverage, reverse
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def forward_transform(gx, gy, nz, ny, nx, x0, y0, width, height, data, background, mask, zfraction, size, cells):
     """Add one shoebox's counts and background to ``cells`` (G, G, 2G), the profile grid cell by cell.
 
@@ -293,7 +293,7 @@ def forward_transform(gx, gy, nz, ny, nx, x0, y0, width, height, data, backgroun
                             target[t] += fraction * source[t]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def reverse_transform(gx, gy, nz, ny, nx, x0, y0, width, height, grid, reverse, size):
     """The grid profile mapped back onto the shoebox's pixels (nz * ny * nx, flat).
 

@@ -104,7 +104,7 @@ def spot_frames(shoeboxes: ShoeboxColumn, use: np.ndarray | None = None
     return _spot_frame_sums(bbox, frames, shoeboxes.offsets, shoeboxes.data, shoeboxes.mask)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _spot_frame_sums(bbox, frames, offsets, data, mask):
     n = int(frames.sum())
     row, frame = np.empty(n, np.int64), np.empty(n, np.int64)
@@ -137,7 +137,7 @@ def _frame_fraction(e_plus, e_minus, sigma):
     return max(0.5 * (math.erf(e_plus / sigma) - math.erf(e_minus / sigma)), _TINY)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _fraction(e_plus, e_minus, sigma):
     """:func:`_frame_fraction` of every frame (arrays ``e_plus``, ``e_minus``)."""
     out = np.empty(len(e_plus))

@@ -140,14 +140,14 @@ class Sampler:
         return indices, weights
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _voxels_to_use(mask, lo, hi):
     """Valid & Foreground voxels of one shoebox."""
     part = mask[lo:hi]
     return (part & _VALID_FOREGROUND) == _VALID_FOREGROUND
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _frame_shares(rows, is_reference, is_fitted, bbox, phi, zeta, scan, sigma_m, step_e3, half):
     """The first pass of :func:`map_to_grids`: ``(share_start, shares, covered)``, the shares of each mapped
     row's frames among the e3 slices (:func:`frame_fractions`' forward, nz x G, at
@@ -176,7 +176,7 @@ def _frame_shares(rows, is_reference, is_fitted, bbox, phi, zeta, scan, sigma_m,
     return share_start, shares, covered
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def map_to_grids(rows, is_reference, is_fitted, teaches, weights, fold, sums, counts, corner_start, c1, c2, step_b,
                  offsets, bbox, panel_size, data, background, mask, phi, zeta, scan, sigma_m, step_e3, half):
     """Shoeboxes ``rows`` mapped onto the grid: the references among them added to the profiles they teach,
@@ -279,7 +279,7 @@ def finalise_profiles(profiles: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return usable
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _fit_one(d, b, m, p, eps, max_iter, work):
     """Poisson-weighted least-squares scale of profile p to data d over background b (masked cells).
 
@@ -349,7 +349,7 @@ def _fit_one(d, b, m, p, eps, max_iter, work):
     return True, intensity, variance, 1.0 / information, correlation
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _store_fit(r, fit, intensity, variance, fisher, correlation, ok):
     """Write one row's successful fit (the tuple from :func:`_fit_one`) into the result arrays."""
     success, value, var, var_fisher, corr = fit
@@ -361,7 +361,7 @@ def _store_fit(r, fit, intensity, variance, fisher, correlation, ok):
         ok[r] = True
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _longest_row(rows, offsets):
     """The most cells (or voxels) any of ``rows`` holds."""
     longest = 0
@@ -370,7 +370,7 @@ def _longest_row(rows, offsets):
     return longest
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def fit_grids(rows, profile_index, covered, offsets, data, background, profiles, usable, intensity, variance,
               fisher, correlation, ok):
     """Fit every row in ``rows`` with its reference profile on the grid (results written in place).
@@ -403,7 +403,7 @@ def fit_grids(rows, profile_index, covered, offsets, data, background, profiles,
                    intensity, variance, fisher, correlation, ok)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def fit_detector_space(rows, profile_index, corner_start, c1, c2, step_b, offsets, bbox, panel_size, data,
                        background, mask, phi, zeta, scan, sigma_m, step_e3, half, profiles, usable,
                        intensity, variance, fisher, correlation, ok):

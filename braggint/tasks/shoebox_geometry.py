@@ -152,7 +152,7 @@ def corner_coordinates(experiment: Experiment, shoeboxes: ShoeboxColumn, s1, z):
     return corner_start, c1, c2
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _corner_offsets(bbox, panel_of_row, panels, depth, s1, e1, e2, s0_length, corner_start, c1, c2):
     """Corners' (c1, c2) into ``c1``, ``c2`` (see :func:`corner_coordinates`); ``panels``: the detector's
     :func:`~braggint.tasks.pixel_lab.panel_table`, the parallax depth fixed per row (``depth``, mm)."""
@@ -215,7 +215,7 @@ def foreground_mask(experiment: Experiment, profile: GaussianRSProfile, shoeboxe
     _apply_foreground(c1, c2, delta_b2, corner_start, bbox, shoeboxes.offsets, shoeboxes.mask, a0, a1)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _apply_foreground(c1, c2, delta_b2, corner_start, bbox, offsets, mask, a0, a1):
     """OR Foreground where the smallest ``(c1^2 + c2^2) / delta_b2`` of a pixel's corners is <= 1, else
     Background, into the box's frames in [a0, a1)."""

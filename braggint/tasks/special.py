@@ -21,7 +21,7 @@ def erf(x) -> np.ndarray:
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _erf_into(values, out):
     for i in range(len(values)):
         out[i] = math.erf(values[i])

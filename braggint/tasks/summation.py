@@ -50,7 +50,7 @@ _FIELD = np.uint64(0xFFFF)
 _MOST_TALLIED = 65535
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _add_unpacked(low, high, counts):
     """Add the seven 16-bit counts packed in the words ``low`` and ``high`` (see :func:`_voxel_tallies`)
     to ``counts`` (7,) int64: valid, background, used, n_b, foreground, all foreground, invalid
@@ -61,7 +61,7 @@ def _add_unpacked(low, high, counts):
         counts[4 + position] += np.int64((high >> np.uint64(16 * position)) & _FIELD)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def summarise(data, mask, background, offsets, bbox):
     """Summation intensities, observed centroids and pixel counts of every shoebox, in one pass.
 
