@@ -172,15 +172,6 @@ def row_grid_corners(c1, c2, start, stop, origin, step, gx, gy):
 
 
 @njit(cache=True, error_model="numpy")
-def longest_corner_run(rows, corner_start):
-    """The most pixel corners any of ``rows`` has (the work arrays :func:`row_grid_corners` needs)."""
-    longest = 0
-    for r in rows:
-        longest = max(longest, corner_start[r + 1] - corner_start[r])
-    return longest
-
-
-@njit(cache=True, error_model="numpy")
 def frame_fractions(z0, nz, array_start, phi0, dphi, phi, zeta, sigma_m, step_e3, half):
     """``(forward (nz, G), coverage (G,), reverse (G, nz))`` for one reflection.
 

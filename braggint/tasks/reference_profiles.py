@@ -16,7 +16,7 @@ import numpy as np
 from numba import njit
 
 from ..models.flags import VALID_FOREGROUND
-from .profile_grid import forward_transform, frame_fractions, longest_corner_run, reverse_transform, row_grid_corners
+from .profile_grid import forward_transform, frame_fractions, reverse_transform, row_grid_corners
 
 _VALID_FOREGROUND = np.uint8(VALID_FOREGROUND)
 
@@ -218,7 +218,7 @@ def map_to_grids(rows, is_reference, is_fitted, teaches, weights, fold, sums, co
     signal = np.empty(n_cells)
     flat_sums = sums.reshape((sums.shape[0], sums.shape[1], n_cells))  # contiguous rows: the adds vectorise
     n_references, n_fitted, n_kept = 0, 0, 0
-    longest = longest_corner_run(rows, corner_start)
+    longest = _longest_row(rows, corner_start)
     gx_work, gy_work = np.empty(longest), np.empty(longest)
     for position in range(len(rows)):
         if not (is_reference[position] or is_fitted[position]):
@@ -363,7 +363,8 @@ def _store_fit(r, fit, intensity, variance, fisher, correlation, ok):
 
 @njit(cache=True, error_model="numpy")
 def _longest_row(rows, offsets):
-    """The most cells (or voxels) any of ``rows`` holds."""
+    """The longest of the runs ``offsets[r]:offsets[r + 1]`` of ``rows`` (a row's cells, voxels or pixel
+    corners)."""
     longest = 0
     for r in rows:
         longest = max(longest, offsets[r + 1] - offsets[r])
@@ -417,7 +418,7 @@ def fit_detector_space(rows, profile_index, corner_start, c1, c2, step_b, offset
     """
     size = 2 * half + 1
     work = np.empty((3, _longest_row(rows, offsets)))
-    longest = longest_corner_run(rows, corner_start)
+    longest = _longest_row(rows, corner_start)
     gx_work, gy_work = np.empty(longest), np.empty(longest)
     for r in rows:
         index = profile_index[r]
