@@ -257,7 +257,9 @@ def fit_profiles(experiment: Experiment, table: ReflectionTable, source: FitGrid
         fitted &= ~table.get_flags(Flags.foreground_includes_bad_pixels)
     candidates = np.flatnonzero(fitted)
     if len(candidates) and model.usable.any():
-        profile_index = model.sampler.nearest(table["xyzcal.px"])
+        # Only the rows fitted need their profile (a waiting group's ready rows are few of its rows).
+        profile_index = np.full(n, -1, np.int64)
+        profile_index[candidates] = model.sampler.nearest(table["xyzcal.px"][candidates])
         results = (intensity, variance, fisher, correlation, ok)
         if fit_method == "detector_space":
             spec = model.spec
