@@ -12,8 +12,10 @@ import datetime
 import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from .. import __version__
+from ..compiler import initialise_cpu_target
 from ..errors import ImageError, InputFileError, ParameterError, require_file
 from ..io.atomic import atomic_open
 from ..io.expt import EXPERIMENT_LIST, read_experiments, write_experiments
@@ -213,7 +215,12 @@ def _integrate_inputs(cl: CommandLine, params: ParameterSet, working, started):
     """Read and check the inputs, log the run's settings and integrate: ``(result, experiments, seconds
     spent reading the inputs)``.  ``started`` waits for the workers (see :func:`integrate`)."""
     reading = time.perf_counter()
-    experiments, reflections = load_inputs(cl)
+    # Beside the reading, on threads: numba's start (GIL-bound, but the reading of the strong spots' file lets
+    # it run) and the inputs' digests (hashing releases the GIL), so that neither waits for the other.
+    with ThreadPoolExecutor(2, thread_name_prefix="braggint-inputs") as background:
+        background.submit(initialise_cpu_target)
+        digests = background.submit(file_digests, cl.experiments + cl.reflections)
+        experiments, reflections = load_inputs(cl)
     check_images(experiments, cl.experiments[0])
     log.info(f"braggint {__version__} ({PROGRAM})")
     diff = params.diff()
@@ -226,7 +233,7 @@ def _integrate_inputs(cl: CommandLine, params: ParameterSet, working, started):
     experiments, reflections = apply_scan_ranges(experiments, reflections, working.scan_range)
     input_seconds = time.perf_counter() - reading
     try:
-        inputs = file_digests(cl.experiments + cl.reflections)
+        inputs = digests.result()
         holder = [reflections]
         del reflections  # integrate() frees the strong spots' shoeboxes once the profile model is built
         result = integrate(experiments, holder.pop(), working, cl.reflections[0] if cl.reflections else "",
