@@ -84,10 +84,11 @@ def test_profile_model_recovers_the_spot_widths(small):
     pixel_angle = spec.pixel_size / spec.distance  # radians, at the panel centre
     seen_b = np.rad2deg(np.sqrt(true_b**2 + 2 * pixel_angle**2 / 12))
     experiment = result.experiment
-    reference, _ = split_reference(result.strong.select(np.arange(result.strong.nrows)))
+    reference = result.strong.select(np.arange(result.strong.nrows))
+    usable, _ = split_reference(reference)
     experiments = ExperimentList([experiment])
-    mask_neighbouring_pixels(reference, experiments)
-    matched = matched_reference(predict_reflections(experiments, params().prediction), reference)
+    mask_neighbouring_pixels(reference, experiments, usable)
+    matched = matched_reference(predict_reflections(experiments, params().prediction), reference, rows=usable)
     models = {}
     for algorithm in ("extended", "basic"):
         models[algorithm] = estimate_profile(experiment, matched,

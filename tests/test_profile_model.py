@@ -38,20 +38,40 @@ def integrate_params(**overrides):
 
 def reference_spots(expt, refl, params):
     experiments = read_experiments(str(expt))
-    reference, _ = split_reference(read_reflections(str(refl)))
-    mask_neighbouring_pixels(reference, experiments)
+    reference = read_reflections(str(refl))
+    usable, _ = split_reference(reference)
+    mask_neighbouring_pixels(reference, experiments, usable)
     predicted = predict_reflections(experiments, params.prediction)
-    return experiments, matched_reference(predicted, reference)
+    return experiments, matched_reference(predicted, reference, rows=usable)
 
 
 def test_split_reference_drops_rubbish_without_copying_it(shared_data):
     strong = read_reflections(str(shared_data / "l_cysteine_real" / "dials_3.12.1" / "sweep_01" / "refined.refl"))
     strong.unset_flags(np.arange(0, strong.nrows, 7), Flags.indexed)
-    usable, rubbish = split_reference(strong.select(np.arange(strong.nrows)))
+    usable, rubbish = split_reference(strong)
     alone, nothing = split_reference(strong, keep_rubbish=False)
     assert rubbish.nrows >= len(range(0, strong.nrows, 7)) and nothing.nrows == 0
-    assert usable.nrows == alone.nrows == strong.nrows - rubbish.nrows
-    assert usable["shoebox"].equals(alone["shoebox"])
+    assert np.array_equal(usable, alone) and len(usable) == strong.nrows - rubbish.nrows
+    assert not np.isin(np.arange(0, strong.nrows, 7), usable).any()
+    assert rubbish["shoebox"].equals(strong["shoebox"].select(np.setdiff1d(np.arange(strong.nrows), usable)))
+
+
+def test_matching_some_rows_equals_matching_those_rows_copied_out(shared_data):
+    """Masking and matching rows of the whole strong-spot table give what they give on those rows copied out."""
+    folder = shared_data / "l_cysteine_real" / "dials_3.12.1" / "sweep_01"
+    experiments = read_experiments(str(folder / "refined.expt"))
+    predicted = predict_reflections(experiments, integrate_params(**REAL_RUN).prediction)
+    whole = read_reflections(str(folder / "refined.refl"))
+    rows = np.arange(1, whole.nrows, 2)
+    copied = whole.select(rows)
+    assert mask_neighbouring_pixels(whole, experiments, rows) == mask_neighbouring_pixels(copied, experiments) > 0
+    assert whole["shoebox"].select(rows).equals(copied["shoebox"])
+    of_rows = matched_reference(predicted.select(np.arange(predicted.nrows)), whole, rows=rows)
+    of_copy = matched_reference(predicted, copied)
+    assert of_rows.nrows == of_copy.nrows > 0
+    for name in ("miller_index", "xyzobs.px.value", "predicted_row", "s1"):
+        assert np.array_equal(of_rows[name], of_copy[name])
+    assert of_rows["shoebox"].equals(of_copy["shoebox"])
 
 
 @pytest.mark.parametrize("sweep", ["sweep_01", "sweep_02", "sweep_03"])

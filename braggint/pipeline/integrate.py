@@ -75,20 +75,20 @@ def prepare(experiments: ExperimentList, references: list[ReflectionTable], para
 
     ``references`` holds the strong-spot table, if any, and is emptied:
     prepare takes the table over, so its shoeboxes are freed as soon as the
-    usable rows are copied out.  Returns ``(predicted table, profiles per
+    matched rows are copied out.  Returns ``(predicted table, profiles per
     experiment, rubbish rows)``.
     """
     rubbish = ReflectionTable()
     matched = None
     reference = references.pop() if references else None
     if reference is not None:
-        reference, rubbish = split_reference(reference, reference_path, params.output.include_bad_reference)
-        mask_neighbouring_pixels(reference, experiments)
+        usable, rubbish = split_reference(reference, reference_path, params.output.include_bad_reference)
+        mask_neighbouring_pixels(reference, experiments, usable)
     log.info("Predicting reflections")
     predicted = predict_reflections(experiments, params.prediction)
     log.info("Predicted %d reflections", predicted.nrows)
     if reference is not None:
-        matched = matched_reference(predicted, reference, reference_path)
+        matched = matched_reference(predicted, reference, reference_path, usable)
         reference = None  # the matched rows are all that is needed from here on
     gaussian_rs = params.profile.gaussian_rs
     profiles = []

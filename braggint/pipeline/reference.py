@@ -33,10 +33,15 @@ MATCH_DISTANCE = 2.0
 
 
 def split_reference(reference: ReflectionTable, path: str = "reference",
-                    keep_rubbish: bool = True) -> tuple[ReflectionTable, ReflectionTable]:
-    """``(usable, rubbish)`` rows of the strong spots; logs what was removed.  With ``keep_rubbish``
-    False the rubbish is an empty table (its shoeboxes are not copied only to be dropped).  When every row
-    is usable, ``usable`` is ``reference`` itself, not a copy (the caller takes the table over)."""
+                    keep_rubbish: bool = True) -> tuple[np.ndarray, ReflectionTable]:
+    """``(usable rows, rubbish)`` of the strong spots; logs what was removed.
+
+    ``usable``: the row numbers (int64) in ``reference`` of the spots kept;
+    the table is left whole, its shoeboxes not copied (:func:`matched_reference`
+    copies those of the spots that match, once).  With ``keep_rubbish`` False
+    the rubbish is an empty table (its shoeboxes are not copied only to be
+    dropped).
+    """
     log.info("Processing reference reflections\n read %d strong spots", reference.nrows)
     indexed = reference.get_flags(Flags.indexed)
     bad = reference.get_flags(Flags.bad_for_refinement, all=False)
@@ -50,19 +55,22 @@ def split_reference(reference: ReflectionTable, path: str = "reference",
     if (indexed & ~bad & zero_hkl).any():
         log.info(" removing %d reflections with hkl (0,0,0)", int((indexed & ~bad & zero_hkl).sum()))
     keep = indexed & ~bad & ~zero_hkl
-    usable = reference if keep.all() else reference.select(keep)
-    if (usable["id"] < 0).any():
-        raise InputFileError(f"{path}: {int((usable['id'] < 0).sum())} reference spots have an invalid "
+    usable = np.flatnonzero(keep)
+    if (reference["id"][usable] < 0).any():
+        raise InputFileError(f"{path}: {int((reference['id'][usable] < 0).sum())} reference spots have an invalid "
                              "experiment id")
-    if not np.array_equal(usable["panel"].astype(np.int64), usable["shoebox"].panel.astype(np.int64)):
+    if not np.array_equal(reference["panel"][usable].astype(np.int64),
+                          reference["shoebox"].panel[usable].astype(np.int64)):
         raise InputFileError(f'{path}: the "panel" column does not match the shoebox panels')
     rubbish = reference.select(~keep) if keep_rubbish else ReflectionTable()
-    log.info(" using %d indexed reflections\n found %d junk reflections", usable.nrows, int((~keep).sum()))
+    log.info(" using %d indexed reflections\n found %d junk reflections", len(usable), int((~keep).sum()))
     return usable, rubbish
 
 
-def mask_neighbouring_pixels(reference: ReflectionTable, experiments: ExperimentList) -> int:
-    """Set Valid|Background on pixels closer to another hkl (in place); returns shoeboxes changed.
+def mask_neighbouring_pixels(reference: ReflectionTable, experiments: ExperimentList,
+                             rows: np.ndarray | None = None) -> int:
+    """Set Valid|Background on pixels closer to another hkl (in place), in the shoeboxes of rows ``rows``
+    (row numbers; every row when None); returns the number of shoeboxes changed.
 
     The fractional index at a pixel centre is ``h = A^-1 F^-1 R(e, phi)^T
     S^-1 (s' - s0)``, s' being the pixel's lab direction scaled to |s0|,
@@ -75,9 +83,10 @@ def mask_neighbouring_pixels(reference: ReflectionTable, experiments: Experiment
     hkl = np.ascontiguousarray(reference["miller_index"], dtype=np.int64)
     bbox, panel = shoeboxes.bbox.astype(np.int64), shoeboxes.panel.astype(np.int64)
     ids = reference["id"]
-    for number in np.unique(ids):
+    rows = np.arange(reference.nrows) if rows is None else np.asarray(rows, np.int64)
+    for number in np.unique(ids[rows]):
         experiment = experiments[int(number)]
-        rows = np.flatnonzero(ids == number)
+        of_experiment = rows[ids[rows] == number]
         if experiment.is_still:
             unsetting, scan, axis = np.eye(3), np.zeros(3), np.array([1.0, 0.0, 0.0])
             to_hkl = np.linalg.inv(experiment.crystal.A)
@@ -88,8 +97,8 @@ def mask_neighbouring_pixels(reference: ReflectionTable, experiments: Experiment
             scan = np.array([experiment.scan.array_range[0], phi0, dphi], dtype=float)
             axis = unit(np.asarray(gonio.rotation_axis, dtype=float))
             to_hkl = np.linalg.inv(gonio.fixed_rotation @ experiment.crystal.A)
-        changed_rows[rows] = mask_foreign_voxels(
-            rows, panel_table(experiment.detector), panel, np.asarray(experiment.beam.s0, dtype=float), unsetting,
+        changed_rows[of_experiment] = mask_foreign_voxels(
+            of_experiment, panel_table(experiment.detector), panel, np.asarray(experiment.beam.s0, dtype=float), unsetting,
             bbox, shoeboxes.offsets, shoeboxes.mask, hkl, scan, axis, to_hkl, code)
     changed = int(changed_rows.sum())
     log.info(" masked neighbouring pixels in %d shoeboxes", changed)
@@ -108,8 +117,10 @@ def _distinct_row_ids(keys: np.ndarray) -> np.ndarray:
     return ids
 
 
-def match_reference(predicted: ReflectionTable, reference: ReflectionTable) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs ``(predicted rows, reference rows)`` of matching spots.
+def match_reference(predicted: ReflectionTable, reference: ReflectionTable,
+                    rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs ``(predicted rows, reference rows)`` of matching spots, among the reference's rows ``rows`` (row
+    numbers; every row when None).
 
     Key: (h, k, l, entering, id, panel); within a key each reference keeps
     its nearest prediction in ``xyzcal.px``, and pairs further apart than
@@ -119,14 +130,15 @@ def match_reference(predicted: ReflectionTable, reference: ReflectionTable) -> t
         return np.column_stack([table["miller_index"].astype(np.int64), table["entering"].astype(np.int64),
                                 table["id"].astype(np.int64), table["panel"].astype(np.int64)])
 
-    pk, rk = keys(predicted), keys(reference)
+    rows = np.arange(reference.nrows) if rows is None else np.asarray(rows, np.int64)
+    pk, rk = keys(predicted), keys(reference)[rows]
     key_id = _distinct_row_ids(np.concatenate([pk, rk]))
     p_key, r_key = key_id[: len(pk)], key_id[len(pk):]
     p_order = np.argsort(p_key, kind="stable")
     p_sorted = p_key[p_order]
     starts = np.searchsorted(p_sorted, r_key, side="left")
     ends = np.searchsorted(p_sorted, r_key, side="right")
-    p_xyz, r_xyz = predicted["xyzcal.px"], reference["xyzcal.px"]
+    p_xyz, r_xyz = predicted["xyzcal.px"], reference["xyzcal.px"][rows]
     # Every (reference, candidate prediction) pair; each reference keeps its nearest candidate (the first
     # in prediction order on a tie).
     counts = ends - starts
@@ -144,21 +156,22 @@ def match_reference(predicted: ReflectionTable, reference: ReflectionTable) -> t
         order = np.lexsort((distance, pred_rows))
         first = np.concatenate([[True], np.diff(pred_rows[order]) != 0])
         pred_rows, ref_rows = pred_rows[order][first], ref_rows[order][first]
-    return pred_rows, ref_rows
+    return pred_rows, rows[ref_rows]
 
 
-def matched_reference(predicted: ReflectionTable, reference: ReflectionTable,
-                      path: str = "reference") -> ReflectionTable:
-    """Reference rows that match a prediction, carrying the predicted geometry.
+def matched_reference(predicted: ReflectionTable, reference: ReflectionTable, path: str = "reference",
+                      rows: np.ndarray | None = None) -> ReflectionTable:
+    """Reference rows (among ``rows``, row numbers; every row when None) that match a prediction, carrying
+    the predicted geometry.
 
     Marks the matched predictions ``reference_spot`` and ORs the reference's
     strong/indexed/used_in_refinement flags into them (in place).  The
     returned rows keep their own shoeboxes, bbox and observed centroids.
     """
-    pred_rows, ref_rows = match_reference(predicted, reference)
+    pred_rows, ref_rows = match_reference(predicted, reference, rows)
     if len(pred_rows) == 0:
         raise InputFileError(f"{path}: zero reference spots were matched to predictions")
-    unmatched = reference.nrows - len(ref_rows)
+    unmatched = (reference.nrows if rows is None else len(rows)) - len(ref_rows)
     if unmatched:
         log.warning("Warning: %d reference spots were not matched to predictions", unmatched)
     flags = predicted["flags"]
