@@ -235,28 +235,29 @@ def map_to_grids(rows, is_reference, is_fitted, teaches, weights, fold, sums, co
         if is_reference[position]:
             k = n_references
             n_references += 1
+            # One pass in the cells' own order: the signal (counts minus background) goes to profile order
+            # and is summed by (e2, e1) column, so that the sum is not one chain of dependent adds; each
+            # profile then takes it scaled by weight / total, the signal's unit sum folded into the weight.
             total = 0.0
-            for v in range(size):
-                for j in range(size):
-                    for i in range(size):
-                        total += cells_of_row[j, i, v] - cells_of_row[j, i, size + v]
+            for j in range(size):
+                for i in range(size):
+                    column = 0.0
+                    for v in range(size):
+                        difference = cells_of_row[j, i, v] - cells_of_row[j, i, size + v]
+                        signal[(v * size + j) * size + i] = difference
+                        column += difference
+                    total += column
             if total > 0:
-                c = 0
-                for v in range(size):
-                    for j in range(size):
-                        for i in range(size):
-                            signal[c] = (cells_of_row[j, i, v] - cells_of_row[j, i, size + v]) / total
-                            c += 1
                 f = fold[k]
                 for s in range(teaches.shape[1]):
                     profile = teaches[k, s]
                     if profile < 0:
                         continue
-                    weight = weights[k, s]
+                    scale = weights[k, s] / total
                     counts[f, profile] += 1
                     target = flat_sums[f, profile]
                     for c in range(n_cells):
-                        target[c] += weight * signal[c]
+                        target[c] += scale * signal[c]
         if is_fitted[position]:
             for v in range(size):
                 if covered[n_fitted, v]:
