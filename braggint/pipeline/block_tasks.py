@@ -108,6 +108,8 @@ def _store(job: BlockJob) -> WorkStore:
 #: What the second pass reads is written to the store in groups of about this many voxels or grid cells
 #: (~5 MB in memory; groups four times as large raised a block task's peak by 50 MB at 100 images).
 STORE_GROUP_VOXELS = 500_000
+
+
 def one_core(task):
     """Run a block task on one core: BLAS (used by a few kernels) single-threaded, as ``nproc`` counts
     block tasks and idle BLAS threads spinning beside another worker would steal its core."""
