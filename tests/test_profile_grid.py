@@ -198,3 +198,35 @@ def test_fitting_some_rows_gives_them_what_fitting_every_row_does_and_leaves_the
     assert (some["intensity.prf.value"][~only] == -7.0).all()
     assert some.get_flags(Flags.integrated_prf)[~only].tolist() == [True, False, False]
     assert not some.get_flags(Flags.failed_during_profile_fitting)[~only].any()
+
+
+@pytest.mark.parametrize("method", ["regular_grid", "circular_grid", "single"])
+def test_a_reference_teaches_its_nearest_profile_and_the_adjacent_ones(method):
+    """Sampler.neighbourhood against the definition, position by position: the nearest profile first, then
+    those adjacent to it (regular_grid: within one step along x, y and z; single: the z steps either side;
+    circular_grid: the centre teaches its ring, a ring profile the centre and its two ring neighbours),
+    weighted exp(-4 ln 2 d^2) by the distance d to each centre in sampler steps."""
+    sampler = Sampler(method, 1475, 1679, (0, 400), 5)
+    rng = np.random.default_rng(7)
+    xyz = np.column_stack([rng.uniform(0, 1475, 300), rng.uniform(0, 1679, 300), rng.uniform(0, 400, 300)])
+    indices, weights = sampler.neighbourhood(xyz)
+    centres = sampler.coord(np.arange(sampler.size))
+    steps = np.array([1475 / 3, 1679 / 3, 80.0])
+    for position, row, row_weights in zip(xyz, indices, weights):
+        nearest = sampler.nearest(position[None])[0]
+        assert row[0] == nearest
+        k, xy = divmod(nearest, sampler.per_z)
+        if method == "circular_grid":
+            ring = [k * 9 + r for r in range(1, 9)] if xy == 0 else [k * 9, k * 9 + xy % 8 + 1,
+                                                                        k * 9 + (xy - 2) % 8 + 1]
+            expected = {nearest, *ring}
+        else:
+            expected = {p for p in range(sampler.size)
+                        if abs(p // sampler.per_z - k) <= 1
+                        and abs(p % sampler.per_z % 3 - xy % 3) <= 1 and abs(p % sampler.per_z // 3 - xy // 3) <= 1}
+        listed = row[row >= 0]
+        assert len(set(listed)) == len(listed) and set(listed) == expected
+        if method == "regular_grid":
+            d = np.linalg.norm((centres[listed] - position) / steps, axis=1)
+            assert np.allclose(row_weights[row >= 0], np.exp(-4 * np.log(2) * d**2), rtol=1e-12)
+        assert (row_weights[row < 0] == 0).all() and (row_weights[row >= 0] > 0).all()

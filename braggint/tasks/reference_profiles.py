@@ -39,6 +39,14 @@ class Sampler:
         self.centre = np.array([width / 2.0, height / 2.0])
         self.r1 = min(self.centre) / 3.0
         self.r2 = self.r1 * math.sqrt(5.0)
+        self._centres = self.coord(np.arange(self.size))  # (P, 3), looked up for every reference taught
+        # The (dz, dy, dx) steps from a profile to its neighbours on the grids of z steps (x 3 x 3 for
+        # regular_grid), in the order neighbours() lists them.
+        span = 1 if method == "regular_grid" else 0
+        steps = [(dk, dj, di) for dk in (-1, 0, 1) for dj in range(-span, span + 1) for di in range(-span, span + 1)
+                 if not dk == dj == di == 0]
+        self._steps = np.array(steps, np.int64).reshape(-1, 3)
+        self._listed = 1 + (11 if method == "circular_grid" else len(steps))  # columns of neighbours() in use
 
     @property
     def size(self) -> int:
@@ -89,31 +97,24 @@ class Sampler:
         neighbours, -1 padded: the profiles a reference there teaches."""
         n = len(xyz)
         nearest = self._xy_index(xyz[:, 0], xyz[:, 1]) + self.per_z * self._z_index(xyz[:, 2])
-        candidates = [nearest]
-        k = nearest // self.per_z
-        xy = nearest % self.per_z
+        k = (nearest // self.per_z)[:, None]
+        xy = (nearest % self.per_z)[:, None]
         if self.method == "circular_grid":
-            zero = k * 9
-            centre = xy == 0
-            for ring in range(1, 9):
-                candidates.append(np.where(centre, zero + ring, -1))
-            candidates.append(np.where(centre, -1, zero))
-            candidates.append(np.where(centre, -1, zero + xy % 8 + 1))
-            candidates.append(np.where(centre, -1, zero + (xy - 2) % 8 + 1))
+            # The centre teaches its ring of 8; a ring profile teaches the centre and its two ring neighbours.
+            zero, centre = k * 9, xy == 0
+            others = np.concatenate([np.where(centre, zero + np.arange(1, 9), -1),
+                                     np.where(centre, -1, zero),
+                                     np.where(centre, -1, zero + xy % 8 + 1),
+                                     np.where(centre, -1, zero + (xy - 2) % 8 + 1)], axis=1)
         else:
-            ix, iy = (xy % 3, xy // 3) if self.method == "regular_grid" else (np.zeros(n, int), np.zeros(n, int))
             span = 1 if self.method == "regular_grid" else 0
-            for dk in (-1, 0, 1):
-                for dj in range(-span, span + 1):
-                    for di in range(-span, span + 1):
-                        if dk == dj == di == 0:
-                            continue
-                        kk, jj, ii = k + dk, iy + dj, ix + di
-                        ok = (kk >= 0) & (kk < self.num_z) & (jj >= 0) & (jj <= 2 * span) & (ii >= 0) & (ii <= 2 * span)
-                        candidates.append(np.where(ok, (ii + 3 * jj if span else 0) + self.per_z * kk, -1))
+            ix, iy = (xy % 3, xy // 3) if span else (np.zeros_like(xy), np.zeros_like(xy))
+            kk, jj, ii = k + self._steps[:, 0], iy + self._steps[:, 1], ix + self._steps[:, 2]
+            ok = (kk >= 0) & (kk < self.num_z) & (jj >= 0) & (jj <= 2 * span) & (ii >= 0) & (ii <= 2 * span)
+            others = np.where(ok, (ii + 3 * jj if span else 0) + self.per_z * kk, -1)
         indices = np.full((n, MAX_NEIGHBOURS), -1, np.int64)
-        stacked = np.column_stack(candidates)
-        indices[:, :stacked.shape[1]] = stacked
+        indices[:, 0] = nearest
+        indices[:, 1:1 + others.shape[1]] = others
         return indices
 
     def neighbourhood(self, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -122,21 +123,20 @@ class Sampler:
         Weights are ``exp(-4 ln 2 d^2)`` with d the distance to the profile
         centre in sampler steps.
         """
-        n = len(xyz)
         indices = self.neighbours(xyz)
-        weights = np.zeros((n, MAX_NEIGHBOURS))
-        valid = indices >= 0
-        centres = self.coord(np.arange(self.size))[np.where(valid, indices, 0)]  # (n, 27, 3)
-        delta = centres - xyz[:, None, :]
+        weights = np.zeros(indices.shape)
+        listed = indices[:, :self._listed]  # the columns a profile may fill (the rest are -1)
+        valid = listed >= 0
+        delta = self._centres[np.where(valid, listed, 0)] - xyz[:, None, :]  # (n, listed, 3)
         if self.method == "circular_grid":
             d = np.hypot(delta[..., 0], delta[..., 1])
-            d = np.where(indices % 9 == 0, d / (2 * self.r1), d / (2 * (self.r2 - self.r1)))
+            d = np.where(listed % 9 == 0, d / (2 * self.r1), d / (2 * (self.r2 - self.r1)))
         elif self.method == "single":
             d = np.abs(delta[..., 2] / self.step_z)
         else:
             d = np.sqrt((delta[..., 0] / (self.width / 3.0)) ** 2 + (delta[..., 1] / (self.height / 3.0)) ** 2
                         + (delta[..., 2] / self.step_z) ** 2)
-        weights[valid] = np.exp(-4.0 * np.log(2.0) * d[valid] ** 2)
+        weights[:, :self._listed] = np.where(valid, np.exp(-4.0 * np.log(2.0) * d**2), 0.0)
         return indices, weights
 
 
