@@ -291,14 +291,17 @@ def calibrate_variances(table: ReflectionTable, variance_model: str) -> None:
         fitted = table.get_flags(Flags.integrated_prf)
         variance = table["intensity.prf.variance"].copy()
         zeta_class = np.searchsorted(ZETA_CLASSES, np.abs(table["zeta"]), side="right")
+        read = table.shallow_copy()  # the columns profile_error reads, so that picking rows copies only those
+        for name in set(read.keys()) - CALIBRATION_COLUMNS:
+            del read[name]
         for number in np.unique(table["id"]):
             experiment_rows = table["id"] == number
-            part = table.select(experiment_rows)
+            part = read.select(experiment_rows)
             overall = profile_error(part, part["intensity.prf.value"], part[FISHER_COLUMN], fitted[experiment_rows])
             errors = []
             for cls in range(len(ZETA_CLASSES) + 1):
                 rows = experiment_rows & (zeta_class == cls)
-                part = table.select(rows)
+                part = read.select(rows)
                 k = profile_error(part, part["intensity.prf.value"], part[FISHER_COLUMN], fitted[rows],
                                   default=overall)
                 chosen = rows & fitted
@@ -317,6 +320,9 @@ ZETA_CLASSES = (0.2, 0.5)
 
 #: Reflections used to calibrate the profile error must be this strong by summation.
 CALIBRATION_MIN_SIGNAL = 20.0
+#: The columns :func:`profile_error` reads.
+CALIBRATION_COLUMNS = {"intensity.sum.value", "intensity.sum.variance", "flags", "partiality",
+                       "intensity.prf.value", FISHER_COLUMN}
 #: Median of a chi-square variable with one degree of freedom.
 CHI2_1_MEDIAN = 0.454936
 
