@@ -164,7 +164,8 @@ def integration_report(experiments: ExperimentList, table: ReflectionTable) -> l
                                                           table))
         return [image, resolution] + overall_tables
     for number, experiment in enumerate(experiments):
-        part = table.select(table["id"] == number)
+        of_experiment = table["id"] == number
+        part = table if of_experiment.all() else table.select(of_experiment)  # read only: no copy of one's rows
         if part.nrows == 0:
             continue
         a0, a1 = experiment.scan.array_range
