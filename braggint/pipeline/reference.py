@@ -98,8 +98,8 @@ def mask_neighbouring_pixels(reference: ReflectionTable, experiments: Experiment
             axis = unit(np.asarray(gonio.rotation_axis, dtype=float))
             to_hkl = np.linalg.inv(gonio.fixed_rotation @ experiment.crystal.A)
         changed_rows[of_experiment] = mask_foreign_voxels(
-            of_experiment, panel_table(experiment.detector), panel, np.asarray(experiment.beam.s0, dtype=float), unsetting,
-            bbox, shoeboxes.offsets, shoeboxes.mask, hkl, scan, axis, to_hkl, code)
+            of_experiment, panel_table(experiment.detector), panel, np.asarray(experiment.beam.s0, dtype=float),
+            unsetting, bbox, shoeboxes.offsets, shoeboxes.mask, hkl, scan, axis, to_hkl, code)
     changed = int(changed_rows.sum())
     log.info(" masked neighbouring pixels in %d shoeboxes", changed)
     return changed

@@ -42,7 +42,7 @@ class Sampler:
         self._centres = self.coord(np.arange(self.size))  # (P, 3), looked up for every reference taught
         # The (dz, dy, dx) steps from a profile to its neighbours on the grids of z steps (x 3 x 3 for
         # regular_grid), in the order neighbours() lists them.
-        span = 1 if method == "regular_grid" else 0
+        self._span = span = 1 if method == "regular_grid" else 0
         steps = [(dk, dj, di) for dk in (-1, 0, 1) for dj in range(-span, span + 1) for di in range(-span, span + 1)
                  if not dk == dj == di == 0]
         self._steps = np.array(steps, np.int64).reshape(-1, 3)
@@ -107,7 +107,7 @@ class Sampler:
                                      np.where(centre, -1, zero + xy % 8 + 1),
                                      np.where(centre, -1, zero + (xy - 2) % 8 + 1)], axis=1)
         else:
-            span = 1 if self.method == "regular_grid" else 0
+            span = self._span
             ix, iy = (xy % 3, xy // 3) if span else (np.zeros_like(xy), np.zeros_like(xy))
             kk, jj, ii = k + self._steps[:, 0], iy + self._steps[:, 1], ix + self._steps[:, 2]
             ok = (kk >= 0) & (kk < self.num_z) & (jj >= 0) & (jj <= 2 * span) & (ii >= 0) & (ii <= 2 * span)
