@@ -46,7 +46,9 @@ class Sampler:
         steps = [(dk, dj, di) for dk in (-1, 0, 1) for dj in range(-span, span + 1) for di in range(-span, span + 1)
                  if not dk == dj == di == 0]
         self._steps = np.array(steps, np.int64).reshape(-1, 3)
-        self._listed = 1 + (11 if method == "circular_grid" else len(steps))  # columns of neighbours() in use
+        # The columns of neighbours() in use: the nearest profile, then (circular_grid) a ring of 8 and the
+        # 3 a ring profile teaches, or one per step.
+        self._listed = 1 + (8 + 3 if method == "circular_grid" else len(steps))
 
     @property
     def size(self) -> int:
