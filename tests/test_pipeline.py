@@ -220,6 +220,35 @@ def test_rows_fitted_in_the_first_pass_get_what_the_second_pass_gives(dataset, t
                            read_reflections(str(tmp_path / name / "integrated.refl")))
 
 
+def test_the_strong_spots_are_freed_before_the_blocks_run(dataset, tmp_path, monkeypatch):
+    """The strong spots (with their shoeboxes, the size of the input file) are needed only to build the
+    profile model: nothing holds them while the blocks run."""
+    import gc
+    import weakref
+
+    from braggint.cli import integrate as cli
+    from braggint.pipeline import integrate as pipeline
+
+    read, run_blocks = cli.read_reflections, pipeline.run_blocks
+    strong, alive = [], []
+
+    def reading(path):
+        table = read(path)
+        strong.append(weakref.ref(table))
+        return table
+
+    def running(*args, **kwargs):
+        gc.collect()
+        alive.append(strong[0]() is not None)
+        return run_blocks(*args, **kwargs)
+
+    monkeypatch.setattr(cli, "read_reflections", reading)
+    monkeypatch.setattr(pipeline, "run_blocks", running)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main([str(dataset / "models.expt"), str(dataset / "strong.refl")]) == 0
+    assert len(strong) == 1 and alive == [False]
+
+
 def test_local_workers_start_with_the_block_tasks_readers_imported():
     """Workers forked from the run's fork server already hold what a block imports lazily (the CBF reader,
     Zarr) and the block tasks themselves, before any task runs."""

@@ -331,10 +331,12 @@ def integrate(experiments: ExperimentList, reference: ReflectionTable | None, pa
     start = time.perf_counter()
     clock = StageTimes()
     starts_workers = started is None
+    holder = [] if reference is None else [reference]
+    del reference  # else this frame would keep the strong spots' shoeboxes through the whole run
     with contextlib.ExitStack() as workers:
         if starts_workers:
             started = workers.enter_context(starting_scheduler(params.integration.mp))
-        result = _integrate(experiments, reference, params, reference_path, work_path, inputs, output_directory,
+        result = _integrate(experiments, holder, params, reference_path, work_path, inputs, output_directory,
                             started, clock)
         stopping = time.perf_counter()
     if starts_workers:
@@ -345,13 +347,12 @@ def integrate(experiments: ExperimentList, reference: ReflectionTable | None, pa
     return result
 
 
-def _integrate(experiments: ExperimentList, reference: ReflectionTable | None, params, reference_path: str,
+def _integrate(experiments: ExperimentList, holder: list[ReflectionTable], params, reference_path: str,
                work_path: str | None, inputs: bytes, output_directory: str, started, clock: StageTimes):
-    """:func:`integrate` while the workers start: ``started()`` waits for them and returns the scheduler."""
+    """:func:`integrate` while the workers start: ``started()`` waits for them and returns the scheduler.
+    ``holder`` holds the strong-spot table, if any, for :func:`prepare` to take over."""
     start = time.perf_counter()
     limit_malloc_arenas()
-    holder = [] if reference is None else [reference]
-    reference = None  # prepare takes the strong spots over (callers pass ownership)
     predicted, profiles, rubbish = prepare(experiments, holder, params, reference_path)
     release_memory()
     integration = params.integration
@@ -372,6 +373,7 @@ def _integrate(experiments: ExperimentList, reference: ReflectionTable | None, p
     blocks, table, assignment = lay_out_blocks(experiments, predicted, params, njobs * nproc)
     if table.nrows > predicted.nrows:
         log.info(" Split %d reflections overlapping block boundaries", table.nrows - predicted.nrows)
+    predicted = None  # the table laid out holds every row from here on
     table["partiality"] = partiality_of_rows(experiments, profiles, table)
     log.info("Integrating %d reflections in %d block(s) of frames: %s", int((assignment >= 0).sum()), len(blocks),
              ", ".join(f"{b.start}-{b.stop - 1}" for b in blocks))
