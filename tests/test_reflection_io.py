@@ -46,6 +46,24 @@ def test_columns_match_a_plain_msgpack_reading(real_sweep):
     assert table["flags"].dtype == np.uint64 and table["bbox"].dtype == np.int32
 
 
+def test_reading_holds_at_most_twice_the_file(real_sweep):
+    """Reading a table never holds its bytes three times over (the file, msgpack's document and the
+    decoded columns): the file is dropped once unpacked, and each column's bytes once decoded."""
+    import tracemalloc
+
+    path = real_sweep.parent / "sweep_02" / "integrated.refl"  # the largest shared table, with shoeboxes
+    read_reflections(str(path))  # the decoding kernels compiled or loaded outside the measurement
+    tracemalloc.start()
+    try:
+        table = read_reflections(str(path))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    boxes = table["shoebox"]
+    assert boxes.data.nbytes + boxes.mask.nbytes + boxes.background.nbytes > path.stat().st_size / 2
+    assert peak < 2.2 * path.stat().st_size
+
+
 def test_shoebox_pixels_are_consistent_with_the_table(real_sweep):
     table = read_reflections(str(real_sweep / "integrated.refl"))
     shoeboxes = table["shoebox"]

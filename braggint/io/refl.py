@@ -38,6 +38,7 @@ def read_reflections(path: str) -> ReflectionTable:
         document = msgpack.unpackb(raw, raw=False, strict_map_key=False)
     except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError, UnicodeDecodeError) as exc:
         raise InputFileError(f"{path}: not a msgpack reflection table ({exc})") from None
+    del raw  # the document holds a copy of every column: the file's bytes are not needed any more
     try:
         return table_from_msgpack(document)
     except InputFileError as exc:
@@ -45,6 +46,8 @@ def read_reflections(path: str) -> ReflectionTable:
 
 
 def table_from_msgpack(document) -> ReflectionTable:
+    """The table a DIALS msgpack document holds.  Each column's bytes are taken out of ``document`` as the
+    column is decoded, so that the document and the table together never hold more than one column twice."""
     if not (isinstance(document, list) and len(document) == 3 and document[0] == MAGIC):
         raise InputFileError("not a DIALS reflection table (bad msgpack header)")
     version, header = document[1], document[2]
@@ -57,7 +60,9 @@ def table_from_msgpack(document) -> ReflectionTable:
         raise InputFileError(f"reflection table header has unknown keys {sorted(unknown)}")
     nrows = int(header["nrows"])
     table = ReflectionTable(nrows, {int(k): v for k, v in (header.get("identifiers") or {}).items()})
-    for name, column in header["data"].items():
+    columns = header["data"]
+    for name in list(columns):
+        column = columns.pop(name)
         try:
             type_name, (count, payload) = column
         except (TypeError, ValueError):
