@@ -9,7 +9,7 @@ import pytest
 from braggint.models.fit_grids import FitGrids
 from braggint.models.flags import Flags
 from braggint.models.reflection_table import ReflectionTable
-from braggint.pipeline.profile_fitting import GridSpec, ReferenceProfiles, fit_profiles
+from braggint.pipeline.profile_fitting import GridSpec, ReferenceProfiles, block_local_profiles, fit_profiles
 from braggint.tasks.profile_grid import forward_transform, frame_fractions, pixel_cell_overlaps
 from braggint.tasks.reference_profiles import Sampler, map_to_grids
 
@@ -230,3 +230,36 @@ def test_a_reference_teaches_its_nearest_profile_and_the_adjacent_ones(method):
             d = np.linalg.norm((centres[listed] - position) / steps, axis=1)
             assert np.allclose(row_weights[row >= 0], np.exp(-4 * np.log(2) * d**2), rtol=1e-12)
         assert (row_weights[row < 0] == 0).all() and (row_weights[row >= 0] > 0).all()
+
+
+@pytest.mark.parametrize("method", ["regular_grid", "circular_grid", "single"])
+def test_a_blocks_local_profiles_are_the_ones_no_other_blocks_references_teach(method, monkeypatch):
+    """block_local_profiles against its definition: a profile is local to a block when no strong spot of
+    another block inside the sampler's range has it among its neighbours (Sampler.neighbours, spot by spot)."""
+    from types import SimpleNamespace
+
+    from braggint.pipeline import profile_fitting
+
+    sampler = Sampler(method, 1475, 1679, (0, 400), 8)
+    monkeypatch.setattr(profile_fitting, "make_sampler", lambda experiment, fitting: sampler)
+    rng = np.random.default_rng(11)
+    tables = []
+    for z0, z1 in ((-5, 150), (140, 280), (270, 405)):  # overlapping blocks, some spots outside the scan
+        table = ReflectionTable(150)
+        table["id"] = np.zeros(150, np.int32)
+        table["xyzcal.px"] = np.column_stack([rng.uniform(-20, 1495, 150), rng.uniform(0, 1679, 150),
+                                              rng.uniform(z0, z1, 150)])
+        table["flags"] = np.zeros(150, np.uint64)
+        table.set_flags(rng.random(150) < 0.3, Flags.reference_spot)
+        tables.append(table)
+    local = block_local_profiles(tables, [SimpleNamespace(is_still=False)], None)
+    taught = []
+    for table in tables:
+        xyz = table["xyzcal.px"][table.get_flags(Flags.reference_spot)]
+        xyz = xyz[sampler.nearest(xyz) >= 0]
+        taught.append({int(p) for row in sampler.neighbours(xyz) for p in row if p >= 0})
+    for block in range(len(tables)):
+        by_others = set().union(*(t for other, t in enumerate(taught) if other != block))
+        assert set(np.flatnonzero(local[block][0])) == set(range(sampler.size)) - by_others
+    assert any(local[block][0].any() for block in range(len(tables)))
+    assert not all(local[block][0].all() for block in range(len(tables)))

@@ -97,8 +97,11 @@ class Sampler:
     def neighbours(self, xyz: np.ndarray) -> np.ndarray:
         """(n, 27) indices of the nearest profile of each position (pixels, frames; column 0) and of its
         neighbours, -1 padded: the profiles a reference there teaches."""
-        n = len(xyz)
-        nearest = self._xy_index(xyz[:, 0], xyz[:, 1]) + self.per_z * self._z_index(xyz[:, 2])
+        return self.neighbours_of(self._xy_index(xyz[:, 0], xyz[:, 1]) + self.per_z * self._z_index(xyz[:, 2]))
+
+    def neighbours_of(self, nearest: np.ndarray) -> np.ndarray:
+        """(n, 27): the profiles ``nearest`` (n,) and their neighbours, -1 padded (see :meth:`neighbours`)."""
+        n = len(nearest)
         k = (nearest // self.per_z)[:, None]
         xy = (nearest % self.per_z)[:, None]
         if self.method == "circular_grid":
