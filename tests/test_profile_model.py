@@ -56,6 +56,54 @@ def test_split_reference_drops_rubbish_without_copying_it(shared_data):
     assert rubbish["shoebox"].equals(strong["shoebox"].select(np.setdiff1d(np.arange(strong.nrows), usable)))
 
 
+def test_neighbour_masking_marks_the_voxels_whose_index_differs_at_either_frame_edge(shared_data):
+    """mask_neighbouring_pixels against its definition, in numpy: a voxel becomes Valid|Background when its
+    pixel centre's fractional hkl, ``(F A)^-1 R(-phi) S^-1 (s' - s0)`` at either edge of its frame, rounds
+    to another index than the spot's."""
+    from braggint.models.flags import MaskCode
+    from braggint.models.rotation import rotate_vectors
+
+    folder = shared_data / "centroid_test_data"
+    experiments = read_experiments(str(folder / "indexed.expt"))
+    strong = read_reflections(str(folder / "indexed.refl"))
+    experiment = experiments[0]
+    beam, gonio, scan = experiment.beam, experiment.goniometer, experiment.scan
+    # Frames 8 times as wide as recorded, so that the index changes inside many voxels' frames: voxels
+    # foreign at one edge only, which the recorded sweep's frames barely have.
+    scan.oscillation = (scan.oscillation[0], 8 * scan.oscillation[1])
+    before = strong["shoebox"].mask.copy()
+    changed = mask_neighbouring_pixels(strong, experiments)
+    s0 = np.asarray(beam.s0, dtype=float)
+    to_hkl = np.linalg.inv(gonio.fixed_rotation @ experiment.crystal.A)
+    unsetting = np.linalg.inv(gonio.setting_rotation)
+    phi0, dphi = scan.oscillation_rad
+    expected = before.copy()
+    boxes = strong["shoebox"]
+    shoeboxes_changed = one_edge_only = 0
+    for row in range(strong.nrows):
+        x0, x1, y0, y1, z0, z1 = boxes.bbox[row]
+        if boxes.offsets[row + 1] == boxes.offsets[row]:
+            continue
+        ys, xs = np.mgrid[y0:y1, x0:x1]
+        lab = experiment.detector.panels[boxes.panel[row]].pixel_lab_coord(
+            np.column_stack([xs.ravel() + 0.5, ys.ravel() + 0.5]))
+        s1 = lab / np.linalg.norm(lab, axis=1)[:, None] * np.linalg.norm(s0)
+        x = (s1 - s0) @ unsetting.T
+        at_edge = np.zeros((2, z1 - z0, len(x)), bool)
+        for k, z in enumerate(range(z0, z1)):
+            for side, edge in enumerate((z, z + 1)):
+                phi = phi0 + (edge - scan.array_range[0]) * dphi
+                h = rotate_vectors(gonio.rotation_axis, np.full(len(x), -phi), x) @ to_hkl.T
+                at_edge[side, k] = (np.floor(h + 0.5) != strong["miller_index"][row]).any(axis=1)
+        foreign = at_edge.any(axis=0)
+        one_edge_only += int((at_edge[0] != at_edge[1]).sum())
+        start, stop = boxes.offsets[row], boxes.offsets[row + 1]
+        expected[start:stop][foreign.ravel()] = MaskCode.Valid | MaskCode.Background
+        shoeboxes_changed += bool(foreign.any())
+    assert changed == shoeboxes_changed > 0 and one_edge_only > 100
+    assert np.array_equal(boxes.mask, expected)
+
+
 def test_matching_some_rows_equals_matching_those_rows_copied_out(shared_data):
     """Masking and matching rows of the whole strong-spot table give what they give on those rows copied out."""
     folder = shared_data / "l_cysteine_real" / "dials_3.12.1" / "sweep_01"
