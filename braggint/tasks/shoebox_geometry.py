@@ -218,7 +218,12 @@ def foreground_mask(experiment: Experiment, profile: GaussianRSProfile, shoeboxe
 @njit(cache=True, error_model="numpy")
 def _apply_foreground(c1, c2, delta_b2, corner_start, bbox, offsets, mask, a0, a1):
     """OR Foreground where the smallest ``(c1^2 + c2^2) / delta_b2`` of a pixel's corners is <= 1, else
-    Background, into the box's frames in [a0, a1)."""
+    Background, into the box's frames in [a0, a1).
+
+    Each box's corners, corner rows and frames are taken as slices and indexed from 0: an index such as
+    ``start + i`` may be negative as far as the compiler knows, and the check numba adds for negative
+    indices kept these loops from vectorising (2.8x slower).
+    """
     foreground, background = _FOREGROUND, _BACKGROUND
     largest = 0
     for r in range(len(offsets) - 1):
@@ -230,16 +235,19 @@ def _apply_foreground(c1, c2, delta_b2, corner_start, bbox, offsets, mask, a0, a
             continue
         nx, ny, z0, nz = bbox[r, 1] - bbox[r, 0], bbox[r, 3] - bbox[r, 2], bbox[r, 4], bbox[r, 5] - bbox[r, 4]
         stride = nx + 1
-        base = corner_start[r]
-        for c in range(corner_start[r + 1] - base):
-            d2[c] = (c1[base + c] ** 2 + c2[base + c] ** 2) / delta_b2[r]
+        x, y = c1[corner_start[r]:corner_start[r + 1]], c2[corner_start[r]:corner_start[r + 1]]
+        for c in range(len(x)):
+            d2[c] = (x[c] ** 2 + y[c] ** 2) / delta_b2[r]
         for j in range(ny):
+            above, below = d2[j * stride:(j + 1) * stride], d2[(j + 1) * stride:(j + 2) * stride]
+            row_codes = codes[j * nx:(j + 1) * nx]
             for i in range(nx):
-                c = j * stride + i
-                nearest = min(min(d2[c], d2[c + 1]), min(d2[c + stride], d2[c + stride + 1]))
-                codes[j * nx + i] = foreground if nearest <= 1.0 else background
+                nearest = min(min(above[i], above[i + 1]), min(below[i], below[i + 1]))
+                row_codes[i] = foreground if nearest <= 1.0 else background
+        box = mask[offsets[r]:offsets[r + 1]]
+        pixels = ny * nx
         for k in range(nz):
             if a0 <= z0 + k < a1:
-                start = offsets[r] + k * ny * nx
-                for pixel in range(ny * nx):
-                    mask[start + pixel] |= codes[pixel]
+                frame = box[k * pixels:(k + 1) * pixels]
+                for pixel in range(pixels):
+                    frame[pixel] |= codes[pixel]
