@@ -109,12 +109,13 @@ def summarise(data, mask, background, offsets, bbox):
             for j in range(y1 - y0):
                 cy = y0 + j + 0.5
                 low = high = np.uint64(0)
+                row_mask, row_data, row_background = mask[i:i + nx], data[i:i + nx], background[i:i + nx]
                 for col in range(nx):
-                    m = mask[i + col]
+                    m = row_mask[col]
                     low += tallies[m, 0]
                     high += tallies[m, 1]
                     if (m & _SUMMED_BITS) == _SUMMED:
-                        value, level = data[i + col], background[i + col]
+                        value, level = row_data[col], row_background[col]
                         sum_p += value
                         sum_b += level
                         n_s += 1
