@@ -84,14 +84,18 @@ def _count_weighted_angles(panels, panel, bbox, offsets, data, mask, centres, us
                 l0, l1, l2 = pixel_lab(panels, panel[r], bbox[r, 0] + i + 0.5, bbox[r, 2] + j + 0.5)
                 cos_angle = (l0 * c0 + l1 * c1 + l2 * c2) / (math.sqrt(l0 * l0 + l1 * l1 + l2 * l2) * centre_length)
                 angle2[j * nx + i] = math.acos(min(max(cos_angle, -1.0), 1.0)) ** 2
-        voxel = offsets[r]
-        for _ in range((offsets[r + 1] - offsets[r]) // area):
+        # Each frame of the box as slices indexed from 0 (no check for negative indices per voxel), the
+        # sums in locals.
+        box_total = box_weighted = 0.0
+        for k in range((offsets[r + 1] - offsets[r]) // area):
+            start = offsets[r] + k * area
+            frame_mask, frame_data = mask[start:start + area], data[start:start + area]
             for pixel in range(area):
-                if mask[voxel] != 0:
-                    counts = float(data[voxel])
-                    total[r] += counts
-                    weighted[r] += counts * angle2[pixel]
-                voxel += 1
+                if frame_mask[pixel] != 0:
+                    counts = float(frame_data[pixel])
+                    box_total += counts
+                    box_weighted += counts * angle2[pixel]
+        total[r], weighted[r] = box_total, box_weighted
     return total, weighted
 
 
@@ -115,10 +119,13 @@ def _spot_frame_sums(bbox, frames, offsets, data, mask):
         for k in range(frames[r]):
             row[pair], frame[pair] = r, bbox[r, 4] + k
             start = offsets[r] + k * area
-            for voxel in range(start, start + area):
-                if mask[voxel] == SPOT_PIXEL:
-                    count[pair] += 1
-                    total[pair] += data[voxel]
+            frame_mask, frame_data = mask[start:start + area], data[start:start + area]
+            spot_count, spot_total = 0, 0.0
+            for voxel in range(area):
+                if frame_mask[voxel] == SPOT_PIXEL:
+                    spot_count += 1
+                    spot_total += frame_data[voxel]
+            count[pair], total[pair] = spot_count, spot_total
             pair += 1
     return row, frame, count, total
 
