@@ -131,15 +131,10 @@ class ProfileAccumulator:
 
 
 def teaching_rows(table: ReflectionTable, number: int, sampler: Sampler) -> tuple[np.ndarray, np.ndarray]:
-    """``(rows, profiles)``: the rows of experiment ``number`` that may teach reference profiles (strong
+    """``(rows, nearest)``: the rows of experiment ``number`` that may teach reference profiles (strong
     spots inside the sampler's range; :func:`reference_rows` picks the ones that do once they are
-    integrated) and the profiles each would teach (rows x 27, -1 padded; see :meth:`Sampler.neighbours`)."""
-    rows, nearest = _nearest_to_teachers(table, number, sampler)
-    return rows, sampler.neighbours_of(nearest)
-
-
-def _nearest_to_teachers(table: ReflectionTable, number: int, sampler: Sampler) -> tuple[np.ndarray, np.ndarray]:
-    """``(rows, nearest)``: the rows :func:`teaching_rows` lists and the nearest profile of each."""
+    integrated) and the nearest profile of each.  What a row teaches depends on its nearest profile only:
+    ``sampler.neighbours_of(nearest)`` (rows x 27, -1 padded; see :meth:`Sampler.neighbours`)."""
     rows = np.flatnonzero((table["id"] == number) & table.get_flags(Flags.reference_spot))
     nearest = sampler.nearest(table["xyzcal.px"][rows])
     inside = nearest >= 0
@@ -162,8 +157,7 @@ def block_local_profiles(tables: list[ReflectionTable], experiments, fitting) ->
         sampler = make_sampler(experiment, fitting)
         taught = np.zeros((len(tables), sampler.size), np.int64)
         for block, table in enumerate(tables):
-            # What a reference teaches depends on its nearest profile only: each distinct one once.
-            profiles = sampler.neighbours_of(np.unique(_nearest_to_teachers(table, number, sampler)[1]))
+            profiles = sampler.neighbours_of(np.unique(teaching_rows(table, number, sampler)[1]))
             taught[block, profiles[profiles >= 0]] = 1
         if not taught.any():
             continue

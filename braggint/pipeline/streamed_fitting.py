@@ -17,7 +17,6 @@ import numpy as np
 
 from ..models.fit_grids import FitGrids
 from ..models.reflection_table import ReflectionTable
-from ..tasks.reference_profiles import MAX_NEIGHBOURS
 from .part_rows import per_experiment, reassemble
 from .profile_fitting import (
     FITTED_COLUMNS,
@@ -142,19 +141,22 @@ class StreamedFits:
         self.local = local
         table = job.table
         gaussian = job.params.profile.gaussian_rs.fitting
-        self.profile_of_row = np.full(table.nrows, -1, np.int64)
+        # Held for every row of the block all through its first pass: int32, and of the profiles a row
+        # teaches only the nearest (the rest follow from it), 9 bytes a row.
+        self.profile_of_row = np.full(table.nrows, -1, np.int32)
         self.fitted_here = np.zeros(table.nrows, bool)
-        # int32: held for every row of the block all through its first pass (108 bytes a row, not 216).
-        self.teaches = np.full((table.nrows, MAX_NEIGHBOURS), -1, np.int32)
+        self.teacher_nearest = np.full(table.nrows, -1, np.int32)  # -1: the row teaches no profile
+        self.samplers = {}
         self.left: dict[int, np.ndarray] = {}  # experiment -> (P,) its block's references not mapped yet
         for number, is_local in local.items():
-            sampler = make_sampler(job.experiments[number], gaussian)
+            sampler = self.samplers[number] = make_sampler(job.experiments[number], gaussian)
             rows = np.flatnonzero(table["id"] == number)
             profile = sampler.nearest(table["xyzcal.px"][rows])
             self.profile_of_row[rows] = profile
             self.fitted_here[rows] = True if exchange else (profile < 0) | is_local[np.maximum(profile, 0)]
-            teaching, profiles = teaching_rows(table, number, sampler)
-            self.teaches[teaching] = profiles
+            teaching, nearest = teaching_rows(table, number, sampler)
+            self.teacher_nearest[teaching] = nearest
+            profiles = sampler.neighbours_of(nearest)
             self.left[number] = np.bincount(profiles[profiles >= 0], minlength=sampler.size)
         self.waiting: list[_Waiting] = []
         self.fitted: list[tuple[np.ndarray, dict]] = []  # (block rows, their FITTED_COLUMNS)
@@ -174,11 +176,13 @@ class StreamedFits:
             kept = _Waiting(rows[here], table.select(here), grids if here.all() else grids.select(here))
             self.waiting.append(kept)
             self.waiting_bytes += kept.nbytes
-        teaching = rows[self.teaches[rows, 0] >= 0]
-        ids = np.asarray(table["id"])[self.teaches[rows, 0] >= 0]
+        teaches = self.teacher_nearest[rows] >= 0
+        teaching = rows[teaches]
+        ids = np.asarray(table["id"])[teaches]
         for number in np.unique(ids):
-            profiles = self.teaches[teaching[ids == number]]
-            left = self.left[int(number)]
+            number = int(number)
+            profiles = self.samplers[number].neighbours_of(self.teacher_nearest[teaching[ids == number]])
+            left = self.left[number]
             before = left == 0
             left -= np.bincount(profiles[profiles >= 0], minlength=len(left))
             self.completed |= bool(((left == 0) & ~before).any())
