@@ -107,6 +107,9 @@ def test_debug_output_files(dataset, tmp_path):
     assert pieces
     part = read_reflections(str(pieces[0]))
     assert "shoebox" in part and (part["intensity.sum.value"] > 0).all()
+    # The block's rows with every column, the predictions' included, each with its own shoebox.
+    assert {"miller_index", "xyzcal.px", "s1", "flags", "xyzobs.px.value"} <= set(part.keys())
+    assert np.array_equal(part["shoebox"].bbox, part["bbox"])
     with np.load(tmp_path / "reference_profiles.refl") as profiles:
         assert profiles["profiles_0"].shape[1:] == (11, 11, 11)
     kept, _ = run(dataset, tmp_path / "inline", "debug.output=True", "debug.separate_files=False")

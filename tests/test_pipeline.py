@@ -111,6 +111,10 @@ def test_a_failing_block_keeps_the_others_and_the_rerun_resumes(dataset, tmp_pat
     done = sorted(p.name for p in work.glob("block_*.modelled.refl"))
     # Blocks of 2 frames overlapping by 1: block 6 holds frames 6-7, image 7 is frame 6.
     assert "block_0000.modelled.refl" in done and "block_0006.modelled.refl" not in done
+    # A block stores the columns it computed and the flags it changed, not the predictions it was given.
+    stored = read_reflections(str(work / "block_0000.modelled.refl"))
+    assert {"flags", "intensity.sum.value", "xyzobs.px.value"} <= set(stored.keys())
+    assert not {"miller_index", "s1", "xyzcal.px", "bbox"} & set(stored.keys())
     assert not (out / "integrated.refl").exists()
     _assert_mended_rerun_resumes(broken, image, good_bytes, out, tmp_path, args, "already done (resumed)")
 

@@ -407,15 +407,14 @@ def _integrate(experiments: ExperimentList, holder: list[ReflectionTable], param
         debug = integration.debug
         if debug.reference.output and references:
             write_reference_profiles(os.path.join(output_directory, debug.reference.filename), references)
-        for block in blocks:  # one block's results in memory at a time
-            part = store.load_table(block.index, kind)
+        for block in blocks:  # one block's results (the columns it computed) in memory at a time
+            rows = assignment == block.index
+            put_rows(table, rows, store.load_table(block.index, kind))
             if debug.output and debug.separate_files:
-                with_boxes = part.select(np.arange(part.nrows))
+                with_boxes = table.select(rows)
                 with_boxes["shoebox"] = store.load_block_shoeboxes(block.index)
                 write_block_shoeboxes(output_directory, block.index, with_boxes, params)
                 with_boxes = None
-            put_rows(table, assignment == block.index, part)
-            part = None
         shoeboxes = None
         if keep:
             boxes = [store.load_block_shoeboxes(block.index) for block in blocks]
