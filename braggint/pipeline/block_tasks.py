@@ -255,7 +255,7 @@ def computed_columns(processed: ReflectionTable, given: ReflectionTable) -> Refl
 
 def with_inputs(computed: ReflectionTable, given: ReflectionTable) -> ReflectionTable:
     """A block's :func:`computed_columns` of all its rows (in the order of the table it was ``given``)
-    with the given table's other columns added back, shared, not copied."""
+    with the given table's other columns added back (in place; shared, not copied); returns it."""
     for name in given.keys():
         if name not in computed:
             computed.set_column(name, given[name], given.column_type(name))
