@@ -131,6 +131,9 @@ def test_shallow_copy_shares_arrays_but_not_columns():
     copy["zeta"] = np.ones(3)
     assert "shoebox" in table and "zeta" not in table and "shoebox" not in copy
     assert copy.nrows == table.nrows and copy.identifiers == table.identifiers
+    fewer = table.without(["shoebox", "not a column"])
+    assert set(fewer.keys()) == set(table.keys()) - {"shoebox"} and fewer["d"] is table["d"]
+    assert "shoebox" in table
 
 
 def test_column_length_mismatch_is_refused():

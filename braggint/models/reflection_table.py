@@ -111,6 +111,14 @@ class ReflectionTable:
         out._columns, out._types = dict(self._columns), dict(self._types)
         return out
 
+    def without(self, names) -> "ReflectionTable":
+        """A :meth:`shallow_copy` without the columns ``names`` (those of them it has)."""
+        out = self.shallow_copy()
+        for name in names:
+            if name in out:
+                del out[name]
+        return out
+
     # ----- rows ---------------------------------------------------------
     def select(self, index) -> "ReflectionTable":
         """A new table with the rows picked by a boolean mask or integer index."""

@@ -246,11 +246,7 @@ CHANGED_INPUT_COLUMNS = ("flags",)
 def computed_columns(processed: ReflectionTable, given: ReflectionTable) -> ReflectionTable:
     """The columns of ``processed`` rows that the block computed or changed: without the columns of the
     table it was ``given`` (:data:`CHANGED_INPUT_COLUMNS` apart).  The arrays are shared, not copied."""
-    out = processed.shallow_copy()
-    for name in given.keys():
-        if name in out and name not in CHANGED_INPUT_COLUMNS:
-            del out[name]
-    return out
+    return processed.without(name for name in given.keys() if name not in CHANGED_INPUT_COLUMNS)
 
 
 def with_inputs(computed: ReflectionTable, given: ReflectionTable) -> ReflectionTable:

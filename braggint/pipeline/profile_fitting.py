@@ -292,9 +292,8 @@ def calibrate_variances(table: ReflectionTable, variance_model: str) -> None:
         fitted = table.get_flags(Flags.integrated_prf)
         variance = table["intensity.prf.variance"].copy()
         zeta_class = np.searchsorted(ZETA_CLASSES, np.abs(table["zeta"]), side="right")
-        read = table.shallow_copy()  # the columns profile_error reads, so that picking rows copies only those
-        for name in set(read.keys()) - CALIBRATION_COLUMNS:
-            del read[name]
+        # The columns profile_error reads, so that picking rows copies only those.
+        read = table.without(set(table.keys()) - CALIBRATION_COLUMNS)
         for number in np.unique(table["id"]):
             experiment_rows = table["id"] == number
             part = read.select(experiment_rows)

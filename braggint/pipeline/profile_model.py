@@ -95,9 +95,7 @@ def _split_per_frame(reference: ReflectionTable) -> tuple[ReflectionTable, np.nd
     piece_boxes = ShoeboxColumn(shoeboxes.panel[piece_row], bbox, np.ones(len(piece_row), bool),
                                 ragged_offsets(area),
                                 shoeboxes.data[gather], shoeboxes.mask[gather], shoeboxes.background[gather])
-    without_pixels = reference.shallow_copy()
-    del without_pixels["shoebox"]
-    pieces = without_pixels.select(piece_row)
+    pieces = reference.without(["shoebox"]).select(piece_row)
     pieces["shoebox"] = piece_boxes
     pieces["bbox"] = bbox
     return pieces, piece_frame

@@ -141,11 +141,11 @@ class StreamedFits:
         self.local = local
         table = job.table
         gaussian = job.params.profile.gaussian_rs.fitting
-        # Held for every row of the block all through its first pass: int32, and of the profiles a row
-        # teaches only the nearest (the rest follow from it), 9 bytes a row.
+        # Held for every row of the block all through its first pass: 6 bytes a row.  What a row teaches
+        # follows from its nearest profile (Sampler.neighbours_of).
         self.profile_of_row = np.full(table.nrows, -1, np.int32)
         self.fitted_here = np.zeros(table.nrows, bool)
-        self.teacher_nearest = np.full(table.nrows, -1, np.int32)  # -1: the row teaches no profile
+        self.teaches = np.zeros(table.nrows, bool)
         self.samplers = {}
         self.left: dict[int, np.ndarray] = {}  # experiment -> (P,) its block's references not mapped yet
         for number, is_local in local.items():
@@ -155,7 +155,7 @@ class StreamedFits:
             self.profile_of_row[rows] = profile
             self.fitted_here[rows] = True if exchange else (profile < 0) | is_local[np.maximum(profile, 0)]
             teaching, nearest = teaching_rows(table, number, sampler)
-            self.teacher_nearest[teaching] = nearest
+            self.teaches[teaching] = True
             profiles = sampler.neighbours_of(nearest)
             self.left[number] = np.bincount(profiles[profiles >= 0], minlength=sampler.size)
         self.waiting: list[_Waiting] = []
@@ -176,12 +176,12 @@ class StreamedFits:
             kept = _Waiting(rows[here], table.select(here), grids if here.all() else grids.select(here))
             self.waiting.append(kept)
             self.waiting_bytes += kept.nbytes
-        teaches = self.teacher_nearest[rows] >= 0
+        teaches = self.teaches[rows]
         teaching = rows[teaches]
         ids = np.asarray(table["id"])[teaches]
         for number in np.unique(ids):
             number = int(number)
-            profiles = self.samplers[number].neighbours_of(self.teacher_nearest[teaching[ids == number]])
+            profiles = self.samplers[number].neighbours_of(self.profile_of_row[teaching[ids == number]])
             left = self.left[number]
             before = left == 0
             left -= np.bincount(profiles[profiles >= 0], minlength=len(left))
