@@ -673,7 +673,7 @@ def render(record: dict, path: Path) -> None:
               "kept and stored every column of its rows, the predictions it was given included (now only the "
               "columns it computes and the flags: 157 of 349 bytes a row fewer, the block's write 0.12-0.14 "
               "-> 0.05-0.07 s at 400 images), and held the 27 profiles each strong spot teaches for every "
-              "row (now the nearest, 117 -> 9 bytes a row; the sampler looks the rest up in a table made "
+              "row (now the nearest, 117 -> 6 bytes a row; the sampler looks the rest up in a table made "
               "once); numba checks every index that may be negative (start + i, for a slice of a flat array) "
               "and that branch kept the foreground-mask and summation loops from vectorising (now each "
               "box's rows and frames are slices indexed from 0: the foreground kernel 2.4x and the "
