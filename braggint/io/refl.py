@@ -9,6 +9,7 @@ both and writes version 1 by default, the one DIALS 3.12 reads.
 from __future__ import annotations
 
 import gzip
+import io
 import struct
 
 import msgpack
@@ -22,6 +23,7 @@ from .atomic import atomic_open
 
 MAGIC = "dials::af::reflection_table"
 _HEADER = struct.Struct("<I6iB")  # panel, bbox x0 x1 y0 y1 z0 z1, presence/layout byte
+_HEADER_SIZE = _HEADER.size
 
 #: What :func:`read_reflections` calls its file in errors.
 REFLECTION_FILE = "reflection file"
@@ -164,43 +166,115 @@ def _copy_shoebox_records(raw, nrows, header, offsets):
     return data, mask, background
 
 
-def _encode_shoeboxes(column: ShoeboxColumn, version: int) -> bytes:
+#: Rows of shoeboxes encoded and written at a time: the column's bytes are never held whole.
+ENCODE_ROWS = 4096
+
+
+def _shoebox_chunks(column: ShoeboxColumn, version: int):
+    """``(bytes of the whole column, generator of its records' bytes in chunks of ENCODE_ROWS rows)``."""
     layout = 1 if version == 1 else 2
-    mask_dtype = np.dtype("<i4") if version == 1 else np.dtype(np.uint8)
-    expected = bbox_volume(column.bbox)
-    chunks = []
-    for row in range(len(column)):
-        x0, x1, y0, y1, z0, z1 = (int(v) for v in column.bbox[row])
-        if not column.has_pixels[row]:
-            chunks.append(_HEADER.pack(int(column.panel[row]), x0, x1, y0, y1, z0, z1, 0))
+    mask_width = 4 if layout == 1 else 1
+    voxels = bbox_volume(column.bbox)
+    present = np.asarray(column.has_pixels, bool)
+    stored = np.diff(column.offsets)
+    wrong = np.flatnonzero(present & (stored != voxels))
+    if len(wrong):
+        row = int(wrong[0])
+        raise ValueError(f"shoebox {row}: {stored[row]} voxels for a bbox of {voxels[row]}")
+    starts = ragged_offsets(_HEADER.size + np.where(present, voxels * (8 + mask_width), 0))
+    # Views, not copies, of a column in the file's types (float32, one-byte masks) and byte order.
+    arrays = (np.asarray(column.panel, "<u4"), np.asarray(column.bbox, "<i4"), present, column.offsets,
+              np.ascontiguousarray(column.data, "<f4").view(np.uint8), np.asarray(column.mask, np.uint8),
+              np.ascontiguousarray(column.background, "<f4").view(np.uint8))
+
+    def chunks():
+        for first in range(0, len(column), ENCODE_ROWS):
+            last = min(first + ENCODE_ROWS, len(column))
+            out = np.empty(int(starts[last] - starts[first]), np.uint8)
+            _encode_shoebox_records(*arrays, layout, first, last, starts, out)
+            yield out
+            del out  # before the next chunk is made: one chunk alive at a time
+
+    return int(starts[-1]), chunks()
+
+
+@njit(cache=True, error_model="numpy")
+def _encode_shoebox_records(panel, bbox, present, offsets, data, mask, background, layout, first, last, starts, out):
+    """Records ``first:last`` (see :func:`_decode_shoeboxes`) into ``out``, record r at ``starts[r] -
+    starts[first]``; ``data`` and ``background`` are the float32 arrays' bytes (little-endian), a mask is
+    written as int32 in layout 1 (its value is below 256), as one byte otherwise."""
+    header = _HEADER_SIZE
+    for row in range(first, last):
+        pos = starts[row] - starts[first]
+        _put_le_int(out, pos, np.int64(panel[row]))
+        for k in range(6):
+            _put_le_int(out, pos + 4 + 4 * k, np.int64(bbox[row, k]))
+        out[pos + header - 1] = layout if present[row] else 0
+        pos += header
+        if not present[row]:
             continue
-        a, b = int(column.offsets[row]), int(column.offsets[row + 1])
-        if b - a != expected[row]:
-            raise ValueError(f"shoebox {row}: {b - a} voxels for a bbox of {expected[row]}")
-        chunks.append(_HEADER.pack(int(column.panel[row]), x0, x1, y0, y1, z0, z1, layout))
-        chunks.append(column.data[a:b].astype("<f4").tobytes())
-        chunks.append(column.mask[a:b].astype(mask_dtype).tobytes())
-        chunks.append(column.background[a:b].astype("<f4").tobytes())
-    return b"".join(chunks)
+        lo, n = offsets[row], offsets[row + 1] - offsets[row]
+        out[pos:pos + 4 * n] = data[4 * lo:4 * (lo + n)]
+        pos += 4 * n
+        width = 4 if layout == 1 else 1
+        for v in range(n):
+            out[pos + width * v] = mask[lo + v]
+            for b in range(1, width):
+                out[pos + width * v + b] = 0
+        pos += width * n
+        out[pos:pos + 4 * n] = background[4 * lo:4 * (lo + n)]
+
+
+@njit(inline="always")
+def _put_le_int(out, pos, value):
+    """The 32-bit two's-complement little-endian bytes of ``value`` at byte ``pos``."""
+    value &= 0xFFFFFFFF
+    for b in range(4):
+        out[pos + b] = (value >> (8 * b)) & 0xFF
+
+
+def _bin_header(length: int) -> bytes:
+    """msgpack's header of a bin object of ``length`` bytes (the shortest form, as msgpack writes it)."""
+    if length < 1 << 8:
+        return struct.pack(">BB", 0xC4, length)
+    if length < 1 << 16:
+        return struct.pack(">BH", 0xC5, length)
+    return struct.pack(">BI", 0xC6, length)
+
+
+def write_table(table: ReflectionTable, handle, version: int = 1) -> None:
+    """Write ``table`` to the binary file ``handle`` as a DIALS msgpack document, column by column: the
+    bytes are those of msgpack packing the whole document, but no column is copied whole (numeric
+    columns are written from their arrays, shoeboxes encoded a chunk of rows at a time)."""
+    packer = msgpack.Packer(use_bin_type=True)
+    handle.write(packer.pack_array_header(3) + packer.pack(MAGIC) + packer.pack(version) + packer.pack_map_header(3))
+    handle.write(packer.pack("identifiers") + packer.pack(dict(table.identifiers)) + packer.pack("nrows")
+                 + packer.pack(table.nrows) + packer.pack("data") + packer.pack_map_header(len(table.keys())))
+    for name in table.keys():
+        type_name = table.column_type(name)
+        handle.write(packer.pack(name) + packer.pack_array_header(2) + packer.pack(type_name)
+                     + packer.pack_array_header(2) + packer.pack(table.nrows))
+        if type_name == SHOEBOX_TYPE:
+            length, chunks = _shoebox_chunks(table[name], version)
+            handle.write(_bin_header(length))
+            for chunk in chunks:
+                handle.write(chunk)
+                del chunk
+        else:
+            dtype, _ = COLUMN_TYPES[type_name]
+            values = np.ascontiguousarray(table[name], dtype=dtype)
+            handle.write(_bin_header(values.nbytes))
+            handle.write(values.reshape(-1).view(np.uint8).data)
 
 
 def table_to_msgpack(table: ReflectionTable, version: int = 1) -> bytes:
-    data = {}
-    for name in table.keys():
-        type_name = table.column_type(name)
-        value = table[name]
-        if type_name == SHOEBOX_TYPE:
-            payload = _encode_shoeboxes(value, version)
-        else:
-            dtype, _ = COLUMN_TYPES[type_name]
-            payload = np.ascontiguousarray(value, dtype=dtype).tobytes()
-        data[name] = [type_name, [table.nrows, payload]]
-    header = {"identifiers": dict(table.identifiers), "nrows": table.nrows, "data": data}
-    return msgpack.packb([MAGIC, version, header], use_bin_type=True)
+    """The bytes of ``table`` as a DIALS msgpack document (see :func:`write_table`)."""
+    buffer = io.BytesIO()
+    write_table(table, buffer, version)
+    return buffer.getvalue()
 
 
 def write_reflections(table: ReflectionTable, path: str, version: int = 1) -> None:
-    """Write a ``.refl`` file atomically (temporary name, then rename)."""
-    payload = table_to_msgpack(table, version)
+    """Write a ``.refl`` file atomically (temporary name, then rename), a column at a time."""
     with atomic_open(path, "wb") as handle:
-        handle.write(payload)
+        write_table(table, handle, version)
