@@ -4,6 +4,12 @@ Layout: ``["dials::af::reflection_table", VERSION, {"identifiers": {id: str},
 "nrows": N, "data": {name: [TYPE_NAME, [N, raw little-endian bytes]]}}]``.
 Version 1 stores shoebox masks as int32, version 2 as uint8.  braggint reads
 both and writes version 1 by default, the one DIALS 3.12 reads.
+
+Neither reading nor writing holds the document whole: the document is
+walked in the file, columns going straight between their arrays and the
+file, and shoeboxes a window (reading) or a chunk of rows (writing) at a
+time.  A table of strong spots with shoeboxes is mostly its shoebox column,
+so holding its bytes and the decoded table at once had doubled memory.
 """
 
 from __future__ import annotations
@@ -29,74 +35,159 @@ _HEADER_SIZE = _HEADER.size
 REFLECTION_FILE = "reflection file"
 
 
+#: Bytes of a shoebox column read at a time (grown for a record that is larger).
+WINDOW_BYTES = 16 << 20
+#: What a malformed document raises while it is walked.
+_MSGPACK_ERRORS = (msgpack.OutOfData, msgpack.FormatError, msgpack.StackError, ValueError, UnicodeDecodeError,
+                   struct.error)
+
+
 def read_reflections(path: str) -> ReflectionTable:
-    """Load a ``.refl`` file; raise :class:`InputFileError` naming the file on failure."""
+    """Load a ``.refl`` file; raise :class:`InputFileError` naming the file on failure.
+
+    The document is walked in the file, never held whole: each numeric
+    column is read straight into its array and the shoebox column a window
+    of :data:`WINDOW_BYTES` at a time, so reading holds the table and one
+    window (a gzipped file is decompressed into memory first).
+    """
     require_file(path, REFLECTION_FILE)
     with open(path, "rb") as handle:
-        raw = handle.read()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    try:
-        document = msgpack.unpackb(raw, raw=False, strict_map_key=False)
-    except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError, UnicodeDecodeError) as exc:
-        raise InputFileError(f"{path}: not a msgpack reflection table ({exc})") from None
-    del raw  # the document holds a copy of every column: the file's bytes are not needed any more
-    try:
-        return table_from_msgpack(document)
-    except InputFileError as exc:
-        raise InputFileError(f"{path}: {exc}") from None
+        source = io.BytesIO(gzip.decompress(handle.read())) if handle.read(2) == b"\x1f\x8b" else handle
+        source.seek(0)
+        try:
+            return _read_table(source)
+        except InputFileError as exc:
+            raise InputFileError(f"{path}: {exc}") from None
+        except _MSGPACK_ERRORS as exc:
+            raise InputFileError(f"{path}: not a msgpack reflection table ({type(exc).__name__}: {exc})") from None
 
 
-def table_from_msgpack(document) -> ReflectionTable:
-    """The table a DIALS msgpack document holds.  Each column's bytes are taken out of ``document`` as the
-    column is decoded, so that the document and the table together never hold more than one column twice."""
-    if not (isinstance(document, list) and len(document) == 3 and document[0] == MAGIC):
+def _read_table(handle) -> ReflectionTable:
+    """The table of the DIALS msgpack document in the binary file ``handle`` (at its start)."""
+    if _next(handle, "array") != 3 or _next(handle, "value") != MAGIC:
         raise InputFileError("not a DIALS reflection table (bad msgpack header)")
-    version, header = document[1], document[2]
+    version = _next(handle, "value")
     if version not in (1, 2):
         raise InputFileError(f"unsupported reflection-table version {version}")
-    if not isinstance(header, dict) or "nrows" not in header or "data" not in header:
+    header: dict = {}
+    columns: list[tuple[str, str, int, int, int]] = []  # name, type, rows, start of its bytes, their length
+    for _ in range(_next(handle, "map")):
+        key = _next(handle, "value")
+        if key != "data":
+            header[key] = _next(handle, "value")
+            continue
+        header[key] = True
+        for _ in range(_next(handle, "map")):
+            name = _next(handle, "value")
+            if _next(handle, "array") != 2:
+                raise InputFileError(f"column {name!r} is malformed")
+            type_name = _next(handle, "value")
+            if _next(handle, "array") != 2:
+                raise InputFileError(f"column {name!r} is malformed")
+            count = _next(handle, "value")
+            length = _bin_length(handle, name)
+            columns.append((name, type_name, count, handle.tell(), length))
+            handle.seek(length, io.SEEK_CUR)
+    if handle.read(1):
+        raise InputFileError("not a msgpack reflection table (extra data after the document)")
+    if "nrows" not in header or "data" not in header:
         raise InputFileError("reflection table header lacks nrows/data")
     unknown = set(header) - {"identifiers", "nrows", "data"}
     if unknown:
         raise InputFileError(f"reflection table header has unknown keys {sorted(unknown)}")
     nrows = int(header["nrows"])
     table = ReflectionTable(nrows, {int(k): v for k, v in (header.get("identifiers") or {}).items()})
-    columns = header["data"]
-    for name in list(columns):
-        column = columns.pop(name)
-        try:
-            type_name, (count, payload) = column
-        except (TypeError, ValueError):
-            raise InputFileError(f"column {name!r} is malformed") from None
+    for name, type_name, count, start, length in columns:
         if count != nrows:
             raise InputFileError(f"column {name!r} has {count} rows, table has {nrows}")
         if type_name == SHOEBOX_TYPE:
-            table.set_column(name, _decode_shoeboxes(payload, nrows, name), SHOEBOX_TYPE)
+            table.set_column(name, _read_shoeboxes(handle, start, length, nrows, name), SHOEBOX_TYPE)
         elif type_name in COLUMN_TYPES:
             dtype, tail = COLUMN_TYPES[type_name]
-            expected = nrows * dtype.itemsize * int(np.prod(tail, dtype=int))
-            if len(payload) != expected:
-                raise InputFileError(f"column {name!r} holds {len(payload)} bytes, expected {expected}")
-            values = np.frombuffer(payload, dtype=dtype).reshape((nrows, *tail)).copy()
+            values = np.empty((nrows, *tail), dtype)
+            if length != values.nbytes:
+                raise InputFileError(f"column {name!r} holds {length} bytes, expected {values.nbytes}")
+            handle.seek(start)
+            if handle.readinto(values.reshape(-1).view(np.uint8)) != length:
+                raise InputFileError(f"column {name!r} is cut short")
             table.set_column(name, values, type_name)
         else:
             raise InputFileError(f"column {name!r} has unsupported type {type_name!r}")
     return table
 
 
-def _decode_shoeboxes(payload: bytes, nrows: int, name: str) -> ShoeboxColumn:
-    """The shoebox column's records: per row the header (:data:`_HEADER`), then, when present, its
-    float32 data, mask (int32 in layout 1, uint8 otherwise) and float32 background."""
-    raw = np.frombuffer(payload, np.uint8)
-    panel, bbox, sizes, end, bad_row = _scan_shoebox_records(raw, nrows, _HEADER.size)
-    if bad_row >= 0:
-        raise InputFileError(f"column {name!r}: shoebox data truncated at row {bad_row}")
-    if end != len(payload):
-        raise InputFileError(f"column {name!r}: {len(payload) - end} stray bytes after the last shoebox")
+def _next(handle, what: str):
+    """The next small msgpack item in ``handle``: a whole ``"value"``, or an ``"array"`` or ``"map"``
+    header's length; ``handle`` is left just after it."""
+    start = handle.tell()
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
+    read = {"value": unpacker.unpack, "array": unpacker.read_array_header, "map": unpacker.read_map_header}[what]
+    step = 4096
+    while True:
+        chunk = handle.read(step)
+        if not chunk:
+            raise msgpack.OutOfData("the file ends inside the document")
+        unpacker.feed(chunk)
+        try:
+            item = read()
+            break
+        except msgpack.OutOfData:
+            step *= 2
+    handle.seek(start + unpacker.tell())
+    return item
+
+
+def _bin_length(handle, name: str) -> int:
+    """The length of the msgpack bin object whose header starts at ``handle`` (left at its first byte)."""
+    formats = {b"\xc4": ">B", b"\xc5": ">H", b"\xc6": ">I"}
+    kind = handle.read(1)
+    if kind not in formats:
+        raise InputFileError(f"column {name!r} is malformed")
+    return struct.unpack(formats[kind], handle.read(struct.calcsize(formats[kind])))[0]
+
+
+def _read_shoeboxes(handle, start: int, length: int, nrows: int, name: str) -> ShoeboxColumn:
+    """The shoebox column whose ``length`` bytes start at ``start`` in ``handle``: per row the header
+    (:data:`_HEADER`), then, when present, its float32 data, mask (int32 in layout 1, uint8 otherwise) and
+    float32 background.  Read twice, a window at a time: once for the boxes (and so the voxels to hold),
+    once for the voxels."""
+    panel = np.zeros(nrows, np.uint32)
+    bbox = np.zeros((nrows, 6), np.int32)
+    sizes = np.zeros(nrows, np.int64)
+    _each_window(handle, start, length, nrows, name,
+                 lambda window, row: _scan_shoebox_records(window, row, nrows, panel, bbox, sizes))
     offsets = ragged_offsets(sizes)
-    data, mask, background = _copy_shoebox_records(raw, nrows, _HEADER.size, offsets)
+    data = np.empty(4 * offsets[-1], np.uint8)
+    background = np.empty(4 * offsets[-1], np.uint8)
+    mask = np.empty(offsets[-1], np.uint8)
+    _each_window(handle, start, length, nrows, name,
+                 lambda window, row: _copy_shoebox_records(window, row, nrows, offsets, data, mask, background))
     return ShoeboxColumn(panel, bbox, sizes > 0, offsets, data.view(np.float32), mask, background.view(np.float32))
+
+
+def _each_window(handle, start: int, length: int, nrows: int, name: str, consume) -> None:
+    """Feed the ``length`` bytes at ``start`` to ``consume(window, row) -> (next row, bytes used)`` a window
+    of whole records at a time, ``row`` being the first record in the window, until every row is consumed."""
+    handle.seek(start)
+    window = np.empty(min(WINDOW_BYTES, max(length, 1)), np.uint8)
+    held, left, row = 0, length, 0
+    while row < nrows:
+        take = min(len(window) - held, left)
+        got = handle.readinto(window[held:held + take]) if take else 0
+        if got != take:
+            raise InputFileError(f"column {name!r}: the file ends inside the shoebox data")
+        held, left = held + got, left - got
+        reached, used = consume(window[:held], row)
+        if reached == row:
+            if left == 0 or used < 0:  # no whole record left, or one whose bbox has a negative size
+                raise InputFileError(f"column {name!r}: shoebox data truncated at row {row}")
+            if held == len(window):  # a record larger than the window
+                window = np.concatenate([window, np.empty(len(window), np.uint8)])
+            continue
+        window[:held - used] = window[used:held]
+        held, row = held - used, reached
+    if held or left:
+        raise InputFileError(f"column {name!r}: {held + left} stray bytes after the last shoebox")
 
 
 @njit(cache=True, error_model="numpy")
@@ -111,59 +202,63 @@ def _le_int(raw, pos, signed):
 
 @njit(cache=True, error_model="numpy")
 def _record_bytes(layout, n):
-    """Bytes of a present shoebox's voxels after its header: data, mask, background."""
-    return n * (8 + (4 if layout == 1 else 1))
+    """Bytes of a shoebox record's voxels after its header: data, mask, background (none when absent)."""
+    return 0 if layout == 0 else n * (8 + (4 if layout == 1 else 1))
 
 
 @njit(cache=True, error_model="numpy")
-def _scan_shoebox_records(raw, nrows, header):
-    """``(panel, bbox, voxels per row (0 when absent), end of the last record, first truncated row or -1)``."""
-    panel = np.zeros(nrows, np.uint32)
-    bbox = np.zeros((nrows, 6), np.int32)
-    sizes = np.zeros(nrows, np.int64)
+def _scan_shoebox_records(raw, row, nrows, panel, bbox, sizes):
+    """Read the panel, bbox and voxel count (0 when absent) of the whole records in ``raw``, the first being
+    row ``row``; returns ``(the row after the last whole record, bytes they take)``, or ``(row, -1)`` at a
+    record whose bbox gives a negative size."""
+    header = _HEADER_SIZE
     pos = 0
-    for row in range(nrows):
-        if pos + header > len(raw):
-            return panel, bbox, sizes, pos, row
+    while row < nrows and pos + header <= len(raw):
+        layout = raw[pos + header - 1]
+        n = 0
+        if layout != 0:
+            n = (_le_int(raw, pos + 8, True) - _le_int(raw, pos + 4, True)) * (
+                _le_int(raw, pos + 16, True) - _le_int(raw, pos + 12, True)) * (
+                _le_int(raw, pos + 24, True) - _le_int(raw, pos + 20, True))
+            if n < 0:
+                return row, -1
+        if pos + header + _record_bytes(layout, n) > len(raw):
+            break
         panel[row] = _le_int(raw, pos, False)
         for k in range(6):
             bbox[row, k] = _le_int(raw, pos + 4 + 4 * k, True)
-        layout = raw[pos + header - 1]
-        pos += header
-        if layout == 0:
-            continue
-        n = (bbox[row, 1] - bbox[row, 0]) * (bbox[row, 3] - bbox[row, 2]) * (bbox[row, 5] - bbox[row, 4])
-        if n < 0 or pos + _record_bytes(layout, n) > len(raw):
-            return panel, bbox, sizes, pos, row
         sizes[row] = n
-        pos += _record_bytes(layout, n)
-    return panel, bbox, sizes, pos, -1
+        pos += header + _record_bytes(layout, n)
+        row += 1
+    return row, pos
 
 
 @njit(cache=True, error_model="numpy")
-def _copy_shoebox_records(raw, nrows, header, offsets):
-    """The records' data and background bytes (float32 once viewed so) and masks (uint8; an int32 mask's
-    low byte), concatenated in row order."""
-    data = np.empty(4 * offsets[-1], np.uint8)
-    background = np.empty(4 * offsets[-1], np.uint8)
-    mask = np.empty(offsets[-1], np.uint8)
+def _copy_shoebox_records(raw, row, nrows, offsets, data, mask, background):
+    """Copy the voxels of the whole records in ``raw`` (the first being row ``row``, their sizes known from
+    :func:`_scan_shoebox_records`) into the data and background bytes (float32 once viewed so) and masks
+    (uint8; an int32 mask's low byte) at ``offsets``; returns ``(the row after the last whole record, bytes
+    they take)``."""
+    header = _HEADER_SIZE
     pos = 0
-    for row in range(nrows):
+    while row < nrows and pos + header <= len(raw):
         layout = raw[pos + header - 1]
-        pos += header
-        if layout == 0:
-            continue
         n = offsets[row + 1] - offsets[row]
-        first = offsets[row]
-        data[4 * first:4 * (first + n)] = raw[pos:pos + 4 * n]
-        pos += 4 * n
-        width = 4 if layout == 1 else 1
-        for v in range(n):
-            mask[first + v] = raw[pos + width * v]
-        pos += width * n
-        background[4 * first:4 * (first + n)] = raw[pos:pos + 4 * n]
-        pos += 4 * n
-    return data, mask, background
+        if pos + header + _record_bytes(layout, n) > len(raw):
+            break
+        pos += header
+        if layout != 0:
+            first = offsets[row]
+            data[4 * first:4 * (first + n)] = raw[pos:pos + 4 * n]
+            pos += 4 * n
+            width = 4 if layout == 1 else 1
+            for v in range(n):
+                mask[first + v] = raw[pos + width * v]
+            pos += width * n
+            background[4 * first:4 * (first + n)] = raw[pos:pos + 4 * n]
+            pos += 4 * n
+        row += 1
+    return row, pos
 
 
 #: Rows of shoeboxes encoded and written at a time: the column's bytes are never held whole.
@@ -200,7 +295,7 @@ def _shoebox_chunks(column: ShoeboxColumn, version: int):
 
 @njit(cache=True, error_model="numpy")
 def _encode_shoebox_records(panel, bbox, present, offsets, data, mask, background, layout, first, last, starts, out):
-    """Records ``first:last`` (see :func:`_decode_shoeboxes`) into ``out``, record r at ``starts[r] -
+    """Records ``first:last`` (see :func:`_read_shoeboxes`) into ``out``, record r at ``starts[r] -
     starts[first]``; ``data`` and ``background`` are the float32 arrays' bytes (little-endian), a mask is
     written as int32 in layout 1 (its value is below 256), as one byte otherwise."""
     header = _HEADER_SIZE
