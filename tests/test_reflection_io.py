@@ -199,6 +199,27 @@ def test_malformed_reflection_files_are_named(tmp_path, payload, message):
     assert_reader_names_file(read_reflections, tmp_path / "bad.refl", payload, message)
 
 
+def test_gzipped_tables_read_as_the_plain_file(real_sweep, tmp_path):
+    import gzip
+
+    plain = real_sweep / "refined.refl"
+    packed = tmp_path / "refined.refl"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    table, again = read_reflections(str(plain)), read_reflections(str(packed))
+    assert again.keys() == table.keys() and again.nrows == table.nrows
+    assert again["shoebox"].equals(table["shoebox"])
+    np.testing.assert_array_equal(again["xyzobs.px.value"], table["xyzobs.px.value"])
+    packed.write_bytes(gzip.compress(plain.read_bytes())[:-100])
+    with pytest.raises(InputFileError, match="not a msgpack reflection table"):
+        read_reflections(str(packed))
+
+
+def test_a_file_cut_short_is_named(real_sweep, tmp_path):
+    whole = (real_sweep / "refined.refl").read_bytes()
+    for keep in (5000, len(whole) - 1000):  # inside the document's header, inside its last column
+        assert_reader_names_file(read_reflections, tmp_path / "cut.refl", whole[:keep], "")
+
+
 def test_truncated_shoebox_column_is_reported(real_sweep, tmp_path):
     raw = msgpack.unpackb((real_sweep / "refined.refl").read_bytes(), raw=False, strict_map_key=False)
     kind, (n, payload) = raw[2]["data"]["shoebox"]

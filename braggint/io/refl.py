@@ -37,9 +37,9 @@ REFLECTION_FILE = "reflection file"
 
 #: Bytes of a shoebox column read at a time (grown for a record that is larger).
 WINDOW_BYTES = 16 << 20
-#: What a malformed document raises while it is walked.
+#: What a malformed (or badly gzipped) document raises while it is walked.
 _MSGPACK_ERRORS = (msgpack.OutOfData, msgpack.FormatError, msgpack.StackError, ValueError, UnicodeDecodeError,
-                   struct.error)
+                   struct.error, gzip.BadGzipFile, EOFError)
 
 
 def read_reflections(path: str) -> ReflectionTable:
@@ -52,10 +52,10 @@ def read_reflections(path: str) -> ReflectionTable:
     """
     require_file(path, REFLECTION_FILE)
     with open(path, "rb") as handle:
-        source = io.BytesIO(gzip.decompress(handle.read())) if handle.read(2) == b"\x1f\x8b" else handle
-        source.seek(0)
+        gzipped = handle.read(2) == b"\x1f\x8b"
+        handle.seek(0)
         try:
-            return _read_table(source)
+            return _read_table(io.BytesIO(gzip.decompress(handle.read())) if gzipped else handle)
         except InputFileError as exc:
             raise InputFileError(f"{path}: {exc}") from None
         except _MSGPACK_ERRORS as exc:
@@ -64,13 +64,36 @@ def read_reflections(path: str) -> ReflectionTable:
 
 def _read_table(handle) -> ReflectionTable:
     """The table of the DIALS msgpack document in the binary file ``handle`` (at its start)."""
+    header, columns = _walk_document(handle)
+    if "nrows" not in header or "data" not in header:
+        raise InputFileError("reflection table header lacks nrows/data")
+    unknown = set(header) - {"identifiers", "nrows", "data"}
+    if unknown:
+        raise InputFileError(f"reflection table header has unknown keys {sorted(unknown)}")
+    nrows = int(header["nrows"])
+    table = ReflectionTable(nrows, {int(k): v for k, v in (header.get("identifiers") or {}).items()})
+    for name, type_name, count, start, length in columns:
+        if count != nrows:
+            raise InputFileError(f"column {name!r} has {count} rows, table has {nrows}")
+        if type_name == SHOEBOX_TYPE:
+            table.set_column(name, _read_shoeboxes(handle, start, length, nrows, name), SHOEBOX_TYPE)
+        elif type_name in COLUMN_TYPES:
+            table.set_column(name, _read_column(handle, start, length, nrows, name, type_name), type_name)
+        else:
+            raise InputFileError(f"column {name!r} has unsupported type {type_name!r}")
+    return table
+
+
+def _walk_document(handle) -> tuple[dict, list[tuple[str, str, int, int, int]]]:
+    """``(header, columns)`` of the document in ``handle``: the header's small entries (``data`` marked
+    True), and per column its name, type, row count and where its bytes start in the file and how many."""
     if _next(handle, "array") != 3 or _next(handle, "value") != MAGIC:
         raise InputFileError("not a DIALS reflection table (bad msgpack header)")
     version = _next(handle, "value")
     if version not in (1, 2):
         raise InputFileError(f"unsupported reflection-table version {version}")
     header: dict = {}
-    columns: list[tuple[str, str, int, int, int]] = []  # name, type, rows, start of its bytes, their length
+    columns = []
     for _ in range(_next(handle, "map")):
         key = _next(handle, "value")
         if key != "data":
@@ -90,30 +113,19 @@ def _read_table(handle) -> ReflectionTable:
             handle.seek(length, io.SEEK_CUR)
     if handle.read(1):
         raise InputFileError("not a msgpack reflection table (extra data after the document)")
-    if "nrows" not in header or "data" not in header:
-        raise InputFileError("reflection table header lacks nrows/data")
-    unknown = set(header) - {"identifiers", "nrows", "data"}
-    if unknown:
-        raise InputFileError(f"reflection table header has unknown keys {sorted(unknown)}")
-    nrows = int(header["nrows"])
-    table = ReflectionTable(nrows, {int(k): v for k, v in (header.get("identifiers") or {}).items()})
-    for name, type_name, count, start, length in columns:
-        if count != nrows:
-            raise InputFileError(f"column {name!r} has {count} rows, table has {nrows}")
-        if type_name == SHOEBOX_TYPE:
-            table.set_column(name, _read_shoeboxes(handle, start, length, nrows, name), SHOEBOX_TYPE)
-        elif type_name in COLUMN_TYPES:
-            dtype, tail = COLUMN_TYPES[type_name]
-            values = np.empty((nrows, *tail), dtype)
-            if length != values.nbytes:
-                raise InputFileError(f"column {name!r} holds {length} bytes, expected {values.nbytes}")
-            handle.seek(start)
-            if handle.readinto(values.reshape(-1).view(np.uint8)) != length:
-                raise InputFileError(f"column {name!r} is cut short")
-            table.set_column(name, values, type_name)
-        else:
-            raise InputFileError(f"column {name!r} has unsupported type {type_name!r}")
-    return table
+    return header, columns
+
+
+def _read_column(handle, start: int, length: int, nrows: int, name: str, type_name: str) -> np.ndarray:
+    """A numeric column's ``length`` bytes at ``start``, read straight into its array."""
+    dtype, tail = COLUMN_TYPES[type_name]
+    values = np.empty((nrows, *tail), dtype)
+    if length != values.nbytes:
+        raise InputFileError(f"column {name!r} holds {length} bytes, expected {values.nbytes}")
+    handle.seek(start)
+    if handle.readinto(values.reshape(-1).view(np.uint8)) != length:
+        raise InputFileError(f"column {name!r} is cut short")
+    return values
 
 
 def _next(handle, what: str):
