@@ -28,8 +28,9 @@ from ..models.shoebox import ShoeboxColumn, bbox_volume, ragged_offsets
 from .atomic import atomic_open
 
 MAGIC = "dials::af::reflection_table"
-_HEADER = struct.Struct("<I6iB")  # panel, bbox x0 x1 y0 y1 z0 z1, presence/layout byte
-_HEADER_SIZE = _HEADER.size
+#: Bytes of a shoebox record's header, little-endian "<I6iB": panel, bbox x0 x1 y0 y1 z0 z1, then a layout
+#: byte (0: no voxels follow; 1: int32 masks; 2: one-byte masks).
+_HEADER_SIZE = struct.calcsize("<I6iB")
 
 #: What :func:`read_reflections` calls its file in errors.
 REFLECTION_FILE = "reflection file"
@@ -160,7 +161,7 @@ def _bin_length(handle, name: str) -> int:
 
 def _read_shoeboxes(handle, start: int, length: int, nrows: int, name: str) -> ShoeboxColumn:
     """The shoebox column whose ``length`` bytes start at ``start`` in ``handle``: per row the header
-    (:data:`_HEADER`), then, when present, its float32 data, mask (int32 in layout 1, uint8 otherwise) and
+    (:data:`_HEADER_SIZE` bytes), then, when present, its float32 data, mask (int32 in layout 1, uint8 otherwise) and
     float32 background.  Read twice, a window at a time: once for the boxes (and so the voxels to hold),
     once for the voxels."""
     panel = np.zeros(nrows, np.uint32)
@@ -280,7 +281,6 @@ ENCODE_ROWS = 4096
 def _shoebox_chunks(column: ShoeboxColumn, version: int):
     """``(bytes of the whole column, generator of its records' bytes in chunks of ENCODE_ROWS rows)``."""
     layout = 1 if version == 1 else 2
-    mask_width = 4 if layout == 1 else 1
     voxels = bbox_volume(column.bbox)
     present = np.asarray(column.has_pixels, bool)
     stored = np.diff(column.offsets)
@@ -288,7 +288,7 @@ def _shoebox_chunks(column: ShoeboxColumn, version: int):
     if len(wrong):
         row = int(wrong[0])
         raise ValueError(f"shoebox {row}: {stored[row]} voxels for a bbox of {voxels[row]}")
-    starts = ragged_offsets(_HEADER.size + np.where(present, voxels * (8 + mask_width), 0))
+    starts = ragged_offsets(_HEADER_SIZE + np.where(present, voxels * _record_bytes(layout, 1), 0))
     # Views, not copies, of a column in the file's types (float32, one-byte masks) and byte order.
     arrays = (np.asarray(column.panel, "<u4"), np.asarray(column.bbox, "<i4"), present, column.offsets,
               np.ascontiguousarray(column.data, "<f4").view(np.uint8), np.asarray(column.mask, np.uint8),
