@@ -253,21 +253,27 @@ def test_the_strong_spots_are_freed_before_the_blocks_run(dataset, tmp_path, mon
     assert len(strong) == 1 and alive == [False]
 
 
-def test_local_workers_start_with_the_block_tasks_readers_imported():
+def test_local_workers_start_with_the_block_tasks_readers_imported_and_without_dashboard_sampling():
     """Workers forked from the run's fork server already hold what a block imports lazily (the CBF reader,
-    Zarr) and the block tasks themselves, before any task runs."""
+    Zarr) and the block tasks themselves, before any task runs; their event loops neither sample the block
+    task's stack nor poll their memory more than once a second (see LOCAL_CLUSTER_SETTINGS)."""
     import sys
 
     from braggint.pipeline.executor import scheduler
     from braggint.params import ParameterSet, integrate_master_text
 
+    def state(dask_worker):
+        callbacks = dask_worker.periodic_callbacks
+        return (sorted(m for m in ("fabio.cbfimage", "zarr", "braggint.pipeline.block_tasks") if m in sys.modules),
+                "profile" in callbacks, min(callbacks[name].callback_time for name in ("tick", "memory_monitor")))
+
     params = ParameterSet.from_text(integrate_master_text(), "integrate.phil")
     params.assign("integration.mp.nproc", "2")
     with scheduler(params.extract().integration.mp) as client:
-        loaded = client.run(lambda: sorted(m for m in ("fabio.cbfimage", "zarr", "braggint.pipeline.block_tasks")
-                                           if m in sys.modules))
-    assert len(loaded) == 2
-    assert all(modules == ["braggint.pipeline.block_tasks", "fabio.cbfimage", "zarr"] for modules in loaded.values())
+        states = client.run(state)
+    assert len(states) == 2
+    assert all(modules == ["braggint.pipeline.block_tasks", "fabio.cbfimage", "zarr"] and not sampling
+               and shortest_ms >= 1000 for modules, sampling, shortest_ms in states.values())
 
 
 def test_blocks_running_at_once_exchange_profile_sums_instead_of_a_second_pass(dataset, tmp_path):
