@@ -97,7 +97,8 @@ def test_profile_model_recovers_the_spot_widths(small):
               f"sigma_m {models[algorithm].sigma_m:.4f} (photons {np.rad2deg(true_m):.4f})")
         assert models[algorithm].sigma_b == pytest.approx(seen_b, rel=0.10)
     assert models["extended"].sigma_m == pytest.approx(np.rad2deg(true_m), rel=0.10)
-    assert profiles[0].sigma_m == models["extended"].sigma_m
+    # The run reads the strong spots' shoeboxes in place, in their own order: its sums differ in the last bits.
+    assert profiles[0].sigma_m == pytest.approx(models["extended"].sigma_m, rel=1e-9)
     # DIALS's basic estimator counts every frame on which a spot has a pixel above the spot-finding
     # threshold, however faint: it comes out wider than the rocking curve (as it does in DIALS).
     assert models["basic"].sigma_m > 1.2 * models["extended"].sigma_m

@@ -122,6 +122,28 @@ def test_matching_some_rows_equals_matching_those_rows_copied_out(shared_data):
     assert of_rows["shoebox"].equals(of_copy["shoebox"])
 
 
+def test_the_model_read_from_the_strong_spots_shoeboxes_in_place_is_the_model_of_their_copies(shared_data):
+    """Matched spots without copies of their shoeboxes (``reference_row`` into the strong spots' own column,
+    some rows skipped) give the model their copied shoeboxes give, for every estimator and centroid."""
+    folder = shared_data / "l_cysteine_real" / "dials_3.12.1" / "sweep_01"
+    experiments = read_experiments(str(folder / "refined.expt"))
+    params = integrate_params(**REAL_RUN)
+    predicted = predict_reflections(experiments, params.prediction)
+    strong = read_reflections(str(folder / "refined.refl"))
+    rows = np.arange(1, strong.nrows, 2)
+    copied = matched_reference(predicted.select(np.arange(predicted.nrows)), strong, rows=rows)
+    in_place = matched_reference(predicted, strong, rows=rows, copy_shoeboxes=False)
+    assert "shoebox" not in in_place and np.array_equal(in_place["predicted_row"], copied["predicted_row"])
+    assert strong["shoebox"].select(in_place["reference_row"]).equals(copied["shoebox"])
+    for overrides in ({}, {"sigma_m_algorithm": "basic"}, {"centroid_definition": "com"}, {"scan_varying": True}):
+        gaussian_rs = integrate_params(**REAL_RUN, **overrides).profile.gaussian_rs
+        from_copies = estimate_profile(experiments[0], copied, gaussian_rs)
+        read_in_place = estimate_profile(experiments[0], in_place, gaussian_rs, strong["shoebox"])
+        assert "shoebox" not in in_place
+        for name in ("sigma_b", "sigma_m"):
+            assert np.allclose(getattr(read_in_place, name), getattr(from_copies, name), rtol=1e-9, atol=0), overrides
+
+
 @pytest.mark.parametrize("sweep", ["sweep_01", "sweep_02", "sweep_03"])
 def test_real_sweeps_reproduce_dials(shared_data, sweep, caplog):
     folder = shared_data / "l_cysteine_real" / "dials_3.12.1" / sweep

@@ -87,14 +87,16 @@ def prepare(experiments: ExperimentList, references: list[ReflectionTable], para
     log.info("Predicting reflections")
     predicted = predict_reflections(experiments, params.prediction)
     log.info("Predicted %d reflections", predicted.nrows)
+    strong_boxes = None  # the strong spots' shoeboxes, which the profile model reads in place
     if reference is not None:
-        matched = matched_reference(predicted, reference, reference_path, usable)
-        reference = None  # the matched rows are all that is needed from here on
+        matched = matched_reference(predicted, reference, reference_path, usable, copy_shoeboxes=False)
+        strong_boxes = reference["shoebox"]
+        reference = None  # the matched rows and their shoeboxes are all that is needed from here on
     gaussian_rs = params.profile.gaussian_rs
     profiles = []
     stills_profile = None
     if params.create_profile_model and matched is not None and any(e.is_still for e in experiments):
-        stills_profile = pooled_stills_profile(experiments, matched, gaussian_rs)
+        stills_profile = pooled_stills_profile(experiments, matched, strong_boxes, gaussian_rs)
     for number, experiment in enumerate(experiments):
         if experiment.is_still and stills_profile is not None:
             profiles.append(stills_profile)
@@ -105,9 +107,10 @@ def prepare(experiments: ExperimentList, references: list[ReflectionTable], para
             mine = matched if of_experiment.all() else matched.select(of_experiment)
         if params.create_profile_model and mine is not None and mine.nrows:
             log.info("Computing profile model for experiment %d", number)
-            profiles.append(estimate_profile(experiment, mine, gaussian_rs))
+            profiles.append(estimate_profile(experiment, mine, gaussian_rs, strong_boxes))
         else:
             profiles.append(profile_from_parameters(experiment, gaussian_rs))
+    matched = strong_boxes = None
     zeta = np.zeros(predicted.nrows)
     bbox = np.zeros((predicted.nrows, 6), np.int32)
     for number, (experiment, profile) in enumerate(zip(experiments, profiles)):
@@ -122,8 +125,10 @@ def prepare(experiments: ExperimentList, references: list[ReflectionTable], para
     return predicted, profiles, rubbish
 
 
-def pooled_stills_profile(experiments: ExperimentList, matched: ReflectionTable, gaussian_rs):
-    """One gaussian_rs model (sigma_b; sigma_m = 0) from the reference spots of every still together.
+def pooled_stills_profile(experiments: ExperimentList, matched: ReflectionTable, shoeboxes: ShoeboxColumn,
+                          gaussian_rs):
+    """One gaussian_rs model (sigma_b; sigma_m = 0) from the reference spots of every still together
+    (``matched`` as :func:`matched_reference` gives it without copies of the strong spots' ``shoeboxes``).
 
     A still rarely has the spots to model its own profile (DIALS estimates
     each one alone and fails below ``min_spots``); the stills of a run share
@@ -133,7 +138,7 @@ def pooled_stills_profile(experiments: ExperimentList, matched: ReflectionTable,
     rows = np.isin(matched["id"], still_ids)
     log.info("Computing one profile model for %d stills from their %d reference spots", len(still_ids),
              int(rows.sum()))
-    return estimate_profile(experiments[still_ids[0]], matched.select(rows), gaussian_rs)
+    return estimate_profile(experiments[still_ids[0]], matched.select(rows), gaussian_rs, shoeboxes)
 
 
 def apply_corrections(experiments: ExperimentList, table: ReflectionTable) -> None:

@@ -63,22 +63,38 @@ def check_spot_count(n_spots: int, experiment: Experiment, gaussian_rs) -> None:
 
 
 def _sigmas(experiment: Experiment, reference: ReflectionTable, algorithm: str, centroid: str,
-            use: np.ndarray | None = None):
+            use: np.ndarray | None = None, shoeboxes: ShoeboxColumn | None = None):
     """(sigma_b, sigma_m) in radians from one set of reference spots (those in ``use``, bool per row, when
-    given)."""
-    shoeboxes = reference["shoebox"]
+    given); their shoeboxes are ``reference["shoebox"]``, or rows ``reference["reference_row"]`` of
+    ``shoeboxes`` when given (read in place: the spots' own values are set out by shoebox row)."""
+    rows = None
+    if shoeboxes is None:
+        shoeboxes = reference["shoebox"]
+    else:
+        rows = reference["reference_row"]
+    panel = shoeboxes.panel if rows is None else shoeboxes.panel[rows]
+
+    def by_shoebox(values: np.ndarray) -> np.ndarray:
+        if rows is None:
+            return values
+        spread = np.zeros((len(shoeboxes), *values.shape[1:]), values.dtype)
+        spread[rows] = values
+        return spread
+
     if centroid == "com":
         centres = np.empty((reference.nrows, 3))
-        for p in np.unique(shoeboxes.panel):
-            rows = shoeboxes.panel == p
-            centres[rows] = experiment.detector[int(p)].pixel_lab_coord(reference["xyzobs.px.value"][rows, :2])
+        for p in np.unique(panel):
+            on_panel = panel == p
+            centres[on_panel] = experiment.detector[int(p)].pixel_lab_coord(
+                reference["xyzobs.px.value"][on_panel, :2])
     else:
         centres = reference["s1"]
-    sigma_b = estimate.beam_divergence(experiment.detector, shoeboxes, centres, use)
+    use = by_shoebox(np.ones(reference.nrows, bool) if use is None else use)
+    sigma_b = estimate.beam_divergence(experiment.detector, shoeboxes, by_shoebox(centres), use)
     if experiment.is_still:
         return sigma_b, 0.0  # a still has no rocking curve to measure (DIALS: sigma_m = 0)
-    sigma_m = estimate.reflecting_range(experiment.scan, shoeboxes, reference["xyzcal.mm"][:, 2],
-                                        reference["zeta"], algorithm, use)
+    sigma_m = estimate.reflecting_range(experiment.scan, shoeboxes, by_shoebox(reference["xyzcal.mm"][:, 2]),
+                                        by_shoebox(reference["zeta"]), algorithm, use)
     return sigma_b, sigma_m
 
 
@@ -101,11 +117,15 @@ def _split_per_frame(reference: ReflectionTable) -> tuple[ReflectionTable, np.nd
     return pieces, piece_frame
 
 
-def estimate_profile(experiment: Experiment, reference: ReflectionTable, gaussian_rs) -> GaussianRSProfile:
+def estimate_profile(experiment: Experiment, reference: ReflectionTable, gaussian_rs,
+                     shoeboxes: ShoeboxColumn | None = None) -> GaussianRSProfile:
     """The gaussian_rs model of one experiment from its matched reference spots.
 
     ``reference`` carries predicted ``s1`` and ``xyzcal.mm`` (from the
-    prediction it matched), ``xyzobs.px.value`` and the strong-spot shoeboxes.
+    prediction it matched), ``xyzobs.px.value`` and the strong-spot
+    shoeboxes: its own ``shoebox`` column, or, with ``shoeboxes`` (the
+    strong spots' column), ``reference_row``, its rows' row numbers there
+    (see :func:`braggint.pipeline.reference.matched_reference`).
     """
     check_spot_count(reference.nrows, experiment, gaussian_rs)
     n_sigma = gaussian_rs.parameters.n_sigma
@@ -125,10 +145,12 @@ def estimate_profile(experiment: Experiment, reference: ReflectionTable, gaussia
     log.info("Using %d / %d reflections for sigma calculation", int(use.sum()), n_all)
     try:
         if gaussian_rs.scan_varying:
+            if shoeboxes is not None:  # the per-frame pieces are cut from copies
+                reference["shoebox"] = shoeboxes.select(reference["reference_row"])
             sigma_b, sigma_m = _scan_varying_sigmas(experiment, reference if use.all() else reference.select(use))
         else:
             sigma_b, sigma_m = _sigmas(experiment, reference, gaussian_rs.sigma_m_algorithm,
-                                       gaussian_rs.centroid_definition, use)
+                                       gaussian_rs.centroid_definition, use, shoeboxes)
     except estimate.EstimationError as exc:
         raise ProfileModelError(f"profile modelling failed: {exc}") from None
     mean_b, mean_m = (np.sqrt(np.mean(np.square(v))) for v in (sigma_b, sigma_m))
