@@ -81,7 +81,7 @@ def worker_environment() -> dict:
 #: threads' stacks every 10 ms and merges them into a profile every second, checks its event loop every
 #: 20 ms and its memory every 100 ms, and records system figures every 500 ms.  A worker's event loop shares
 #: the interpreter lock with its block task: on sweep400 with two workers that loop took 0.3-0.5 s of CPU a
-#: worker (7-10 % of its block), 0.10-0.12 s with these settings.  Memory limits are still enforced,
+#: worker (7-10 % of its block), 0.15 s with these settings.  Memory limits are still enforced,
 #: checked each second.
 LOCAL_CLUSTER_SETTINGS = {"distributed.worker.profile.enabled": False,
                           "distributed.admin.tick.interval": "1s",
