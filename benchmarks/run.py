@@ -688,7 +688,16 @@ def render(record: dict, path: Path) -> None:
               "window or 4096 rows at a time, `io/refl.py`: reading sweep400's 92 MB strong spots peaks at "
               "the table itself, 311 -> 238 MB, in 0.23 -> 0.08 s, and writing them takes 1.2-1.8 -> 0.6 s; "
               "the one-worker run's final write no longer sets its peak, block peak 475-478 -> 466-467 MB, "
-              "bytes identical).  Some kernel changes measured in earlier "
+              "bytes identical); Dask's dashboard sampling ran in every local worker: each sampled its block "
+              "task's stack every 10 ms and merged the samples each second, and checked its event loop every "
+              "20 ms and its memory every 100 ms, all on the interpreter lock the block task holds (now local "
+              "clusters run without the profiler and check once a second, `LOCAL_CLUSTER_SETTINGS`: sweep400 "
+              "on two workers, a worker's event-loop CPU 0.3-0.5 -> 0.15 s and the parent's during the "
+              "blocks 0.38 -> 0.07 s, wall 7.55 -> 7.27 s, mean of 5 alternating rounds); and the profile "
+              "model's matched spots were copies of the strong spots' shoeboxes, 50 MB of fresh memory (now "
+              "they carry their row numbers and the estimates read the strong spots in place: preparation "
+              "0.57-0.63 -> 0.46-0.61 s, the parent's peak on two workers 341 -> 308 MB; the sigma sums run "
+              "in the strong spots' order, equal to 1e-9).  Some kernel changes measured in earlier "
               "sessions may not have run at all: numba's cache checks a kernel against its own file only, "
               "so map_to_grids kept an edited profile_grid.py's old code (now the cache is emptied whenever "
               "a module using numba changes, `braggint/kernel_cache.py`). "
@@ -777,7 +786,15 @@ def render(record: dict, path: Path) -> None:
               "2-worker efficiency here, and every block stage runs 20-35 % slower on two workers than on "
               "one (sweep400, stages summed over blocks, back-to-back runs, 2026-12-03: read 1.51 -> "
               "1.83-2.07 s, extract 0.48 -> 0.59-0.69, summation 0.84-0.92 -> 1.06-1.23), the command "
-              "itself idle meanwhile (0.1 s of CPU while the blocks run)."]
+              "itself nearly idle meanwhile (its Dask event loop, the scheduler's and the nannies', took 0.38 s "
+              "of CPU while the blocks ran, 0.07 s since the local cluster's quieter settings; the two blocks' "
+              "parts end 0.36-0.45 s apart, 3 runs, 2026-12-03); in the mapping kernel, allocating the forward "
+              "transform's work arrays once per call instead of once per row, and computing each mapped "
+              "pixel's corners on the grid as needed instead of every corner of the box, were within the "
+              "noise (min of 21 alternating runs on 12 captured calls: 244, 258 and 245 ms; without "
+              "foreground, where only that work is left, 95 -> 81-89 ms); callgrind, which counts "
+              "instructions whatever the machine's speed, ran 9.5 min for three captured calls, numba's "
+              "cache loading included, too slow to compare variants with."]
     loads = sorted((REPO / "benchmarks" / "results").glob("service-load-*.json"))
     if loads:
         load = json.loads(loads[-1].read_text())
