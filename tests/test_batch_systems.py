@@ -10,6 +10,7 @@ tested through the job scripts braggint would submit.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 
@@ -19,7 +20,7 @@ import pytest
 from helpers import assert_same_tables, run_integrate
 
 from braggint.io.refl import read_reflections
-from braggint.pipeline.executor import batch_cluster
+from braggint.pipeline.executor import QUIET_WORKER_SETTINGS, batch_cluster
 
 DEPLOY = os.path.join(os.path.dirname(__file__), "..", "deploy", "local")
 BLOCKS = ("block.size=2", "block.units=frames")
@@ -108,3 +109,21 @@ def test_job_scripts_carry_the_configured_directives(method, expected):
     if method == "pbs":
         assert "#PBS -l select=1:ncpus=3:mem=" in script
     assert "--nworkers 3" in script and "--nthreads 1" in script
+
+
+@pytest.mark.parametrize("method", ["lsf", "pbs", "sge", "slurm"])
+def test_batch_workers_get_the_quieter_settings_after_the_configured_prologue(method):
+    """Each job exports, after the prologue configured for its batch system, the environment in which a Dask
+    worker reads QUIET_WORKER_SETTINGS."""
+    with dask.config.set({f"jobqueue.{method}.job-script-prologue": ["module load xds"]}):
+        cluster = batch_cluster(method, njobs=1, nproc=2, failures=[])
+        try:
+            lines = cluster.job_script().splitlines()
+        finally:
+            cluster.close()
+    exports = [line for line in lines if line.startswith("export DASK_")]
+    assert exports and lines.index("module load xds") < lines.index(exports[0])
+    assert lines.index(exports[-1]) < next(i for i, line in enumerate(lines) if "distributed.cli.dask_worker" in line)
+    environment = dict(shlex.split(line[len("export "):])[0].split("=", 1) for line in exports)
+    with dask.config.set(dask.config.collect_env(environment)):
+        assert {key: dask.config.get(key) for key in QUIET_WORKER_SETTINGS} == QUIET_WORKER_SETTINGS

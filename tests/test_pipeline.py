@@ -256,7 +256,7 @@ def test_the_strong_spots_are_freed_before_the_blocks_run(dataset, tmp_path, mon
 def test_local_workers_start_with_the_block_tasks_readers_imported_and_without_dashboard_sampling():
     """Workers forked from the run's fork server already hold what a block imports lazily (the CBF reader,
     Zarr) and the block tasks themselves, before any task runs; their event loops neither sample the block
-    task's stack nor poll their memory more than once a second (see LOCAL_CLUSTER_SETTINGS)."""
+    task's stack nor poll their memory more than once a second (see QUIET_WORKER_SETTINGS)."""
     import sys
 
     from braggint.pipeline.executor import scheduler

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
 import signal
 import time
 
@@ -76,17 +77,24 @@ def worker_environment() -> dict:
     return environ
 
 
-#: Dask settings of a local cluster (scheduler, nannies and workers; a nanny hands its settings to its
-#: worker).  Dask's defaults suit long-lived clusters watched on a dashboard: each worker samples its
-#: threads' stacks every 10 ms and merges them into a profile every second, checks its event loop every
-#: 20 ms and its memory every 100 ms, and records system figures every 500 ms.  A worker's event loop shares
-#: the interpreter lock with its block task: on sweep400 with two workers that loop took 0.3-0.5 s of CPU a
-#: worker (7-10 % of its block), 0.15 s with these settings.  Memory limits are still enforced,
-#: checked each second.
-LOCAL_CLUSTER_SETTINGS = {"distributed.worker.profile.enabled": False,
-                          "distributed.admin.tick.interval": "1s",
-                          "distributed.admin.system-monitor.interval": "5s",
-                          "distributed.worker.memory.monitor-interval": "1s"}
+#: Dask settings of the workers braggint starts (a local cluster's scheduler and nannies too; a nanny hands
+#: its settings to its worker, and batch jobs export them, see :func:`dask_environment`).  Dask's defaults
+#: suit long-lived clusters watched on a dashboard: each worker samples its threads' stacks every 10 ms and
+#: merges them into a profile every second, checks its event loop every 20 ms and its memory every 100 ms,
+#: and records system figures every 500 ms.  A worker's event loop shares the interpreter lock with its
+#: block task: on sweep400 with two local workers that loop took 0.3-0.5 s of CPU a worker (7-10 % of its
+#: block), 0.15 s with these settings.  Memory limits are still enforced, checked each second.
+QUIET_WORKER_SETTINGS = {"distributed.worker.profile.enabled": False,
+                         "distributed.admin.tick.interval": "1s",
+                         "distributed.admin.system-monitor.interval": "5s",
+                         "distributed.worker.memory.monitor-interval": "1s"}
+
+
+def dask_environment(settings: dict) -> dict[str, str]:
+    """The environment variables that give a Dask process ``settings`` (dotted keys): ``DASK_`` and the
+    key's parts joined by ``__``, in capitals; the value as Python writes it, which Dask reads back."""
+    return {"DASK_" + "__".join(part.upper().replace("-", "_") for part in key.split(".")):
+            value if isinstance(value, str) else repr(value) for key, value in settings.items()}
 
 
 #: Modules the local workers' fork server imports once, so that each worker starts without importing them.
@@ -169,7 +177,7 @@ def scheduler(mp):
             return
         import dask
 
-        with dask.config.set({**LOCAL_CLUSTER_SETTINGS, "distributed.nanny.pre-spawn-environ": worker_environment(),
+        with dask.config.set({**QUIET_WORKER_SETTINGS, "distributed.nanny.pre-spawn-environ": worker_environment(),
                               "distributed.worker.multiprocessing-method": "forkserver"}):
             preload_worker_modules()
             with local_cluster(njobs, nproc) as cluster, _client(cluster) as client:
@@ -312,6 +320,10 @@ def batch_cluster(method: str, njobs: int, nproc: int, failures: list[Exception]
     for key, default in (("memory", f"{2 * nproc}GB"),):
         if dask.config.get(f"jobqueue.{config_name}.{key}", None) is None:
             options[key] = default
+    # After the configured prologue, the job exports the workers' quieter settings.
+    options["job_script_prologue"] = list(dask.config.get(f"jobqueue.{config_name}.job-script-prologue", None) or [])
+    options["job_script_prologue"] += [f"export {name}={shlex.quote(value)}"
+                                       for name, value in dask_environment(QUIET_WORKER_SETTINGS).items()]
     # dask-jobqueue logs a failed submission with a traceback; braggint reports it in one line instead.
     logging.getLogger("tornado.application").setLevel(logging.CRITICAL)
     return cluster_class(job_cls=RecordedJob, **options)
