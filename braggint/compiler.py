@@ -1,14 +1,20 @@
 """numba's CPU target, made ready before a process's first compiled kernel needs it.
 
 The first compiled kernel a process calls (from numba's cache or not) makes
-numba initialise its CPU target: LLVM, numba's registries of compiled
-implementations and a check for a BLAS, which imports scipy.linalg (about
-0.3 s of CPU).  Done here ahead of time, on a thread, it overlaps work that
-releases the GIL (reading files, hashing them); done in a fork server, its
-forks inherit a ready target.
+numba initialise its CPU target: LLVM and numba's registries of compiled
+implementations (0.15-0.25 s of CPU).  Done here ahead of time, on a thread,
+it overlaps work that releases the GIL (reading files, hashing them); done
+in a fork server, its forks inherit a ready target.  Done here, it also
+skips numba's probe for a BLAS, which imports scipy.linalg (another 0.15-0.2
+s): SciPy is one of braggint's dependencies, and the kernels of a default
+run call neither BLAS nor LAPACK (one that does imports SciPy's when it is
+first called, as numba always does).
 """
 
 from __future__ import annotations
+
+import contextlib
+import sys
 
 
 def initialise_cpu_target() -> None:
@@ -17,5 +23,24 @@ def initialise_cpu_target() -> None:
     from numba.core.compiler_lock import global_compiler_lock
     from numba.core.registry import cpu_target
 
-    with global_compiler_lock:
+    with global_compiler_lock, _blas_taken_as_present():
         cpu_target.target_context.refresh()
+
+
+@contextlib.contextmanager
+def _blas_taken_as_present():
+    """While numba's array functions are first imported, its BLAS probe answers yes without importing
+    scipy.linalg (it only chooses whether ``np.dot`` of two vectors compiles to BLAS or to a loop, and SciPy
+    is always there); the probe is restored afterwards, so that compiling a kernel that calls BLAS or
+    LAPACK still checks SciPy's."""
+    if "numba.np.arraymath" in sys.modules:  # probed already
+        yield
+        return
+    from numba.np import linalg
+
+    probe = linalg.ensure_blas
+    linalg.ensure_blas = lambda: None
+    try:
+        yield
+    finally:
+        linalg.ensure_blas = probe

@@ -44,7 +44,9 @@ def mask_foreign_voxels(rows, panels, panel, s0, unsetting, bbox, offsets, mask,
         most_frames = max(most_frames, bbox[r, 5] - bbox[r, 4])
     edge_cos, edge_sin = np.empty(most_frames + 1), np.empty(most_frames + 1)
     foreign_edge = np.empty(most_frames + 1, np.bool_)
-    t_axis = to_hkl @ axis
+    t_axis = np.empty(3)  # T e, written out: a matrix product here would call BLAS (and import SciPy)
+    for j in range(3):
+        t_axis[j] = to_hkl[j, 0] * axis[0] + to_hkl[j, 1] * axis[1] + to_hkl[j, 2] * axis[2]
     x = np.empty(3)
     for position in range(len(rows)):
         r = rows[position]
