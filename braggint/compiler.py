@@ -30,9 +30,9 @@ def initialise_cpu_target() -> None:
 @contextlib.contextmanager
 def _blas_taken_as_present():
     """While numba's array functions are first imported, its BLAS probe answers yes without importing
-    scipy.linalg (it only chooses whether ``np.dot`` of two vectors compiles to BLAS or to a loop, and SciPy
-    is always there); the probe is restored afterwards, so that compiling a kernel that calls BLAS or
-    LAPACK still checks SciPy's."""
+    scipy.linalg (the answer only chooses whether ``np.correlate`` and ``np.convolve`` compile to BLAS's dot
+    or to a loop, and SciPy is always there); the probe is restored afterwards, so that compiling a kernel
+    that calls BLAS or LAPACK still checks SciPy's."""
     if "numba.np.arraymath" in sys.modules:  # probed already
         yield
         return
