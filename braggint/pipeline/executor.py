@@ -102,7 +102,9 @@ def dask_environment(settings: dict) -> dict[str, str]:
 #: worker paid inside its first block (the fork server does it while the parent prepares the run).  Zarr (the
 #: work store, 0.17 s of CPU) is left to the blocks that store rows: when every block runs at once (the
 #: default layout, one block a worker) none does, and the fork server's imports are on the run's critical
-#: path (sweep100 on two workers: 2.77 -> 2.53 s, mean of 8 alternating runs).
+#: path (sweep100 on two workers: 2.77 -> 2.53 s, mean of 8 alternating runs).  A run with more blocks than
+#: workers pays the import in each worker's first storing block instead (sweep400 in 100-frame blocks on two
+#: workers: 9.32 -> 9.90 s, mean of 6 alternating runs on a slow, noisy machine).
 WORKER_PRELOAD = ("distributed", "numpy", "dask", "numba", "fabio.cbfimage",
                   "braggint.pipeline.worker_preload")
 
