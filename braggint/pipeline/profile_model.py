@@ -145,7 +145,8 @@ def estimate_profile(experiment: Experiment, reference: ReflectionTable, gaussia
     log.info("Using %d / %d reflections for sigma calculation", int(use.sum()), n_all)
     try:
         if gaussian_rs.scan_varying:
-            if shoeboxes is not None:  # the per-frame pieces are cut from copies
+            if shoeboxes is not None:  # the per-frame pieces are cut from copies (the caller's table is left be)
+                reference = reference.shallow_copy()
                 reference["shoebox"] = shoeboxes.select(reference["reference_row"])
             sigma_b, sigma_m = _scan_varying_sigmas(experiment, reference if use.all() else reference.select(use))
         else:
