@@ -21,6 +21,7 @@ def test_real_pilatus_cbf_frames_and_mask(real_sweep):
     assert source.missing(range(1, 16)) == []
     raw = source.raw(3)[0]
     assert raw.shape == (1679, 1475) and raw.dtype == np.int32
+    assert source.decoded_frame_bytes() == 8 * raw.size  # fabio's byte-offset decoder gives int64
     mask = source.mask(3, [raw])[0]
     # Gap pixels (-1) fall in the panel's untrusted rectangles; bad pixels (-2) below the trusted range.
     assert not mask[raw < 0].any()
@@ -33,6 +34,14 @@ def test_real_pilatus_cbf_frames_and_mask(real_sweep):
 def _panel(nx=32, ny=24, gain=1.0, pedestal=0.0) -> Detector:
     return Detector([Panel(image_size=(nx, ny), trusted_range=(0, 1000), gain=gain, pedestal=pedestal,
                            mask=[(0, 0, 2, 24)])])
+
+
+def test_a_decoded_frame_is_bounded_by_the_panels_extent_in_the_raw_image_or_their_stack():
+    # Two 32 x 24 panels one above the other with a 4-row gap: the raw image is 32 x 52 pixels.
+    tiled = Detector([Panel(image_size=(32, 24)), Panel(image_size=(32, 24), raw_image_offset=(0, 28))])
+    assert ImageSource(ImageSet(template="x.cbf"), tiled).decoded_frame_bytes() == 8 * 32 * 52
+    stacked = Detector([Panel(image_size=(32, 24)), Panel(image_size=(32, 24))])  # a NeXus (2, 24, 32) stack
+    assert ImageSource(ImageSet(template="x.h5"), stacked).decoded_frame_bytes() == 8 * 2 * 32 * 24
 
 
 def test_eiger_style_nexus_with_external_bitshuffle_files(tmp_path):

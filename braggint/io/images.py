@@ -68,6 +68,16 @@ class ImageSource:
                 missing.append((n, path))
         return missing
 
+    def decoded_frame_bytes(self) -> int:
+        """Bytes of the largest array decoding one image makes: 8 a pixel (fabio decodes a CBF's byte
+        offsets to int64 before converting them to the header's type) over the panels' extent in the raw
+        image, or over all the panels when they are stacked (NeXus)."""
+        panels = self.detector.panels
+        extent = max(p.raw_image_offset[1] + p.image_size[1] for p in panels) * \
+            max(p.raw_image_offset[0] + p.image_size[0] for p in panels)
+        stacked = sum(p.image_size[0] * p.image_size[1] for p in panels)
+        return 8 * max(extent, stacked)
+
     # ----- reading ------------------------------------------------------
     def raw(self, image_number: int) -> list[np.ndarray]:
         """Raw counts of one image, split per panel, each (n_slow, n_fast)."""
