@@ -64,7 +64,8 @@ def reuse_freed_memory() -> None:
 
     By default each decoded frame is a new mmap whose pages the kernel must
     zero: that took 10 ms of a 2M-like frame's 14 ms here, a cost no reader
-    has to pay (block tasks reuse their buffers), so the floor is measured
+    has to pay (block tasks reuse theirs: glibc's own rule for 2M-like frames,
+    ``pipeline/heap.keep_frames_on_heap`` above 32 MB), so the floor is measured
     without it.  No effect off glibc.
     """
     try:
@@ -711,6 +712,12 @@ def render(record: dict, path: Path) -> None:
               "workers 9.32 -> 9.90 s, 6 runs; against the "
               "session's start, sweep400 on two workers 6.75 -> 6.06 s with profile fitting and 5.18 -> "
               "4.96 s summation only, and the parent's peak 309 -> 288 MB, 6 and 4 alternating runs).  "
+              "Decoded frames above glibc's adaptive mmap limit (32 MB: a 6M-like CBF decodes to 50 MB of "
+              "int64) were mapped afresh, their pages zeroed by the kernel, whenever the heap held no freed "
+              "hole that large (now block tasks keep them on the heap, `pipeline/heap.keep_frames_on_heap`: "
+              "the large case on one worker, read stage 3.5-4.2 -> 3.5-3.8 s and its page faults 71-100 k -> "
+              "19-23 k, 4 alternating runs; 120 frames read in a fresh process 2.9-3.0 -> 1.0 s, "
+              "2026-12-03).  "
               "Some kernel changes measured in earlier "
               "sessions may not have run at all: numba's cache checks a kernel against its own file only, "
               "so map_to_grids kept an edited profile_grid.py's old code (now the cache is emptied whenever "
@@ -819,7 +826,27 @@ def render(record: dict, path: Path) -> None:
               "noise (min of 21 alternating runs on 12 captured calls: 244, 258 and 245 ms; without "
               "foreground, where only that work is left, 95 -> 81-89 ms); callgrind, which counts "
               "instructions whatever the machine's speed, ran 9.5 min for three captured calls, numba's "
-              "cache loading included, too slow to compare variants with."]
+              "cache loading included, too slow to compare variants with; a two-worker run's serial part, "
+              "timed on sweep400 summation only with marks in the command and the workers (2026-12-03): on "
+              "one worker the blocks start 1.27-1.33 s into the run (imports 0.38-0.46 s, inputs 0.33-0.47, "
+              "preparation 0.50-0.56), on two 1.50-1.54 s, the command having used 1.49-1.56 s of CPU by "
+              "then against 1.33-1.38 s on one worker: Dask's import and the cluster's start add 0.15-0.2 s "
+              "of the command's CPU before the blocks, and the thread importing Distributed beside the "
+              "reading of the inputs takes that stage from 0.33-0.36 to 0.47-0.68 s; with a serial part of "
+              "about 1.5 s (the tail included) of a 4.3 s one-worker run, blocks that scaled perfectly would "
+              "give two workers 74 %, and blocks as efficient as decoding alone (80-82 %) about 65 % (these "
+              "runs: 3.45-3.56 s, 61-62 %), so 80 % at 400 2M-like images needs a smaller serial part "
+              "(prediction, bounding boxes and the profile model's per-spot work moved into the blocks, or "
+              "a command free of Dask); a lean CBF reader (only the binary section's MIME header, fabio's "
+              "decoder, then the conversion to the image's element type) read 2M-like frames no faster than "
+              "fabio (3.4-4.8 against 3.3-5.4 ms), and keeping the decoder's int64 pixels, without the "
+              "conversion (1.2 ms a 2M-like frame), made the pixel copy read twice the bytes (one sweep400 "
+              "run each on one worker: read 1.68 -> 1.38 s, extract 0.57 -> 0.88 s) and would have to undo a "
+              "writer's modulo-2**32 differences pixel by pixel; fabio's int32 decoder is slower than its "
+              "int64 one and the conversion together on 2M-like frames (3.96 against 3.65 ms); and leaving "
+              "the groups' new shoeboxes unzeroed, tried again on the large case where zeroing took 0.75 s "
+              "in a profile, moved the page faults into the copy (extract 1.36 -> 1.79 s; wall 14.5-14.8 -> "
+              "15.0-15.7 s, 2-3 alternating runs)."]
     loads = sorted((REPO / "benchmarks" / "results").glob("service-load-*.json"))
     if loads:
         load = json.loads(loads[-1].read_text())
