@@ -61,4 +61,3 @@ def test_frames_beyond_glibcs_adaptive_threshold_reuse_their_freed_memory():
     # 4 KB page (12 800 a frame) without huge pages.  Kept on the heap, the next frame finds it mapped.
     assert _frame_faults("default") >= 10 * 25
     assert _frame_faults("keep") < 10 * 5
-
