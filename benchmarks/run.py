@@ -846,7 +846,11 @@ def render(record: dict, path: Path) -> None:
               "int64 one and the conversion together on 2M-like frames (3.96 against 3.65 ms); and leaving "
               "the groups' new shoeboxes unzeroed, tried again on the large case where zeroing took 0.75 s "
               "in a profile, moved the page faults into the copy (extract 1.36 -> 1.79 s; wall 14.5-14.8 -> "
-              "15.0-15.7 s, 2-3 alternating runs)."]
+              "15.0-15.7 s, 2-3 alternating runs); nor did loading the fork server's modules on a thread ten "
+              "steps nicer, so that the command's reading and preparation get the cores first (sweep400 "
+              "summation only on two workers 4.69 -> 4.47 s, mean of 8 alternating runs, 5 faster; sweep100 "
+              "on two workers 2.88 -> 2.92 s, 7 runs; the blocks started 1.71-2.09 s into the run against "
+              "1.78-1.86 s, 3 runs each)."]
     loads = sorted((REPO / "benchmarks" / "results").glob("service-load-*.json"))
     if loads:
         load = json.loads(loads[-1].read_text())
