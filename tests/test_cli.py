@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 
@@ -144,46 +143,8 @@ def test_a_finished_run_has_written_its_whole_log_when_the_process_ends(tiny_swe
     assert read_reflections(str(tmp_path / "integrated.refl")).nrows > 0
 
 
-def test_the_command_starts_the_worker_server_early_only_for_local_workers(monkeypatch):
-    from braggint.cli import early_workers
-    from braggint.pipeline import executor
-
-    monkeypatch.delenv("BRAGGINT_SCHEDULER", raising=False)
-    monkeypatch.setattr(executor, "usable_cores", lambda: 4)
-    wants = early_workers.wants_local_workers
-    assert wants(["models.expt", "strong.refl"])  # nproc=Auto: every usable core
-    assert wants(["nproc=2"]) and wants(["integration.mp.nproc=3"]) and wants(["mp.njobs=2", "nproc=1"])
-    assert not wants(["nproc=1"]) and not wants(["integration.mp.nproc=1", "njobs=1"])
-    assert not wants(["mp.method=sge"]) and not wants(["-h"]) and not wants(["-c"])
-    assert not wants(["nproc=two"])  # the run reports the bad value itself
-    monkeypatch.setattr(executor, "usable_cores", lambda: 1)
-    assert not wants([])
-    monkeypatch.setenv("BRAGGINT_SCHEDULER", "tcp://localhost:8786")
-    monkeypatch.setattr(executor, "usable_cores", lambda: 4)
-    assert not wants(["nproc=2"])
-
-
-def test_a_finished_command_ends_its_worker_server_at_once():
-    """The fork server would otherwise outlive the command by its own teardown, holding the command's stdout
-    and stderr (a caller reading them through a pipe waited for it); it is ended by a signal."""
-    script = (
-        "import multiprocessing, os\n"
-        "from multiprocessing import forkserver\n"
-        "multiprocessing.get_context('forkserver')\n"
-        "forkserver.ensure_running()\n"
-        "pid = forkserver._forkserver._forkserver_pid\n"
-        "from braggint.pipeline.executor import end_worker_server\n"
-        "end_worker_server()\n"
-        "_, status = os.waitpid(pid, 0)  # blocks for ever unless the server was ended\n"
-        "print(os.WTERMSIG(status) if os.WIFSIGNALED(status) else 'exited')\n"
-    )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == str(int(signal.SIGTERM))
-
-
 def test_the_console_command_integrates_on_two_workers(tiny_sweep, tmp_path):
-    """braggint.integrate as installed (fork server started before its imports) with two workers."""
+    """braggint.integrate as installed with two workers, behind a helper process forked from the command."""
     bindir = os.path.dirname(os.path.abspath(sys.executable))
     program = shutil.which("braggint.integrate", path=bindir)
     assert program is not None

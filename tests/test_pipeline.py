@@ -140,13 +140,12 @@ def test_a_killed_worker_is_replaced_and_the_table_is_unchanged(dataset, tmp_pat
     killed = None
     deadline = time.monotonic() + 300
     while killed is None and process.poll() is None and time.monotonic() < deadline:
-        # Worker processes are forked by the run's multiprocessing fork server; kill one once blocks are under way.
+        # Worker processes are forked by the run's helper process, the command's child (pipeline/local_workers);
+        # kill one once blocks are under way.
         work = out / "integrated.refl.work"
         started = list(work.glob("block_*")) if work.exists() else []
         try:
-            servers = [child for child in psutil.Process(process.pid).children()
-                       if "forkserver" in " ".join(child.cmdline())]
-            workers = [worker for server in servers for worker in server.children()]
+            workers = [worker for helper in psutil.Process(process.pid).children() for worker in helper.children()]
         except psutil.NoSuchProcess:
             workers = []
         if started and workers:
@@ -254,27 +253,37 @@ def test_the_strong_spots_are_freed_before_the_blocks_run(dataset, tmp_path, mon
 
 
 def test_local_workers_start_with_the_block_tasks_readers_imported_and_without_dashboard_sampling():
-    """Workers forked from the run's fork server already hold the CBF reader a block imports lazily and the
-    block tasks themselves, before any task runs, but not Zarr, which only blocks that store rows import;
-    their event loops neither sample the block task's stack nor poll their memory more than once a second
-    (see QUIET_WORKER_SETTINGS)."""
+    """Workers forked from the command's helper process (pipeline/local_workers) already hold the CBF reader a
+    block imports lazily and the block tasks themselves, before any task runs, but not Zarr, which only
+    blocks that store rows import; their event loops neither sample the block task's stack nor poll their
+    memory more than once a second (see QUIET_WORKER_SETTINGS).  Run as the command runs: in a fresh process
+    that has imported the command's modules."""
+    import json
+    import subprocess
     import sys
 
-    from braggint.pipeline.executor import scheduler
-    from braggint.params import ParameterSet, integrate_master_text
+    script = """
+import json, sys
+import braggint.cli.integrate
+from braggint.params import ParameterSet, integrate_master_text
+from braggint.pipeline.executor import scheduler
 
-    def state(dask_worker):
-        callbacks = dask_worker.periodic_callbacks
-        return (sorted(m for m in ("fabio.cbfimage", "zarr", "braggint.pipeline.block_tasks") if m in sys.modules),
-                "profile" in callbacks, min(callbacks[name].callback_time for name in ("tick", "memory_monitor")))
+def state(dask_worker):
+    callbacks = dask_worker.periodic_callbacks
+    return (sorted(m for m in ("fabio.cbfimage", "zarr", "braggint.pipeline.block_tasks") if m in sys.modules),
+            "profile" in callbacks, min(callbacks[name].callback_time for name in ("tick", "memory_monitor")))
 
-    params = ParameterSet.from_text(integrate_master_text(), "integrate.phil")
-    params.assign("integration.mp.nproc", "2")
-    with scheduler(params.extract().integration.mp) as client:
-        states = client.run(state)
+params = ParameterSet.from_text(integrate_master_text(), "integrate.phil")
+params.assign("integration.mp.nproc", "2")
+with scheduler(params.extract().integration.mp) as workers:
+    print(json.dumps(list(workers.on_every_worker(state).values())))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    states = json.loads(result.stdout.strip().splitlines()[-1])
     assert len(states) == 2
     assert all(modules == ["braggint.pipeline.block_tasks", "fabio.cbfimage"] and not sampling
-               and shortest_ms >= 1000 for modules, sampling, shortest_ms in states.values())
+               and shortest_ms >= 1000 for modules, sampling, shortest_ms in states)
 
 
 def test_blocks_running_at_once_exchange_profile_sums_instead_of_a_second_pass(dataset, tmp_path):

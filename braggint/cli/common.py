@@ -146,10 +146,6 @@ def exit_without_teardown(code: int) -> None:
             stream.flush()
         except (OSError, ValueError):  # closed, or a pipe whose reader went away
             pass
-    if "multiprocessing.forkserver" in sys.modules:  # this process may have started local workers
-        from ..pipeline.executor import end_worker_server
-
-        end_worker_server()
     os._exit(code)
 
 

@@ -17,7 +17,6 @@ import contextlib
 import logging
 import os
 import shlex
-import signal
 import time
 
 from ..errors import BraggintError, ParameterError
@@ -97,62 +96,6 @@ def dask_environment(settings: dict) -> dict[str, str]:
             value if isinstance(value, str) else repr(value) for key, value in settings.items()}
 
 
-#: Modules the local workers' fork server imports once, so that each worker starts without importing them.
-#: The block tasks import fabio's CBF reader only when they first read a frame: 0.1 s, which every fresh
-#: worker paid inside its first block (the fork server does it while the parent prepares the run).  Zarr (the
-#: work store, 0.17 s of CPU) is left to the blocks that store rows: when every block runs at once (the
-#: default layout, one block a worker) none does, and the fork server's imports are on the run's critical
-#: path (sweep100 on two workers: 2.77 -> 2.53 s, mean of 8 alternating runs).  A run with more blocks than
-#: workers pays the import in each worker's first storing block instead (sweep400 in 100-frame blocks on two
-#: workers: 9.32 -> 9.90 s, mean of 6 alternating runs on a slow, noisy machine).
-WORKER_PRELOAD = ("distributed", "numpy", "dask", "numba", "fabio.cbfimage",
-                  "braggint.pipeline.worker_preload")
-
-
-def preload_worker_modules() -> None:
-    """Have local workers forked from a server process that has imported :data:`WORKER_PRELOAD`.
-
-    Spawned workers each import numba, Dask and braggint (seconds of CPU on
-    a small machine, taken from the parent while it prepares the run); a
-    fork server pays that once.  Call with Dask's ``forkserver``
-    multiprocessing method configured, before the cluster starts.
-    """
-    from distributed.utils import get_mp_context
-
-    get_mp_context().set_forkserver_preload(list(WORKER_PRELOAD))  # after Dask has set its own list
-
-
-def start_worker_server() -> None:
-    """Start the fork server of local workers now, preloading :data:`WORKER_PRELOAD` (without importing
-    Dask here); a local cluster started later in this process forks its workers from it.  For a command
-    that will start local workers, before its own imports (see :mod:`braggint.cli.early_workers`)."""
-    import multiprocessing
-    from multiprocessing import forkserver
-
-    multiprocessing.get_context("forkserver").set_forkserver_preload(list(WORKER_PRELOAD))
-    forkserver.ensure_running()
-
-
-def end_worker_server() -> None:
-    """End the fork server this process started for its local workers (:func:`start_worker_server`, or Dask's
-    local cluster), if any, now, without its teardown; for a command that is about to exit.
-
-    Left to itself it exits once this process has, tearing down numba and
-    Dask for 0.35-0.55 s while it still holds this process's stdout and
-    stderr: a caller reading the output through a pipe (a pipeline, the
-    benchmark) waited that long after the run had ended.  Its workers are
-    stopped by then, and it holds nothing else.
-    """
-    from multiprocessing import forkserver
-
-    pid = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)  # private, hence getattr
-    if pid:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except OSError:  # already gone
-            pass
-
-
 def _client(where):
     """A Dask client of a cluster or scheduler address that is nobody's default.
 
@@ -179,14 +122,10 @@ def scheduler(mp):
         if njobs * nproc == 1:
             yield "synchronous"
             return
-        import dask
+        from .local_workers import LocalWorkers
 
-        with dask.config.set({**QUIET_WORKER_SETTINGS, "distributed.nanny.pre-spawn-environ": worker_environment(),
-                              "distributed.worker.multiprocessing-method": "forkserver"}):
-            preload_worker_modules()
-            with local_cluster(njobs, nproc) as cluster, _client(cluster) as client:
-                log.info("Started %d local Dask workers (dashboard %s)", njobs * nproc, client.dashboard_link)
-                yield client
+        with LocalWorkers(njobs, nproc) as workers:
+            yield workers.wait()
         return
     failures: list[Exception] = []
     cluster = batch_cluster(mp.method, njobs, nproc, failures)
@@ -202,6 +141,24 @@ def scheduler(mp):
             cluster.close()
         except Exception as error:  # a job that never started cannot be closed cleanly; nothing is lost
             log.debug("Closing the %s cluster: %r", mp.method, error)
+
+
+def run_on_client(client, calls: list[tuple[str, object, tuple]], advance) -> tuple[list, list[BaseException]]:
+    """``function(*arguments)`` of every ``(key, function, arguments)`` as a Dask task on ``client``'s workers;
+    ``advance()`` as each one ends.  Returns ``(results, errors)``: every task runs to its end, whether or not
+    another fails, and each failure is returned, not raised."""
+    from distributed import as_completed
+
+    futures = [client.submit(function, *arguments, key=key, pure=False) for key, function, arguments in calls]
+    for _ in as_completed(futures, loop=client.loop):
+        advance()
+    results, errors = [], []
+    for future in futures:
+        if future.status == "error":
+            errors.append(future.exception())
+        else:
+            results.append(future.result())
+    return results, errors
 
 
 class WorkerStartError(BraggintError):
@@ -238,10 +195,20 @@ def starting_scheduler(mp):
     Yields a function that waits for the start and returns the scheduler
     (as :func:`scheduler` yields); the workers are stopped when the block
     ends.  A failure to start is raised by that function; if the run fails
-    before calling it, the run's own error is the one that surfaces.
+    before calling it, the run's own error is the one that surfaces.  Local
+    workers start in a helper process forked here, which must be before this
+    process starts any thread of its own (:mod:`.local_workers`); the others
+    from a thread.
     """
     from concurrent.futures import ThreadPoolExecutor
 
+    njobs, nproc = worker_count(mp)
+    if own_local_workers(mp) and njobs * nproc > 1:
+        from .local_workers import LocalWorkers
+
+        with LocalWorkers(njobs, nproc) as workers:
+            yield workers.wait
+        return
     if mp.method in BATCH_CLUSTER_CLASSES:
         with contextlib.suppress(ImportError):  # batch_cluster says what is missing
             import dask_jobqueue  # noqa: F401 - its import installs signal handlers, which only the main thread may

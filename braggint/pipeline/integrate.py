@@ -39,9 +39,10 @@ from .absorption import KAPTON_ALGORITHMS, apply_kapton_corrections, kapton_scop
 from .block_tasks import BlockJob, BlockReport, fit_block, model_block
 from .blocks import assign_to_blocks, plan_blocks, split_across_blocks
 from .debug_output import write_block_shoeboxes, write_reference_profiles
-from .executor import own_local_workers, starting_scheduler, worker_count
+from .executor import own_local_workers, run_on_client, starting_scheduler, worker_count
 from .filters import apply_significance_filter, flag_ice_rings, overlap_filters
 from .heap import limit_malloc_arenas, release_memory
+from .local_workers import LocalWorkers
 from .memory import (
     available_memory,
     block_memory_needs,
@@ -222,8 +223,14 @@ def lay_out_blocks(experiments: ExperimentList, predicted: ReflectionTable, para
     return blocks, table, assignment
 
 
+def block_calls(stage: str, task, jobs: list[BlockJob], shared) -> list[tuple[str, object, tuple]]:
+    """``(Dask key, task, arguments)`` of every block's task in ``stage`` (keys such as ``modelling-block-3``)."""
+    return [(f"{stage.split()[0]}-block-{job.block.index}", task, (job, *shared)) for job in jobs]
+
+
 def run_pass(where, stage: str, task, jobs: list[BlockJob], *shared) -> list[BlockReport]:
-    """``task(job, *shared)`` for every block, in this process or as Dask tasks on ``where``.
+    """``task(job, *shared)`` for every block, in this process or as Dask tasks on ``where`` (a Dask client
+    or the run's :class:`.local_workers.LocalWorkers`).
 
     Every block runs to its end even when another fails (its results stay
     in the work store for a rerun); then the first failure is raised.
@@ -239,18 +246,12 @@ def run_pass(where, stage: str, task, jobs: list[BlockJob], *shared) -> list[Blo
                 except BraggintError as error:
                     errors.append(error)
                 progress.advance()
+        elif isinstance(where, LocalWorkers):  # shared travels with each task, pickled
+            reports, errors = where.run(block_calls(stage, task, jobs, shared), progress.advance)
         else:
-            from distributed import as_completed
-
-            futures = [where.submit(task, job, *shared, key=f"{stage.split()[0]}-block-{job.block.index}",
-                                    pure=False) for job in jobs]
-            for _ in as_completed(futures, loop=where.loop):
-                progress.advance()
-            for future in futures:
-                if future.status == "error":
-                    errors.append(future.exception())
-                else:
-                    reports.append(future.result())
+            if shared:  # one copy per worker; a list, since scatter would key a dict's values
+                shared = where.scatter(list(shared), broadcast=True)
+            reports, errors = run_on_client(where, block_calls(stage, task, jobs, shared), progress.advance)
     finally:
         progress.close()
     if errors:
@@ -281,11 +282,8 @@ def run_blocks(jobs: list[BlockJob], experiments: ExperimentList, profiles: list
                  sum(r.n_reflections for r in reports), len(left), len(jobs))
     fitted = []
     if references and left:
-        shared = [references, held_out]
-        if where != "synchronous":  # one copy per worker; a list, since scatter would key a dict's values
-            shared = where.scatter(shared, broadcast=True)
         with clock.stage("second pass"):
-            fitted = run_pass(where, "profile fitting", fit_block, left, *shared)
+            fitted = run_pass(where, "profile fitting", fit_block, left, references, held_out)
         final.update({report.block: report for report in fitted})
     log.info("Block-task time by stage (summed over blocks): %s",
              StageTimes.summed(r.seconds for r in reports + fitted).as_text())

@@ -1,0 +1,182 @@
+"""A run's local Dask workers, behind a helper process forked from the command.
+
+A run on several local workers (``mp.method=multiprocessing``, njobs x
+nproc > 1) forks one helper process from the command, before the command
+starts any thread and after its own imports (numpy, numba, braggint).
+The helper imports Dask and fabio's CBF reader, initialises numba's CPU
+target and starts a Dask LocalCluster whose nannies fork their workers from
+it (Dask's ``fork`` multiprocessing method): every worker starts with all
+a block task needs loaded, and the helper paid for it once.  The command
+sends the helper its block tasks through a pipe and gets their reports
+back; it never imports Dask.
+
+Why: on two cores the command's serial part (reading the inputs, the
+predictions, the profile model) is what the workers wait for, and Dask in
+the command's process took that part's interpreter lock.  Dask's import
+(0.35-0.45 s of CPU) ran beside the reading of the inputs, and the local
+cluster's scheduler and nannies (0.3 s to start) ran in the command's
+event loop.  Before, a fork server imported numpy, numba, Dask and braggint
+afresh for the workers (1.1-1.5 s of CPU on the other core).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import pickle
+import sys
+
+from ..errors import BraggintError
+
+log = logging.getLogger("braggint")
+
+#: Seconds the command waits for the helper to stop its workers and exit before it kills it.
+STOP_TIMEOUT = 30.0
+
+
+class HelperProcessError(BraggintError):
+    """The helper process of the local workers ended while the run still needed it."""
+
+
+class LocalWorkers:
+    """The command's side of the helper: starts it, hands it block tasks, stops it.
+
+    Start it before this process starts any thread (a fork copies only the
+    calling thread); ``wait`` returns once the workers are up.
+    """
+
+    def __init__(self, njobs: int, nproc: int):
+        context = multiprocessing.get_context("fork")
+        self._connection, theirs = context.Pipe()
+        for stream in (sys.stdout, sys.stderr):  # else the helper would write their buffered text again
+            stream.flush()
+        self._process = context.Process(target=_serve, args=(theirs, njobs, nproc), name="braggint-workers")
+        self._process.start()
+        theirs.close()
+        self._ready = False
+
+    def wait(self) -> LocalWorkers:
+        """Wait until the workers have started (logging it); a failure to start is raised here."""
+        if not self._ready:
+            kind, content = self._receive()
+            if kind == "failed":
+                raise content
+            log.info("%s", content)
+            self._ready = True
+        return self
+
+    def run(self, calls: list[tuple[str, object, tuple]], advance) -> tuple[list, list[BaseException]]:
+        """``function(*arguments)`` of every ``(key, function, arguments)`` as Dask tasks on the workers (see
+        :func:`.executor.run_on_client`); ``advance()`` as each one ends.  Returns ``(results, errors)``.
+
+        Each call travels pickled to bytes: the helper hands the bytes on
+        without unpickling them (:func:`run_pickled` does, in the worker).
+        """
+        self.wait()
+        payloads = [(key, pickle.dumps((function, arguments), protocol=pickle.HIGHEST_PROTOCOL))
+                    for key, function, arguments in calls]
+        self._send(("run", payloads))
+        while True:
+            kind, content = self._receive()
+            if kind == "done":
+                advance()
+            else:
+                return content
+
+    def on_every_worker(self, function) -> dict:
+        """``function()`` run on every worker (Dask's ``Client.run``): ``{worker address: its result}``."""
+        self.wait()
+        self._send(("each", function))
+        return self._receive()[1]
+
+    def close(self) -> None:
+        """Stop the workers and the helper; it is killed when it does not end within :data:`STOP_TIMEOUT`."""
+        try:
+            self._connection.send(("close", None))
+        except OSError:  # the helper is gone already
+            pass
+        self._process.join(STOP_TIMEOUT)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+        self._connection.close()
+
+    def __enter__(self) -> LocalWorkers:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def _send(self, message) -> None:
+        try:
+            self._connection.send(message)
+        except OSError:
+            raise self._ended() from None
+
+    def _receive(self):
+        try:
+            return self._connection.recv()
+        except (EOFError, OSError):
+            raise self._ended() from None
+
+    def _ended(self) -> HelperProcessError:
+        self._process.join(1.0)
+        return HelperProcessError(f"the helper process of the local workers ended unexpectedly (exit status "
+                                  f"{self._process.exitcode}); integration.mp.nproc=1 runs without it")
+
+
+def run_pickled(parcel: list[bytes]):
+    """``function(*arguments)`` of the pickled ``(function, arguments)`` that ``parcel`` holds: a task of
+    :meth:`LocalWorkers.run`.  The bytes are taken out of the parcel, so that they are freed once unpickled:
+    Dask holds a task's arguments until it ends (a block's rows: tens of MB)."""
+    function, arguments = pickle.loads(parcel.pop())
+    return function(*arguments)
+
+
+def _serve(connection, njobs: int, nproc: int) -> None:
+    """The helper's life: start the cluster, then run what the command asks until it says ``close`` (or
+    goes away)."""
+    try:
+        client, cluster = _start_cluster(njobs, nproc)
+    except BaseException as error:  # noqa: BLE001 - whatever it is, the command raises it
+        connection.send(("failed", error))
+        return
+    from .executor import run_on_client
+
+    connection.send(("ready", f"Started {njobs * nproc} local Dask workers (dashboard {client.dashboard_link})"))
+    try:
+        while True:
+            try:
+                kind, content = connection.recv()
+            except EOFError:  # the command has gone
+                break
+            if kind == "run":
+                calls = [(key, run_pickled, ([payload],)) for key, payload in content]
+                outcome = run_on_client(client, calls, lambda: connection.send(("done", None)))
+                connection.send(("finished", outcome))
+            elif kind == "each":
+                connection.send(("each", client.run(content)))
+            else:
+                break
+    finally:
+        client.close()
+        cluster.close()
+
+
+def _start_cluster(njobs: int, nproc: int):
+    """``(client, cluster)``: a local cluster whose workers are forks of this (helper) process, which first
+    loads what they need."""
+    import dask
+    import fabio.cbfimage  # noqa: F401 - read by every block; loaded once, for every fork
+    from distributed import Client
+
+    from . import worker_preload  # noqa: F401 - numba's CPU target and the block tasks
+    from .executor import QUIET_WORKER_SETTINGS, local_cluster, worker_environment
+
+    # Each task carries its own block's rows (tens of MB on long sweeps), once, as it should: Dask's warning
+    # of large objects in a graph (10 MB) is meant for data repeated across tasks.
+    dask.config.set({**QUIET_WORKER_SETTINGS, "distributed.nanny.pre-spawn-environ": worker_environment(),
+                     "distributed.worker.multiprocessing-method": "fork",
+                     "distributed.admin.large-graph-warning-threshold": "4GB"})
+    cluster = local_cluster(njobs, nproc)
+    return Client(cluster, set_as_default=False), cluster
