@@ -480,9 +480,11 @@ def render(record: dict, path: Path) -> None:
                              f"{case['images'] / run['wall_s'] / n:.1f} | {run['integrated'] / run['wall_s'] / n:.0f} | "
                              f"{speed_up:.2f} | {speed_up / n:.0%} |")
     lines += ["", "## Memory", "",
-              "Peak MB is the largest process of the run's process tree (with several workers, the parent, which "
-              "reads the strong spots and gathers the table); block peak MB is the largest peak of a block task "
-              "(a worker's memory).", "",
+              "Peak MB is the largest process of the run's process tree that the command waits for "
+              "(`/usr/bin/time`): since 2026-12-03T20:51 the local workers too, which run under a helper process "
+              "the command waits for; before, with several workers, the parent only, which reads the strong "
+              "spots and gathers the table.  Block peak MB is the largest peak of a block task (a worker's "
+              "memory).", "",
               "| case | images | workers | braggint peak MB | block peak MB | DIALS peak MB | braggint / DIALS |",
               "|---|---|---|---|---|---|---|"]
     for case in record["cases"]:
@@ -717,7 +719,20 @@ def render(record: dict, path: Path) -> None:
               "hole that large (now block tasks keep them on the heap, `pipeline/heap.keep_frames_on_heap`: "
               "the large case on one worker, read stage 3.5-4.2 -> 3.5-3.8 s and its page faults 71-100 k -> "
               "19-23 k, 4 alternating runs; 120 frames read in a fresh process 2.9-3.0 -> 1.0 s, "
-              "2026-12-03).  "
+              "2026-12-03).  Dask ran in the command's own process when it started local workers: its import "
+              "(0.35-0.45 s of CPU) beside the reading of the inputs, and the local cluster's scheduler and "
+              "nannies (0.3 s to start) in the command's event loop, took the interpreter lock from the serial "
+              "part the workers wait for, and a fork server imported numpy, numba, Dask and braggint afresh "
+              "for the workers (1.1-1.5 s of CPU on the other core); on two workers the blocks started "
+              "1.9-2.2 s into a sweep400 run against 1.33-1.42 s on one (now the command forks a helper "
+              "process once its own imports are done, the helper imports Dask, starts the cluster and forks "
+              "the workers from itself, and the command hands it the block tasks through a pipe, "
+              "`pipeline/local_workers.py`: on two workers with profile fitting sweep400 6.45 -> 6.09 s, "
+              "sweep100 3.12 -> 2.70 s and small 2.13 -> 1.95 s, summation only sweep400 4.29 -> 3.94 s, "
+              "means of 3-6 alternating runs, the new code faster in 15 of 16; a worker's peak is up to 14 MB "
+              "higher, the helper's pages at the fork counted in its resident memory; the tasks reach the "
+              "workers 0.10-0.12 s after the command hands them over, against 0.04 s from the command's own "
+              "Dask client: pickling 4-8 ms and the pipe 30 ms of it, 2026-12-03).  "
               "Some kernel changes measured in earlier "
               "sessions may not have run at all: numba's cache checks a kernel against its own file only, "
               "so map_to_grids kept an edited profile_grid.py's old code (now the cache is emptied whenever "
