@@ -1,0 +1,35 @@
+"""The local workers' helper process (pipeline/local_workers): tasks, their failures and progress, under the
+start method of this platform and under the one used where forking is unsafe."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+SCRIPT = """
+import json, os, sys
+from braggint.pipeline import local_workers
+
+local_workers.START_METHOD = sys.argv[1]
+ended = []
+with local_workers.LocalWorkers(1, 2) as workers:
+    results, errors = workers.run([("pid-a", os.getpid, ()), ("bad", int, ("x",)), ("pid-b", os.getpid, ())],
+                                  lambda: ended.append(1))
+    helpers = [child.pid for child in __import__("multiprocessing").active_children()]
+print(json.dumps({"parent": os.getpid(), "helpers": helpers, "results": results, "ended": len(ended),
+                  "errors": [type(error).__name__ + ": " + str(error) for error in errors]}))
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_tasks_run_on_the_workers_and_a_failing_one_is_returned_not_raised(method):
+    result = subprocess.run([sys.executable, "-c", SCRIPT, method], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome["ended"] == 3  # progress advanced once per task, the failed one included
+    assert len(outcome["results"]) == 2  # the worker processes' ids: neither the command nor its helper
+    assert not set(outcome["results"]) & {outcome["parent"], *outcome["helpers"]}
+    assert outcome["errors"] == ["ValueError: invalid literal for int() with base 10: 'x'"]
