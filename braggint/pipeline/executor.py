@@ -8,7 +8,8 @@ the standard dask-jobqueue configuration, ``~/.config/dask/jobqueue.yaml``
 or ``DASK_JOBQUEUE__...`` variables); ``drmaa`` submits the same Grid Engine jobs
 through the DRMAA library (:mod:`.drmaa_cluster`); ``BRAGGINT_SCHEDULER=tcp://host:port``
 attaches to a running Dask scheduler instead.  Dask is imported only where
-workers are started: a run in this process does not pay for it.
+it is used: not by a run in this process, and for local workers only by
+their helper process (:mod:`.local_workers`).
 """
 
 from __future__ import annotations
@@ -110,7 +111,8 @@ def _client(where):
 
 @contextlib.contextmanager
 def scheduler(mp):
-    """A ``dask.compute`` scheduler argument for the run, torn down afterwards."""
+    """Where the run's blocks run, torn down afterwards: ``"synchronous"`` (this process), the started
+    :class:`.local_workers.LocalWorkers`, or a Dask client of batch jobs or of ``BRAGGINT_SCHEDULER``."""
     address = os.environ.get("BRAGGINT_SCHEDULER")
     njobs, nproc = worker_count(mp)
     if address:

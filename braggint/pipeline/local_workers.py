@@ -7,8 +7,10 @@ The helper imports Dask and fabio's CBF reader, initialises numba's CPU
 target and starts a Dask LocalCluster whose nannies fork their workers from
 it (Dask's ``fork`` multiprocessing method): every worker starts with all
 a block task needs loaded, and the helper paid for it once.  The command
-sends the helper its block tasks through a pipe and gets their reports
-back; it never imports Dask.
+leaves its block tasks pickled in files, sends the helper their names
+through a pipe and gets their reports back; it never imports Dask.  Off
+Linux the helper and the workers are fresh interpreters instead
+(:data:`START_METHOD`).
 
 Why: on two cores the command's serial part (reading the inputs, the
 predictions, the profile model) is what the workers wait for, and Dask in
