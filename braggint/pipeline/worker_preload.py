@@ -7,6 +7,6 @@ when it does this, so its forks inherit a ready target.
 """
 
 from ..compiler import initialise_cpu_target
-from . import block_tasks  # noqa: F401 - imported for the fork server's module cache
+from . import block_tasks  # noqa: F401 - imported for the helper's module cache, which its forks inherit
 
 initialise_cpu_target()
