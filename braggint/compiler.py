@@ -4,11 +4,12 @@ The first compiled kernel a process calls (from numba's cache or not) makes
 numba initialise its CPU target: LLVM and numba's registries of compiled
 implementations (0.15-0.25 s of CPU).  Done here ahead of time, on a thread,
 it overlaps work that releases the GIL (reading files, hashing them); done
-in the local workers' helper process, its forks inherit a ready target.  Done here, it also
-skips numba's probe for a BLAS, which imports scipy.linalg (another 0.15-0.2
-s): SciPy is one of braggint's dependencies, and the kernels of a default
-run call neither BLAS nor LAPACK (one that does imports SciPy's when it is
-first called, as numba always does).
+in the local workers' helper process, its forks inherit a ready target.
+Done here, it also skips numba's probe for a BLAS, which imports
+scipy.linalg (another 0.15-0.2 s): SciPy is one of braggint's
+dependencies, and the kernels of a default run call neither BLAS nor
+LAPACK (one that does imports SciPy's when it is first called, as numba
+always does).
 """
 
 from __future__ import annotations
