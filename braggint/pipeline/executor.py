@@ -111,8 +111,9 @@ def _client(where):
 
 @contextlib.contextmanager
 def scheduler(mp):
-    """Where the run's blocks run, torn down afterwards: ``"synchronous"`` (this process), the started
-    :class:`.local_workers.LocalWorkers`, or a Dask client of batch jobs or of ``BRAGGINT_SCHEDULER``."""
+    """Where the run's blocks run, torn down afterwards: ``"synchronous"`` (this process), the run's
+    :class:`.local_workers.LocalWorkers` (starting: its methods wait for the workers), or a Dask client of
+    batch jobs or of ``BRAGGINT_SCHEDULER``."""
     address = os.environ.get("BRAGGINT_SCHEDULER")
     njobs, nproc = worker_count(mp)
     if address:
@@ -127,7 +128,7 @@ def scheduler(mp):
         from .local_workers import LocalWorkers
 
         with LocalWorkers(njobs, nproc) as workers:
-            yield workers.wait()
+            yield workers
         return
     failures: list[Exception] = []
     cluster = batch_cluster(mp.method, njobs, nproc, failures)
@@ -206,9 +207,7 @@ def starting_scheduler(mp):
 
     njobs, nproc = worker_count(mp)
     if own_local_workers(mp) and njobs * nproc > 1:
-        from .local_workers import LocalWorkers
-
-        with LocalWorkers(njobs, nproc) as workers:
+        with scheduler(mp) as workers:  # forks the helper now, before any thread of this process
             yield workers.wait
         return
     if mp.method in BATCH_CLUSTER_CLASSES:
