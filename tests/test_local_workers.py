@@ -10,16 +10,17 @@ import sys
 import pytest
 
 SCRIPT = """
-import json, os, sys
+import gc, json, os, sys
 from braggint.pipeline import local_workers
 
 local_workers.START_METHOD = sys.argv[1]
 ended = []
 with local_workers.LocalWorkers(1, 2) as workers:
-    results, errors = workers.run([("pid-a", os.getpid, ()), ("bad", int, ("x",)), ("pid-b", os.getpid, ())],
-                                  lambda: ended.append(1))
+    results, errors = workers.run([("pid-a", os.getpid, ()), ("bad", int, ("x",)), ("pid-b", os.getpid, ()),
+                                   ("frozen", gc.get_freeze_count, ())], lambda: ended.append(1))
     helpers = [child.pid for child in __import__("multiprocessing").active_children()]
-print(json.dumps({"parent": os.getpid(), "helpers": helpers, "results": results, "ended": len(ended),
+print(json.dumps({"parent": os.getpid(), "helpers": helpers, "results": results[:2], "ended": len(ended),
+                  "frozen in worker": results[2], "frozen in parent": gc.get_freeze_count(),
                   "errors": [type(error).__name__ + ": " + str(error) for error in errors]}))
 """
 
@@ -29,7 +30,22 @@ def test_tasks_run_on_the_workers_and_a_failing_one_is_returned_not_raised(metho
     result = subprocess.run([sys.executable, "-c", SCRIPT, method], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
-    assert outcome["ended"] == 3  # progress advanced once per task, the failed one included
+    assert outcome["ended"] == 4  # progress advanced once per task, the failed one included
     assert len(outcome["results"]) == 2  # the worker processes' ids: neither the command nor its helper
     assert not set(outcome["results"]) & {outcome["parent"], *outcome["helpers"]}
     assert outcome["errors"] == ["ValueError: invalid literal for int() with base 10: 'x'"]
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_forked_workers_inherit_their_objects_frozen_out_of_the_garbage_collector(method):
+    """A forked worker's collections must not write to the pages it shares with the helper and the command
+    (copying them): what it inherits is frozen (gc.freeze) before each fork; a spawned worker inherits
+    nothing, and nothing is frozen."""
+    result = subprocess.run([sys.executable, "-c", SCRIPT, method], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    if method == "fork":
+        assert outcome["frozen in parent"] > 10_000  # the command's imports: numpy, numba, braggint
+        assert outcome["frozen in worker"] > outcome["frozen in parent"]  # and the helper's: Dask, fabio
+    else:
+        assert outcome["frozen in parent"] == outcome["frozen in worker"] == 0

@@ -10,7 +10,11 @@ a block task needs loaded, and the helper paid for it once.  The command
 leaves its block tasks pickled in files, sends the helper their names
 through a pipe and gets their reports back; it never imports Dask.  Off
 Linux the helper and the workers are fresh interpreters instead
-(:data:`START_METHOD`).
+(:data:`START_METHOD`).  Before each fork the forking process freezes its
+objects out of the cyclic garbage collector: a child's collections would
+otherwise write to every page it shares with its parent and so copy it
+(sweep400 summation only on two workers: a worker's private memory at its
+end 147-151 -> 123-125 MB, the run's minor page faults 140-168 k -> 127-141 k).
 
 Why: on two cores the command's serial part (reading the inputs, the
 predictions, the profile model) is what the workers wait for, and Dask in
@@ -23,6 +27,7 @@ afresh for the workers (1.1-1.5 s of CPU on the other core).
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -61,6 +66,7 @@ class LocalWorkers:
             stream.flush()
         self._process = context.Process(target=_serve, args=(theirs, njobs, nproc, START_METHOD),
                                         name="braggint-workers")
+        _before_fork(START_METHOD)
         self._process.start()
         theirs.close()
         self._ready = False
@@ -183,6 +189,14 @@ def _serve(connection, njobs: int, nproc: int, method: str) -> None:
         cluster.close()
 
 
+def _before_fork(method: str) -> None:
+    """Before this process forks (``method`` "fork"): move every object it holds out of the cyclic garbage
+    collector's reach (``gc.freeze``), so that the children's collections do not write to the pages they
+    share with it and copy them (each copied page is memory the child touches afresh)."""
+    if method == "fork":
+        gc.freeze()
+
+
 def _start_cluster(njobs: int, nproc: int, method: str):
     """``(client, cluster)``: a local cluster whose workers are forks of this (helper) process, which first
     loads what they need (``method`` "fork"), or fresh interpreters ("spawn")."""
@@ -195,5 +209,6 @@ def _start_cluster(njobs: int, nproc: int, method: str):
 
     dask.config.set({**QUIET_WORKER_SETTINGS, "distributed.nanny.pre-spawn-environ": worker_environment(),
                      "distributed.worker.multiprocessing-method": method})
+    _before_fork(method)
     cluster = local_cluster(njobs, nproc)
     return Client(cluster, set_as_default=False), cluster
