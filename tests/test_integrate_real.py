@@ -187,3 +187,36 @@ def test_html_and_mtz_outputs(integrated_sweep):
     first, last = experiments[0].scan.image_range
     assert batches.min() >= first and batches.max() <= last
     assert len(mtz.batches) == last - first + 1
+
+
+def test_bad_reference_spots_are_appended_as_dials_appends_them(shared_data, tmp_path):
+    """output.include_bad_reference=True: the junk strong spots (DIALS 3.12.1 found 25 in sweep 1) and any
+    that no prediction matched follow the integrated rows, flagged bad_reference and not integrated, with
+    their own shoeboxes (the spot finder's pixels, mask and background) and every other column at its
+    default;
+    the integrated rows gain the spots' columns, and shoeboxes without pixels."""
+    folder = dials_folder(shared_data, "sweep_01")
+    result = subprocess.run(
+        [os.path.abspath(sys.executable), "-m", "braggint.cli.integrate", str(folder / "refined.expt"),
+         str(folder / "refined.refl"), *DIALS_RUN, "output.include_bad_reference=True"], cwd=tmp_path,
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    table = read_reflections(str(tmp_path / "integrated.refl"))
+    strong = read_reflections(str(folder / "refined.refl"))
+    bad = table.get_flags(Flags.bad_reference)
+    log = (tmp_path / "dials.integrate.log").read_text()
+    unmatched = sum(int(line.split()[1]) for line in log.splitlines() if "were not matched" in line)
+    assert bad.sum() == 25 + unmatched
+    assert not bad[:int((~bad).sum())].any()  # appended after the integrated rows
+    assert not table.get_flags(Flags.integrated, all=False)[bad].any()
+    assert table.get_flags(Flags.integrated, all=False)[~bad].all()
+    boxes = table["shoebox"]
+    assert boxes.has_pixels[bad].all() and not boxes.has_pixels[~bad].any()
+    for row in np.flatnonzero(bad)[:5]:  # each junk spot's shoebox as the spot finder stored it
+        same = np.flatnonzero((strong["miller_index"] == table["miller_index"][row]).all(axis=1)
+                              & (strong["bbox"] == table["bbox"][row]).all(axis=1))
+        assert len(same) == 1
+        for ours, given in zip(boxes.arrays(row), strong["shoebox"].arrays(int(same[0]))):
+            np.testing.assert_array_equal(ours, given)
+    assert (table["n_signal"][~bad] == 0).all() and table["n_signal"][bad].any()
+    assert (table["intensity.prf.value"][bad] == 0).all() and (table["d"][bad] == 0).all()

@@ -119,6 +119,21 @@ class ReflectionTable:
                 del out[name]
         return out
 
+    def add_default_columns(self, like: "ReflectionTable") -> None:
+        """Add the columns of ``like`` that this table lacks, each of ``like``'s type and holding that type's
+        default in every row (zeros; shoeboxes without pixels), as a DIALS table extended with another
+        gains the other's columns."""
+        for name, value in like._columns.items():
+            if name in self._columns:
+                continue
+            type_name = like._types[name]
+            if type_name == SHOEBOX_TYPE:
+                default = ShoeboxColumn.empty_boxes(np.zeros(self._nrows), np.zeros((self._nrows, 6)))
+            else:
+                dtype, tail = COLUMN_TYPES[type_name]
+                default = np.zeros((self._nrows, *tail), dtype)
+            self.set_column(name, default, type_name)
+
     # ----- rows ---------------------------------------------------------
     def select(self, index) -> "ReflectionTable":
         """A new table with the rows picked by a boolean mask or integer index."""

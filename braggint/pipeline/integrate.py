@@ -91,6 +91,8 @@ def prepare(experiments: ExperimentList, references: list[ReflectionTable], para
     strong_boxes = None  # the strong spots' shoeboxes, which the profile model reads in place
     if reference is not None:
         matched = matched_reference(predicted, reference, reference_path, usable, copy_shoeboxes=False)
+        if params.output.include_bad_reference:  # DIALS counts the spots no prediction matched as rubbish too
+            rubbish.extend(reference.select(np.setdiff1d(usable, matched["reference_row"])))
         strong_boxes = reference["shoebox"]
         reference = None  # the matched rows and their shoeboxes are all that is needed from here on
     gaussian_rs = params.profile.gaussian_rs
@@ -462,6 +464,9 @@ def _integrate(experiments: ExperimentList, holder: list[ReflectionTable], param
     if params.output.include_bad_reference and rubbish.nrows:
         rubbish.set_flags(np.ones(rubbish.nrows, bool), Flags.bad_reference)
         rubbish.unset_flags(np.ones(rubbish.nrows, bool), Flags.integrated)
+        # Each side gains the other's columns with default values, as DIALS's tables do when extended.
+        table.add_default_columns(rubbish)
+        rubbish.add_default_columns(table)
         table.extend(rubbish)
     clock.add("reduction", time.perf_counter() - reducing)
     return IntegrationResult(table, profiles, tables, arrays, references, clock)

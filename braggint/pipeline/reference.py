@@ -62,7 +62,10 @@ def split_reference(reference: ReflectionTable, path: str = "reference",
     if not np.array_equal(reference["panel"][usable].astype(np.int64),
                           reference["shoebox"].panel[usable].astype(np.int64)):
         raise InputFileError(f'{path}: the "panel" column does not match the shoebox panels')
-    rubbish = reference.select(~keep) if keep_rubbish else ReflectionTable()
+    # In DIALS's order: the unindexed spots, then those bad for refinement, then those of hkl (0,0,0).
+    rubbish = reference.select(np.concatenate([np.flatnonzero(~indexed), np.flatnonzero(indexed & bad),
+                                               np.flatnonzero(indexed & ~bad & zero_hkl)])) if keep_rubbish \
+        else ReflectionTable()
     log.info(" using %d indexed reflections\n found %d junk reflections", len(usable), int((~keep).sum()))
     return usable, rubbish
 
