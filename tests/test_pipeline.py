@@ -225,7 +225,8 @@ def test_rows_fitted_in_the_first_pass_get_what_the_second_pass_gives(dataset, t
 
 def test_the_strong_spots_are_freed_before_the_blocks_run(dataset, tmp_path, monkeypatch):
     """The strong spots (with their shoeboxes, the size of the input file) are needed only to build the
-    profile model: nothing holds them while the blocks run."""
+    profile model: nothing holds them while the blocks run, and their shoeboxes' background (the spot
+    finder's, which integration never reads) is not asked for."""
     import gc
     import weakref
 
@@ -233,11 +234,12 @@ def test_the_strong_spots_are_freed_before_the_blocks_run(dataset, tmp_path, mon
     from braggint.pipeline import integrate as pipeline
 
     read, run_blocks = cli.read_reflections, pipeline.run_blocks
-    strong, alive = [], []
+    strong, alive, backgrounds = [], [], []
 
-    def reading(path):
-        table = read(path)
+    def reading(path, *options):
+        table = read(path, *options)
         strong.append(weakref.ref(table))
+        backgrounds.append(options)
         return table
 
     def running(*args, **kwargs):
@@ -249,7 +251,7 @@ def test_the_strong_spots_are_freed_before_the_blocks_run(dataset, tmp_path, mon
     monkeypatch.setattr(pipeline, "run_blocks", running)
     monkeypatch.chdir(tmp_path)
     assert cli.main([str(dataset / "models.expt"), str(dataset / "strong.refl")]) == 0
-    assert len(strong) == 1 and alive == [False]
+    assert len(strong) == 1 and alive == [False] and backgrounds == [(False,)]
 
 
 def test_local_workers_start_with_the_block_tasks_readers_imported_and_without_dashboard_sampling():

@@ -75,6 +75,25 @@ def test_small_windows_read_the_same_table(path, monkeypatch):
     assert_same_tables(read_reflections(str(path)), whole, exact=True)
 
 
+@pytest.mark.parametrize("window", [None, 100])
+def test_shoeboxes_read_without_their_background_keep_everything_else(real_sweep, window, monkeypatch):
+    """``shoebox_background=False`` (what integration reads the strong spots with) gives the same table,
+    shoebox counts and masks included, with every background value zero; through windows far smaller than a
+    record too."""
+    import braggint.io.refl as refl
+
+    path = real_sweep.parent / "sweep_02" / "integrated.refl"
+    whole = read_reflections(str(path))
+    if window:
+        monkeypatch.setattr(refl, "WINDOW_BYTES", window)
+    table = read_reflections(str(path), shoebox_background=False)
+    boxes, whole_boxes = table["shoebox"], whole["shoebox"]
+    assert whole_boxes.background.any()  # the file has background values to skip
+    assert not boxes.background.any() and boxes.background.dtype == np.float32
+    whole_boxes.background = boxes.background
+    assert_same_tables(table, whole, exact=True)
+
+
 def test_writing_never_holds_the_file_whole(real_sweep, tmp_path, monkeypatch):
     """Writing a table copies no column whole: numeric columns go out from their arrays, shoeboxes a chunk
     of rows at a time (here one row: the shared table's 67 shoeboxes are 2 MB, the largest 0.24 MB)."""

@@ -103,13 +103,14 @@ def check_input_files(cl: CommandLine) -> None:
         require_file(path, REFLECTION_FILE)
 
 
-def load_inputs(cl: CommandLine) -> tuple[ExperimentList, ReflectionTable | None]:
+def load_inputs(cl: CommandLine, shoebox_background: bool = True) -> tuple[ExperimentList, ReflectionTable | None]:
     """Read and check the experiment list and the optional reflection file (named as
-    :func:`check_input_files` requires)."""
+    :func:`check_input_files` requires); the strong spots' shoeboxes without their background values unless
+    ``shoebox_background`` (see :func:`~braggint.io.refl.read_reflections`)."""
     experiments = read_experiments(cl.experiments[0])
     if len(experiments) == 0:
         raise InputFileError(f"{cl.experiments[0]}: the experiment list is empty")
-    reflections = read_reflections(cl.reflections[0]) if cl.reflections else None
+    reflections = read_reflections(cl.reflections[0], shoebox_background) if cl.reflections else None
     if reflections is not None:
         check_reference(reflections, experiments, cl.reflections[0])
     return experiments, reflections
@@ -220,7 +221,8 @@ def _integrate_inputs(cl: CommandLine, params: ParameterSet, working, started):
     with ThreadPoolExecutor(2, thread_name_prefix="braggint-inputs") as background:
         background.submit(initialise_cpu_target)
         digests = background.submit(file_digests, cl.experiments + cl.reflections)
-        experiments, reflections = load_inputs(cl)
+        # The spot finder's background is read only to be written out again, with the rubbish rows.
+        experiments, reflections = load_inputs(cl, shoebox_background=working.output.include_bad_reference)
     check_images(experiments, cl.experiments[0])
     log.info(f"braggint {__version__} ({PROGRAM})")
     diff = params.diff()

@@ -43,7 +43,7 @@ _MSGPACK_ERRORS = (msgpack.OutOfData, msgpack.FormatError, msgpack.StackError, V
                    struct.error, gzip.BadGzipFile, EOFError)
 
 
-def read_reflections(path: str) -> ReflectionTable:
+def read_reflections(path: str, shoebox_background: bool = True) -> ReflectionTable:
     """Load a ``.refl`` file; raise :class:`InputFileError` naming the file on failure.
 
     The document is walked in the file, never held whole: each numeric
@@ -56,15 +56,16 @@ def read_reflections(path: str) -> ReflectionTable:
         gzipped = handle.read(2) == b"\x1f\x8b"
         handle.seek(0)
         try:
-            return _read_table(io.BytesIO(gzip.decompress(handle.read())) if gzipped else handle)
+            return _read_table(io.BytesIO(gzip.decompress(handle.read())) if gzipped else handle, shoebox_background)
         except InputFileError as exc:
             raise InputFileError(f"{path}: {exc}") from None
         except _MSGPACK_ERRORS as exc:
             raise InputFileError(f"{path}: not a msgpack reflection table ({type(exc).__name__}: {exc})") from None
 
 
-def _read_table(handle) -> ReflectionTable:
-    """The table of the DIALS msgpack document in the binary file ``handle`` (at its start)."""
+def _read_table(handle, shoebox_background: bool = True) -> ReflectionTable:
+    """The table of the DIALS msgpack document in the binary file ``handle`` (at its start); shoeboxes with
+    or without their background values (see :func:`read_reflections`)."""
     header, columns = _walk_document(handle)
     if "nrows" not in header or "data" not in header:
         raise InputFileError("reflection table header lacks nrows/data")
@@ -77,7 +78,8 @@ def _read_table(handle) -> ReflectionTable:
         if count != nrows:
             raise InputFileError(f"column {name!r} has {count} rows, table has {nrows}")
         if type_name == SHOEBOX_TYPE:
-            table.set_column(name, _read_shoeboxes(handle, start, length, nrows, name), SHOEBOX_TYPE)
+            table.set_column(name, _read_shoeboxes(handle, start, length, nrows, name, shoebox_background),
+                             SHOEBOX_TYPE)
         elif type_name in COLUMN_TYPES:
             table.set_column(name, _read_column(handle, start, length, nrows, name, type_name), type_name)
         else:
@@ -159,30 +161,35 @@ def _bin_length(handle, name: str) -> int:
     return struct.unpack(formats[kind], handle.read(struct.calcsize(formats[kind])))[0]
 
 
-def _read_shoeboxes(handle, start: int, length: int, nrows: int, name: str) -> ShoeboxColumn:
+def _read_shoeboxes(handle, start: int, length: int, nrows: int, name: str, with_background: bool = True
+                    ) -> ShoeboxColumn:
     """The shoebox column whose ``length`` bytes start at ``start`` in ``handle``: per row the header
     (:data:`_HEADER_SIZE` bytes), then, when present, its float32 data, mask (int32 in layout 1, uint8 otherwise) and
-    float32 background.  Read twice, a window at a time: once for the boxes (and so the voxels to hold),
-    once for the voxels."""
+    float32 background (left zero unless ``with_background``).  Read twice through one window: once for the
+    boxes (and so the voxels to hold), once for the voxels."""
     panel = np.zeros(nrows, np.uint32)
     bbox = np.zeros((nrows, 6), np.int32)
     sizes = np.zeros(nrows, np.int64)
-    _each_window(handle, start, length, nrows, name,
-                 lambda window, row: _scan_shoebox_records(window, row, nrows, panel, bbox, sizes))
+    window = np.empty(min(WINDOW_BYTES, max(length, 1)), np.uint8)
+    window = _each_window(handle, start, length, nrows, name, window,
+                          lambda raw, row: _scan_shoebox_records(raw, row, nrows, panel, bbox, sizes))
     offsets = ragged_offsets(sizes)
     data = np.empty(4 * offsets[-1], np.uint8)
-    background = np.empty(4 * offsets[-1], np.uint8)
     mask = np.empty(offsets[-1], np.uint8)
-    _each_window(handle, start, length, nrows, name,
-                 lambda window, row: _copy_shoebox_records(window, row, nrows, offsets, data, mask, background))
+    # Zeros from the allocator are pages the kernel maps on first write: none when the background is skipped.
+    background = np.empty(4 * offsets[-1], np.uint8) if with_background else np.zeros(4 * offsets[-1], np.uint8)
+    copied_background = background if with_background else background[:0]
+    _each_window(handle, start, length, nrows, name, window,
+                 lambda raw, row: _copy_shoebox_records(raw, row, nrows, offsets, data, mask, copied_background))
     return ShoeboxColumn(panel, bbox, sizes > 0, offsets, data.view(np.float32), mask, background.view(np.float32))
 
 
-def _each_window(handle, start: int, length: int, nrows: int, name: str, consume) -> None:
+def _each_window(handle, start: int, length: int, nrows: int, name: str, window: np.ndarray, consume
+                 ) -> np.ndarray:
     """Feed the ``length`` bytes at ``start`` to ``consume(window, row) -> (next row, bytes used)`` a window
-    of whole records at a time, ``row`` being the first record in the window, until every row is consumed."""
+    of whole records at a time, ``row`` being the first record in the window, until every row is consumed;
+    returns the window (``window``, or a larger one if a record did not fit in it)."""
     handle.seek(start)
-    window = np.empty(min(WINDOW_BYTES, max(length, 1)), np.uint8)
     held, left, row = 0, length, 0
     while row < nrows:
         take = min(len(window) - held, left)
@@ -201,6 +208,7 @@ def _each_window(handle, start: int, length: int, nrows: int, name: str, consume
         held, row = held - used, reached
     if held or left:
         raise InputFileError(f"column {name!r}: {held + left} stray bytes after the last shoebox")
+    return window
 
 
 @njit(cache=True, error_model="numpy")
@@ -249,9 +257,9 @@ def _scan_shoebox_records(raw, row, nrows, panel, bbox, sizes):
 @njit(cache=True, error_model="numpy")
 def _copy_shoebox_records(raw, row, nrows, offsets, data, mask, background):
     """Copy the voxels of the whole records in ``raw`` (the first being row ``row``, their sizes known from
-    :func:`_scan_shoebox_records`) into the data and background bytes (float32 once viewed so) and masks
-    (uint8; an int32 mask's low byte) at ``offsets``; returns ``(the row after the last whole record, bytes
-    they take)``."""
+    :func:`_scan_shoebox_records`) into the data and background bytes (float32 once viewed so; the background
+    skipped when ``background`` is empty) and masks (uint8; an int32 mask's low byte) at ``offsets``; returns
+    ``(the row after the last whole record, bytes they take)``."""
     header = _HEADER_SIZE
     pos = 0
     while row < nrows and pos + header <= len(raw):
@@ -268,7 +276,8 @@ def _copy_shoebox_records(raw, row, nrows, offsets, data, mask, background):
             for v in range(n):
                 mask[first + v] = raw[pos + width * v]
             pos += width * n
-            background[4 * first:4 * (first + n)] = raw[pos:pos + 4 * n]
+            if len(background):
+                background[4 * first:4 * (first + n)] = raw[pos:pos + 4 * n]
             pos += 4 * n
         row += 1
     return row, pos
