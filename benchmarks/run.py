@@ -278,12 +278,43 @@ def run_dials(directory: Path, inputs: list[str], options: list[str], label: str
 SUMMATION_ONLY = "profile.fitting=False"
 
 
+#: One process of :func:`fresh_memory_cost`: waits until the shared start time, then writes to
+#: :data:`PROBE_MB` MB of memory it has never touched and prints the seconds that took.
+TOUCH_FRESH = """
+import time
+import numpy as np
+while time.time() < {start}:
+    time.sleep(0.001)
+t = time.perf_counter()
+np.ones({megabytes} << 20, np.uint8)
+print(time.perf_counter() - t)
+"""
+#: Megabytes each probe of :func:`fresh_memory_cost` touches: about what a block task adds to its
+#: interpreter and libraries.
+PROBE_MB = 128
+
+
+def fresh_memory_cost(workers: list[int]) -> dict:
+    """``{n: milliseconds per MB}`` for n fresh processes at once each writing :data:`PROBE_MB` MB of memory
+    they have never touched (the slowest one).  A process's first touch of a page costs the kernel a fault
+    and a zeroed page, and a virtual machine whose host reclaims its freed memory a host fault too: every
+    block task pays it for its heap, and on some machines two processes pay it one after the other."""
+    def slowest(n: int) -> float:
+        start = time.time() + 1.0  # after every process has imported numpy
+        processes = [subprocess.Popen([sys.executable, "-c", TOUCH_FRESH.format(start=start, megabytes=PROBE_MB)],
+                                      stdout=subprocess.PIPE, text=True) for _ in range(n)]
+        return max(float(p.communicate()[0]) for p in processes)
+
+    return {str(n): 1000.0 * slowest(n) / PROBE_MB for n in workers}
+
+
 def run_case(name: str, data: Path, workers: list[int], with_dials: bool) -> dict:
     """Every measurement of one case: braggint with and without profile fitting per worker count, DIALS
     likewise (summation only on one core), the decode floor and accuracy."""
     directory = dataset(name, data)
     spec = CASES[name]
     record = {"case": name, "images": spec.n_images, "detector": [spec.nx, spec.ny],
+              "fresh_memory_ms_per_mb": fresh_memory_cost(workers),  # first: its pages are reclaimed meanwhile
               "decode_floor_s": decode_floor(directory), "parallel_decode": parallel_decode(directory, workers),
               "braggint": {}, "braggint_sum": {}, "dials": {}, "dials_sum": {}}
     simulation = directory / "simulation.json"
@@ -407,10 +438,14 @@ def goals(record: dict) -> list[str]:
              "Goals: braggint / decode below 3 with profile fitting and below 2 summation only; scaling efficiency "
              "at least 80 % at 2 workers; block-task memory flat in sweep length.", "",
              "Decoding alone in n processes at once (each its contiguous share of the frames) is this machine's "
-             "ceiling for n-worker efficiency: its last column.", "",
+             "ceiling for n-worker efficiency: the column before last.  The last column is what a fresh process "
+             "pays to write memory it has never touched, n processes at once (the slowest, measured at the "
+             "case's start): a block task writes 100-150 MB of its heap afresh, and where this cost is "
+             "milliseconds a MB (a virtual machine whose host takes back freed memory) it weighs on every run "
+             "and most on runs whose workers start together.", "",
              "| case | workers | braggint / decode, prf | braggint / decode, sum | efficiency, prf | efficiency, sum "
-             "| efficiency of decoding alone |",
-             "|---|---|---|---|---|---|---|"]
+             "| efficiency of decoding alone | fresh memory, ms/MB |",
+             "|---|---|---|---|---|---|---|---|"]
     for case in record["cases"]:
         for n in sorted(case["braggint"], key=int):
             cells = []
@@ -423,6 +458,8 @@ def goals(record: dict) -> list[str]:
                 cells.append(f"{one['wall_s'] / (int(n) * this['wall_s']):.0%}" if one and this else "-")
             decode = case.get("parallel_decode", {}).get(n)
             cells.append(f"{decode:.0%}" if decode else "-")
+            fresh = case.get("fresh_memory_ms_per_mb", {}).get(n)
+            cells.append(f"{fresh:.2f}" if fresh is not None else "-")
             lines.append(f"| {case['case']} | {n} | " + " | ".join(cells) + " |")
     return lines
 
