@@ -53,7 +53,11 @@ def test_split_reference_drops_rubbish_without_copying_it(shared_data):
     assert rubbish.nrows >= len(range(0, strong.nrows, 7)) and nothing.nrows == 0
     assert np.array_equal(usable, alone) and len(usable) == strong.nrows - rubbish.nrows
     assert not np.isin(np.arange(0, strong.nrows, 7), usable).any()
-    assert rubbish["shoebox"].equals(strong["shoebox"].select(np.setdiff1d(np.arange(strong.nrows), usable)))
+    # In DIALS's order: the unindexed spots first, then the indexed ones dropped (all bad for refinement here).
+    unindexed = np.flatnonzero(~strong.get_flags(Flags.indexed))
+    dropped = np.setdiff1d(np.flatnonzero(strong.get_flags(Flags.indexed)), usable)
+    assert strong.get_flags(Flags.bad_for_refinement, all=False)[dropped].all()
+    assert rubbish["shoebox"].equals(strong["shoebox"].select(np.concatenate([unindexed, dropped])))
 
 
 def test_neighbour_masking_marks_the_voxels_whose_index_differs_at_either_frame_edge(shared_data):
