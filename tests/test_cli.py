@@ -83,6 +83,13 @@ def test_too_few_spots_is_one_line_and_logged(inputs):
     (["{expt}", "{refl}", "units=parsecs"], ["'parsecs' is not one of degrees, radians, frames"]),
     (["{expt}", "{refl}", "sigma_b=0.05"], ["sigma_b and sigma_m must be set together"]),
     (["{expt}", "{refl}", "scan_range=5,5"], ["scan_range=5,5: the end must be greater"]),
+    (["{expt}", "{refl}", "scan_step=0"], ["profile.gaussian_rs.fitting.scan_step=0: the reference profiles'"]),
+    (["{expt}", "{refl}", "prediction.d_min=-1"], ["prediction.d_min=-1: a resolution limit must be a positive number"]),
+    (["{expt}", "{refl}", "prediction.d_max=0"], ["prediction.d_max=0: a resolution limit must be a positive number"]),
+    (["{expt}", "{refl}", "min_spots.overall=10", "gaussian_rs.filter.min_zeta=1"],
+     ["Too few reflections for profile modelling: none of the", "spots has |zeta| >= profile.gaussian_rs.filter.min_zeta=1"]),
+    (["{expt}", "{refl}", "significance_filter.enable=True", "significance_filter.n_bins=0"],
+     ["significance_filter.n_bins=0: the filter needs at least one resolution bin"]),
     (["{expt}", "{refl}", "-e"], ["option -e needs a whole number"]),
     (["{expt}", "{refl}", "--bogus"], ["unknown option '--bogus'"]),
 ])

@@ -87,6 +87,20 @@ def check_parameters(params) -> None:
     for absorption in params.absorption_correction:
         if absorption.apply and absorption.algorithm is None:
             raise ParameterError("absorption_correction.apply=True needs absorption_correction.algorithm")
+    # Values DIALS's own definitions allow but no run can use (it fails on them deep inside, or not at all).
+    scan_step = params.profile.gaussian_rs.fitting.scan_step
+    if scan_step is not None and scan_step <= 0:
+        raise ParameterError(f"profile.gaussian_rs.fitting.scan_step={scan_step:g}: the reference profiles' "
+                             "spacing must be a positive number of degrees")
+    for name in ("d_min", "d_max"):
+        value = getattr(params.prediction, name)
+        if value is not None and value <= 0:
+            raise ParameterError(f"prediction.{name}={value:g}: a resolution limit must be a positive number of "
+                                 "Angstroms")
+    significance = params.significance_filter
+    if significance.enable and significance.n_bins is not None and significance.n_bins < 1:
+        raise ParameterError(f"significance_filter.n_bins={significance.n_bins}: the filter needs at least one "
+                             "resolution bin")
 
 
 def check_input_files(cl: CommandLine) -> None:

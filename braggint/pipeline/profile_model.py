@@ -139,6 +139,10 @@ def estimate_profile(experiment: Experiment, reference: ReflectionTable, gaussia
         rows = np.sort(sigma_rows(reference))
     use = np.zeros(reference.nrows, bool)
     use[rows[np.abs(zeta[rows]) >= gaussian_rs.filter.min_zeta]] = True
+    if not use.any():
+        raise ProfileModelError(f"Too few reflections for profile modelling: none of the {len(rows)} reference "
+                                "spots has |zeta| >= profile.gaussian_rs.filter.min_zeta="
+                                f"{gaussian_rs.filter.min_zeta:g}")
     # The estimates only read the shoeboxes: the spots they use are picked out by ``use``, not copied.
     reference = reference.shallow_copy()
     reference["zeta"] = zeta
