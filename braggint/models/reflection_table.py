@@ -123,10 +123,9 @@ class ReflectionTable:
         """Add the columns of ``like`` that this table lacks, each of ``like``'s type and holding that type's
         default in every row (zeros; shoeboxes without pixels), as a DIALS table extended with another
         gains the other's columns."""
-        for name, value in like._columns.items():
+        for name, type_name in like._types.items():
             if name in self._columns:
                 continue
-            type_name = like._types[name]
             if type_name == SHOEBOX_TYPE:
                 default = ShoeboxColumn.empty_boxes(np.zeros(self._nrows), np.zeros((self._nrows, 6)))
             else:
