@@ -9,7 +9,10 @@ decode every image (the floor), braggint's wall time and peak memory
 (whole process tree) per worker count, DIALS 3.12.1's on the same input
 when ``dials.integrate`` is on PATH, and the accuracy of both against the
 simulator's truth.  One JSON record per run is written to ``--out``;
-``--report`` renders docs/performance.md from the latest record.
+``--report`` renders docs/performance.md from the latest record.  The
+record is rewritten (atomically) after each case, so an interrupted run
+keeps the cases it measured; a case that fails is reported, the others
+still run, and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ sys.path.insert(0, str(REPO))
 
 import braggint  # noqa: E402
 from braggint import __version__  # noqa: E402
+from braggint.io.atomic import atomic_open  # noqa: E402
 from braggint.io.expt import read_experiments  # noqa: E402
 from braggint.io.images import ImageSource  # noqa: E402
 from braggint.io.refl import read_reflections  # noqa: E402
@@ -636,6 +640,9 @@ def main() -> int:
     if args.render_only:
         render(with_earlier_cases(Path(args.out)), Path(args.report))
         return 0
+    unknown = [name for name in args.cases.split(",") if name not in CASES]
+    if unknown:
+        parser.error(f"--cases: unknown {', '.join(unknown)} (known: {', '.join(CASES)})")
     data, out = Path(args.data), Path(args.out)
     data.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -644,12 +651,24 @@ def main() -> int:
     warm_up(data)
     record = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "machine": {"cores": os.cpu_count(), "platform": platform.platform()}, "versions": versions(),
-              "cases": [run_case(name, data, workers, with_dials) for name in args.cases.split(",")]}
-    stamp = record["date"].replace(":", "").replace("-", "")
-    (out / f"benchmark-{stamp}.json").write_text(json.dumps(record, indent=2))
-    render(with_earlier_cases(out), Path(args.report))
-    print(f"wrote {out / f'benchmark-{stamp}.json'} and {args.report}")
-    return 0
+              "cases": []}
+    path = out / f"benchmark-{record['date'].replace(':', '').replace('-', '')}.json"
+    failed = []
+    for name in args.cases.split(","):
+        try:
+            record["cases"].append(run_case(name, data, workers, with_dials))
+        except Exception as error:  # a failing case leaves the others measured
+            failed.append(name)
+            print(f"case {name} failed, going on with the others: {error}", file=sys.stderr, flush=True)
+            continue
+        with atomic_open(str(path), "w") as handle:  # the cases measured so far survive an interruption
+            handle.write(json.dumps(record, indent=2))
+    if record["cases"]:
+        render(with_earlier_cases(out), Path(args.report))
+        print(f"wrote {path} and {args.report}")
+    if failed:
+        print(f"failed cases: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
