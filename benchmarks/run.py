@@ -505,6 +505,19 @@ def _walls(record: dict) -> list[float]:
     return run.get("walls_s", [run["wall_s"]])
 
 
+def run_duration(record: dict) -> str:
+    """The sentence saying how long the record's run took and how much of it was simulating datasets."""
+    if "run_s" not in record:
+        return ""
+    made = [case for case in record["cases"] if case.get("simulated_in_run") and "measured" not in case]
+    sentence = f"  This record's run took {record['run_s'] / 60:.1f} min"
+    if made:
+        names = ", ".join(case["case"] for case in made)
+        minutes = sum(case.get("simulation_s", 0.0) for case in made) / 60
+        sentence += f", simulating {names} ({minutes:.1f} min) included"
+    return sentence + "."
+
+
 def render(record: dict, path: Path) -> None:
     """docs/performance.md from one benchmark record (tables and inline SVG plots)."""
     from braggint.io.html_report import svg_lines
@@ -513,7 +526,8 @@ def render(record: dict, path: Path) -> None:
              f"Measured {record['date']} on {record['machine']['cores']} cores "
              f"({record['machine']['platform']}), braggint {record['versions']['braggint']}"
              + (f", DIALS {record['versions']['dials']}" if "dials" in record["versions"] else "") + ".",
-             "Regenerate with `python benchmarks/run.py` (simulates the datasets on first use).", "",
+             "Regenerate with `python benchmarks/run.py` (simulates the datasets on first use)."
+             + run_duration(record), "",
              "Ratios are from one benchmark run on one machine; wall times include start-up and writing "
              "outputs. prf: profile fitting (the default); sum: `profile.fitting=False`."
              + (f" Each braggint configuration ran {len(_walls(record))} times"
@@ -648,6 +662,8 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     with_dials = not args.no_dials and shutil.which("dials.integrate") is not None
     workers = [int(w) for w in args.workers.split(",")]
+    started = time.perf_counter()
+    made_before = {name for name in CASES if (data / name / "truth.refl").exists()}
     warm_up(data)
     record = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "machine": {"cores": os.cpu_count(), "platform": platform.platform()}, "versions": versions(),
@@ -661,6 +677,8 @@ def main() -> int:
             failed.append(name)
             print(f"case {name} failed, going on with the others: {error}", file=sys.stderr, flush=True)
             continue
+        record["cases"][-1]["simulated_in_run"] = name not in made_before
+        record["run_s"] = time.perf_counter() - started  # so far, the warm-up and any simulation included
         with atomic_open(str(path), "w") as handle:  # the cases measured so far survive an interruption
             handle.write(json.dumps(record, indent=2))
     if record["cases"]:
