@@ -1,0 +1,84 @@
+"""The benchmark harness (benchmarks/run.py): its efficiency bound, its run-duration line and how it
+keeps what it measured when a case fails.  No benchmark case is run: the cases are stand-ins."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+RUN_PY = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("benchmark_run", RUN_PY)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def one_worker_run(serial: float, passes: float) -> dict:
+    """A one-worker run record: ``passes`` seconds in the first pass, ``serial`` outside it."""
+    return {"wall_s": serial + passes,
+            "stages": {"wall": {"input": serial / 2, "prediction": serial / 4, "first pass": passes}}}
+
+
+def test_efficiency_bound_is_the_decode_efficiency_without_a_serial_part(bench):
+    assert bench.efficiency_bound(one_worker_run(0.0, 4.0), 2, 0.85) == pytest.approx(0.85)
+    assert bench.efficiency_bound(one_worker_run(0.0, 4.0), 1, 1.0) == pytest.approx(1.0)
+
+
+def test_efficiency_bound_falls_as_the_serial_part_grows(bench):
+    bounds = [bench.efficiency_bound(one_worker_run(serial, 4.0), 2, 0.85) for serial in (0.0, 0.5, 1.0, 2.0)]
+    assert all(later < earlier for earlier, later in zip(bounds, bounds[1:]))
+    # serial 1 s, passes 4 s on two workers at 80 %: 5 / (2 x (1 + 4 / 1.6))
+    assert bench.efficiency_bound(one_worker_run(1.0, 4.0), 2, 0.8) == pytest.approx(5.0 / 7.0)
+
+
+def test_run_duration_names_only_the_datasets_simulated_in_that_run(bench):
+    record = {"run_s": 600.0, "cases": [
+        {"case": "small", "simulated_in_run": True, "simulation_s": 30.0},
+        {"case": "sweep100", "simulated_in_run": False, "simulation_s": 90.0},
+        {"case": "large", "simulated_in_run": True, "simulation_s": 500.0, "measured": "an earlier record"}]}
+    line = bench.run_duration(record)
+    assert "10.0 min" in line and "small (0.5 min)" in line
+    assert "sweep100" not in line and "large" not in line
+    assert bench.run_duration({"cases": []}) == ""
+
+
+def test_a_failing_case_leaves_the_others_measured(bench, tmp_path, monkeypatch, capsys):
+    def run_case(name, data, workers, with_dials):
+        if name == "broken":
+            raise RuntimeError("braggint.integrate failed")
+        return {"case": name, "braggint": {}}
+
+    rendered = []
+    monkeypatch.setattr(bench, "CASES", {"broken": None, "fine": None})
+    monkeypatch.setattr(bench, "run_case", run_case)
+    monkeypatch.setattr(bench, "warm_up", lambda data: None)
+    monkeypatch.setattr(bench, "versions", lambda: {"braggint": "test"})
+    monkeypatch.setattr(bench, "render", lambda record, path: rendered.append(record))
+    monkeypatch.setattr("sys.argv", ["run.py", "--cases", "broken,fine", "--no-dials", "--data", str(tmp_path / "data"),
+                                     "--out", str(tmp_path / "out"), "--report", str(tmp_path / "report.md")])
+    assert bench.main() == 1
+    records = list((tmp_path / "out").glob("benchmark-*.json"))
+    assert len(records) == 1
+    kept = json.loads(records[0].read_text())
+    assert [case["case"] for case in kept["cases"]] == ["fine"]
+    assert kept["run_s"] >= 0 and kept["cases"][0]["simulated_in_run"] is True
+    assert [case["case"] for case in rendered[0]["cases"]] == ["fine"]
+    assert "case broken failed" in capsys.readouterr().err
+    assert not list((tmp_path / "out").glob(".*.tmp"))  # written through a temporary name, renamed
+
+
+def test_unknown_cases_are_refused_before_anything_runs(bench, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "warm_up", lambda data: pytest.fail("ran before checking --cases"))
+    monkeypatch.setattr("sys.argv", ["run.py", "--cases", "small,nosuch", "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main()
+    assert exit_info.value.code == 2
+    assert "unknown nosuch" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
