@@ -405,6 +405,12 @@ BREAKDOWN = [("start-up", None), ("input", ("wall", "input")), ("prediction", ("
              ("output", ("wall", "output"))]
 
 
+def pass_seconds(run: dict) -> float:
+    """Wall seconds of a run's block passes (first and second), from its stage times."""
+    wall = run["stages"].get("wall", {})
+    return wall.get("first pass", 0.0) + wall.get("second pass", 0.0)
+
+
 def breakdown(run: dict) -> list[float]:
     """Seconds per BREAKDOWN column, adding up to the run's wall time.
 
@@ -417,8 +423,7 @@ def breakdown(run: dict) -> list[float]:
     wall, blocks = stages.get("wall", {}), stages.get("blocks", {})
     values = [(wall if where[0] == "wall" else blocks).get(where[1], 0.0) if where else 0.0
               for _, where in BREAKDOWN]
-    passes = wall.get("first pass", 0.0) + wall.get("second pass", 0.0)
-    values[[h for h, _ in BREAKDOWN].index("block overhead")] = passes - sum(blocks.values())
+    values[[h for h, _ in BREAKDOWN].index("block overhead")] = pass_seconds(run) - sum(blocks.values())
     values[0] = run["wall_s"] - sum(wall.values())
     return values
 
@@ -454,8 +459,7 @@ def efficiency_bound(one: dict, n: int, decode_efficiency: float) -> float:
     shared by n workers each as efficient as ``decode_efficiency``, that of
     decoding alone in n processes at once.
     """
-    wall = one["stages"]["wall"]
-    passes = wall.get("first pass", 0.0) + wall.get("second pass", 0.0)
+    passes = pass_seconds(one)
     serial = one["wall_s"] - passes
     return one["wall_s"] / (n * (serial + passes / (n * decode_efficiency)))
 
