@@ -161,3 +161,31 @@ def test_rotating_vectors_equals_applying_the_rotation_matrices():
     axis, angles, vectors = rng.normal(size=3), rng.uniform(-7, 7, 50), rng.normal(size=(50, 3))
     expected = np.einsum("nij,nj->ni", axis_angle_matrix(axis, angles), vectors)
     assert np.allclose(rotate_vectors(axis, angles, vectors), expected, atol=1e-12)
+
+
+def test_candidate_indices_are_every_index_in_the_resolution_shell(monkeypatch):
+    """The chord enumeration gives exactly the indices of the whole box that pass the resolution and
+    centring tests, in h, k, l order, for a skewed cell whose box is far larger than its sphere, also
+    when generated in many small chunks."""
+    from types import SimpleNamespace
+
+    import gemmi
+
+    from braggint.models.crystal import Crystal
+    from braggint.tasks import predict as predict_module
+    from braggint.tasks.predict import candidate_indices
+
+    real_space = np.array([[40.0, 0.0, 0.0], [25.0, 35.0, 0.0], [10.0, -12.0, 60.0]])
+    for symbol, d_min, d_max in (("P 1", 2.47, None), ("C 1 2 1", 1.93, 6.1), ("F 2 2 2", 2.93, 9.1)):
+        crystal = Crystal(real_space, gemmi.SpaceGroup(symbol).hall)
+        limits = np.floor(np.linalg.norm(real_space, axis=1) / d_min).astype(int)
+        box = np.stack(np.meshgrid(*[np.arange(-m, m + 1) for m in limits], indexing="ij"), -1).reshape(-1, 3)
+        d = 1.0 / np.maximum(np.linalg.norm(box @ crystal.A.T, axis=1), 1e-300)
+        centring = [np.array(c) for c in crystal.space_group_ops.cen_ops]
+        allowed = np.all([(box @ c) % 24 == 0 for c in centring], axis=0)
+        expected = box[(d >= d_min) & (d <= (d_max or np.inf)) & allowed & np.any(box != 0, axis=1)]
+        assert len(expected) > 1000, symbol
+        for chunk in (2_000_000, 997):
+            monkeypatch.setattr(predict_module, "_CHUNK", chunk)
+            found = candidate_indices(SimpleNamespace(crystal=crystal), d_min, d_max)
+            np.testing.assert_array_equal(found, expected, err_msg=symbol)

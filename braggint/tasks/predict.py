@@ -53,26 +53,47 @@ def detector_d_min(experiment: Experiment) -> float:
 
 
 def candidate_indices(experiment: Experiment, d_min: float, d_max: float | None = None):
-    """Miller indices (n, 3) with ``d_min <= d <= d_max``, no (0,0,0), no centring absences."""
+    """Miller indices (n, 3) with ``d_min <= d <= d_max``, no (0,0,0), no centring absences, in h, k, l order.
+
+    For each (h, k) only the l on the chord of the sphere ``|A h| <= 1 / d_min``
+    are generated (the roots of a quadratic in l, widened by one), not the whole
+    box ``|h_i| <= |a_i| / d_min``: about half the candidates of the box, and
+    the same indices, as each is tested as before.
+    """
     crystal = experiment.crystal
-    limits = np.floor(np.linalg.norm(crystal.real_space, axis=1) / d_min).astype(int)
-    hmax, kmax, lmax = limits
-    k, l = np.meshgrid(np.arange(-kmax, kmax + 1), np.arange(-lmax, lmax + 1), indexing="ij")
-    kl = np.column_stack([k.ravel(), l.ravel()])
-    centring = np.array([list(c) for c in crystal.space_group_ops.cen_ops if any(c)], dtype=np.int64)
+    hmax, kmax, lmax = np.floor(np.linalg.norm(crystal.real_space, axis=1) / d_min).astype(int)
+    h, k = (grid.ravel() for grid in np.meshgrid(np.arange(-hmax, hmax + 1), np.arange(-kmax, kmax + 1),
+                                                 indexing="ij"))
+    A = crystal.A
     inv_d2_min = 1.0 / d_min**2
     inv_d2_max = 0.0 if d_max is None else 1.0 / d_max**2
-    planes_per_chunk = max(1, _CHUNK // len(kl))
+    # |v + l c|^2 <= 1 / d_min^2, v = h a* + k b*: l between the roots of cc l^2 + 2 vc l + (vv - 1 / d_min^2).
+    v = np.outer(h, A[:, 0]) + np.outer(k, A[:, 1])
+    c = A[:, 2]
+    cc, vc, vv = c @ c, v @ c, np.einsum("ij,ij->i", v, v)
+    discriminant = vc**2 - cc * (vv - inv_d2_min)
+    root = np.sqrt(np.maximum(discriminant, 0.0))
+    low = np.clip(np.ceil((-vc - root) / cc) - 1, -lmax, lmax).astype(np.int64)
+    high = np.clip(np.floor((-vc + root) / cc) + 1, -lmax, lmax).astype(np.int64)
+    counts = np.where(discriminant >= 0, np.maximum(high - low + 1, 0), 0)
+    centring = np.array([list(c) for c in crystal.space_group_ops.cen_ops if any(c)], dtype=np.int64)
     out = []
-    A = crystal.A
-    for start in range(-hmax, hmax + 1, planes_per_chunk):
-        h = np.arange(start, min(start + planes_per_chunk, hmax + 1))
-        hkl = np.column_stack([np.repeat(h, len(kl)), np.tile(kl, (len(h), 1))])
-        inv_d2 = np.einsum("ij,ij->i", hkl @ A.T, hkl @ A.T)
+    ends = np.cumsum(counts)
+    start = 0
+    while start < len(counts):  # (h, k) pairs in chunks of about _CHUNK candidates, to bound the memory
+        done = ends[start - 1] if start else 0
+        stop = max(int(np.searchsorted(ends, done + _CHUNK, side="right")), start + 1)
+        n = counts[start:stop]
+        row = np.repeat(np.arange(start, stop), n)
+        l = low[row] + np.arange(len(row)) - np.repeat(np.cumsum(n) - n, n)
+        hkl = np.column_stack([h[row], k[row], l])
+        p = hkl @ A.T
+        inv_d2 = np.einsum("ij,ij->i", p, p)
         keep = (inv_d2 <= inv_d2_min) & (inv_d2 > 0) & (inv_d2 >= inv_d2_max)
         if len(centring):
             keep &= ~((hkl @ centring.T) % 24 != 0).any(axis=1)
         out.append(hkl[keep])
+        start = stop
     return np.concatenate(out).astype(np.int32) if out else np.zeros((0, 3), np.int32)
 
 
