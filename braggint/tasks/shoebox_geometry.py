@@ -79,29 +79,29 @@ def bounding_boxes(experiment: Experiment, profile: GaussianRSProfile, s1, z, pa
     sigma_b, sigma_m = sigmas_at_frames(profile, experiment, z)
     delta_b = profile.n_sigma * sigma_b * sigma_b_multiplier
     delta_m = profile.n_sigma * sigma_m
-    xs, ys = [], []
-    for sign_1, sign_2 in ((-1, -1), (1, -1), (-1, 1), (1, 1)):
-        corner = frames.to_beam_vector(sign_1 * delta_b, sign_2 * delta_b)
-        xy = np.empty((len(s1), 2))
-        for p in np.unique(panel):
-            rows = panel == p
+    # Each bound is an elementwise minimum or maximum over the four corners' rows ((4, n) arrays): far
+    # cheaper than reducing (n, 4) arrays along their short axis.
+    corners = [frames.to_beam_vector(sign_1 * delta_b, sign_2 * delta_b)
+               for sign_1, sign_2 in ((-1, -1), (1, -1), (-1, 1), (1, 1))]
+    xs, ys = np.empty((4, len(s1))), np.empty((4, len(s1)))
+    for p in np.unique(panel):
+        rows = panel == p
+        rows = slice(None) if rows.all() else rows
+        for number, corner in enumerate(corners):
             mm, _ = experiment.detector[int(p)].ray_intersection(corner[rows])
-            xy[rows] = experiment.detector[int(p)].mm_to_px(mm)
-        xs.append(xy[:, 0])
-        ys.append(xy[:, 1])
-    xs, ys = np.column_stack(xs), np.column_stack(ys)
+            xs[number, rows], ys[number, rows] = experiment.detector[int(p)].mm_to_px(mm).T
     if experiment.is_still:
-        z_ends = np.column_stack([np.floor(z), np.floor(z) + 1])
+        z_ends = np.floor(z), np.floor(z) + 1
     else:
         scan = experiment.scan
-        z_ends = np.column_stack([scan.frame_from_angle(frames.to_rotation_angle(-delta_m)),
-                                  scan.frame_from_angle(frames.to_rotation_angle(delta_m))])
+        z_ends = (scan.frame_from_angle(frames.to_rotation_angle(-delta_m)),
+                  scan.frame_from_angle(frames.to_rotation_angle(delta_m)))
     a0, a1 = frame_range(experiment)
     bbox = np.column_stack([
-        np.floor(xs.min(axis=1)), np.ceil(xs.max(axis=1)),
-        np.floor(ys.min(axis=1)), np.ceil(ys.max(axis=1)),
-        np.clip(np.floor(z_ends.min(axis=1)), a0, a1 - 1),
-        np.clip(np.ceil(z_ends.max(axis=1)), a0 + 1, a1),
+        np.floor(xs.min(axis=0)), np.ceil(xs.max(axis=0)),
+        np.floor(ys.min(axis=0)), np.ceil(ys.max(axis=0)),
+        np.clip(np.floor(np.minimum(*z_ends)), a0, a1 - 1),
+        np.clip(np.ceil(np.maximum(*z_ends)), a0 + 1, a1),
     ])
     return bbox.astype(np.int32)
 
