@@ -49,3 +49,33 @@ def test_forked_workers_inherit_their_objects_frozen_out_of_the_garbage_collecto
         assert outcome["frozen in worker"] > outcome["frozen in parent"]  # and the helper's: Dask, fabio
     else:
         assert outcome["frozen in parent"] == outcome["frozen in worker"] == 0
+
+
+STOP_SCRIPT = """
+import json, multiprocessing, os
+from braggint.pipeline import local_workers
+
+with local_workers.LocalWorkers(1, 2) as workers:
+    results, _ = workers.run([("pid", os.getpid, ())], lambda: None)
+    helper = multiprocessing.active_children()[0]
+    workers.stop()
+    helper.join(60)  # the helper ends on its own: stop() asked it to and did not wait
+    ended_alone = not helper.is_alive()
+    try:
+        workers.run([("pid", os.getpid, ())], lambda: None)
+        refused = ""
+    except local_workers.HelperProcessError as error:
+        refused = str(error)
+print(json.dumps({"ended alone": ended_alone, "refused": refused}))
+"""
+
+
+def test_stopped_workers_end_without_being_waited_for_and_take_no_more_tasks():
+    """A run stops its workers once its last block has ended (LocalWorkers.stop), so that the helper stops
+    them while the run reduces and writes: the helper must end by itself, and a task sent afterwards is
+    refused with a clear error rather than left waiting."""
+    result = subprocess.run([sys.executable, "-c", STOP_SCRIPT], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome["ended alone"]
+    assert "helper process of the local workers ended" in outcome["refused"]

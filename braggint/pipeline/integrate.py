@@ -404,6 +404,8 @@ def _integrate(experiments: ExperimentList, holder: list[ReflectionTable], param
             where = started()
         first, final, references = run_blocks(jobs, experiments, profiles, params, where, clock)
         reducing = time.perf_counter()
+        if isinstance(where, LocalWorkers):  # no task is left: the helper stops the workers meanwhile
+            where.stop()
         jobs = None  # their copies of the table rows are not needed any more
         peak = max([r.peak_memory for r in first + final] or [0])
         log.info("Largest peak memory of a block task: %.0f MB", peak / 1e6)

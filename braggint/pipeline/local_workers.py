@@ -70,6 +70,7 @@ class LocalWorkers:
         self._process.start()
         theirs.close()
         self._ready = False
+        self._stopping = False
 
     def wait(self) -> LocalWorkers:
         """Wait until the workers have started (logging it); a failure to start is raised here."""
@@ -115,12 +116,19 @@ class LocalWorkers:
         self._send(("each", function))
         return self._receive()[1]
 
+    def stop(self) -> None:
+        """Ask the helper to stop the workers and end, without waiting: it does so while this process goes
+        on (a run's reduction and output), and :meth:`close` then finds it ended or nearly so."""
+        if not self._stopping:
+            self._stopping = True
+            try:
+                self._connection.send(("close", None))
+            except OSError:  # the helper is gone already
+                pass
+
     def close(self) -> None:
         """Stop the workers and the helper; it is killed when it does not end within :data:`STOP_TIMEOUT`."""
-        try:
-            self._connection.send(("close", None))
-        except OSError:  # the helper is gone already
-            pass
+        self.stop()
         self._process.join(STOP_TIMEOUT)
         if self._process.is_alive():
             self._process.kill()
