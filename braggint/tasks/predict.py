@@ -67,10 +67,10 @@ def candidate_indices(experiment: Experiment, d_min: float, d_max: float | None 
     A = crystal.A
     inv_d2_min = 1.0 / d_min**2
     inv_d2_max = 0.0 if d_max is None else 1.0 / d_max**2
-    # |v + l c|^2 <= 1 / d_min^2, v = h a* + k b*: l between the roots of cc l^2 + 2 vc l + (vv - 1 / d_min^2).
+    # |v + l c*|^2 <= 1 / d_min^2, v = h a* + k b*: l between the roots of cc l^2 + 2 vc l + (vv - 1 / d_min^2).
     v = np.outer(h, A[:, 0]) + np.outer(k, A[:, 1])
-    c = A[:, 2]
-    cc, vc, vv = c @ c, v @ c, np.einsum("ij,ij->i", v, v)
+    c_star = A[:, 2]
+    cc, vc, vv = c_star @ c_star, v @ c_star, np.einsum("ij,ij->i", v, v)
     discriminant = vc**2 - cc * (vv - inv_d2_min)
     root = np.sqrt(np.maximum(discriminant, 0.0))
     low = np.clip(np.ceil((-vc - root) / cc) - 1, -lmax, lmax).astype(np.int64)
