@@ -96,3 +96,12 @@ def test_prefetch_hints_compile_for_any_2d_array_and_never_fault():
     expected_view = sum(view[r % 4, c % 6] for r, c in zip(rows, columns))
     assert _sum_with_hints(view, rows, columns) == expected_view
     assert _sum_with_hints(np.ones((3, 3), np.int32), rows, columns) == 4
+
+
+def test_ragged_positions_count_from_zero_within_each_row_and_skip_empty_rows():
+    from braggint.models.shoebox import ragged_positions
+
+    sizes = [3, 0, 1, 4, 0]
+    expected = np.concatenate([np.arange(size) for size in sizes])
+    np.testing.assert_array_equal(ragged_positions(sizes), expected)
+    assert ragged_positions([]).shape == (0,)

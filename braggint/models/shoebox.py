@@ -26,6 +26,13 @@ def ragged_offsets(sizes) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
 
 
+def ragged_positions(sizes) -> np.ndarray:
+    """``(sum(sizes),)`` int64: each element's position inside its row, for n rows of ``sizes`` elements laid
+    one after another (0, 1, .. sizes[0] - 1, 0, 1, ..)."""
+    sizes = np.asarray(sizes, np.int64)
+    return np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+
+
 def ragged_take(offsets: np.ndarray, index: np.ndarray, *flat: np.ndarray) -> tuple[np.ndarray, ...]:
     """``(new offsets, each flat array's picked rows ...)``: rows ``index`` of flat arrays addressed by
     ``offsets`` (n + 1), each row's contiguous range copied, in the order of ``index``."""

@@ -16,7 +16,7 @@ from ..models.experiment import Experiment
 from ..models.flags import Flags
 from ..models.profile import GaussianRSProfile
 from ..models.reflection_table import ReflectionTable
-from ..models.shoebox import ShoeboxColumn, ragged_offsets
+from ..models.shoebox import ShoeboxColumn, ragged_offsets, ragged_positions
 from ..tasks import profile_model as estimate
 from ..tasks.shoebox_geometry import local_frames
 
@@ -107,7 +107,7 @@ def _split_per_frame(reference: ReflectionTable) -> tuple[ReflectionTable, np.nd
     area = (bbox[:, 1] - bbox[:, 0]).astype(np.int64) * (bbox[:, 3] - bbox[:, 2])
     # Piece k of row r starts (frame - z0) slices into r's voxels.
     start = shoeboxes.offsets[piece_row] + (piece_frame - shoeboxes.bbox[piece_row, 4]) * area
-    gather = np.repeat(start, area) + np.arange(int(area.sum())) - np.repeat(np.cumsum(area) - area, area)
+    gather = np.repeat(start, area) + ragged_positions(area)
     piece_boxes = ShoeboxColumn(shoeboxes.panel[piece_row], bbox, np.ones(len(piece_row), bool),
                                 ragged_offsets(area),
                                 shoeboxes.data[gather], shoeboxes.mask[gather], shoeboxes.background[gather])

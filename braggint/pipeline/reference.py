@@ -20,6 +20,7 @@ from ..errors import InputFileError
 from ..models.experiment import ExperimentList
 from ..models.flags import Flags, MaskCode
 from ..models.reflection_table import ReflectionTable
+from ..models.shoebox import ragged_positions
 from ..tasks.coordinates import unit
 from ..tasks.neighbours import mask_foreign_voxels
 from ..tasks.pixel_lab import panel_table
@@ -146,7 +147,7 @@ def match_reference(predicted: ReflectionTable, reference: ReflectionTable,
     # in prediction order on a tie).
     counts = ends - starts
     ref_rows = np.repeat(np.arange(len(r_key)), counts)
-    position = np.arange(len(ref_rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+    position = ragged_positions(counts)
     pred_rows = p_order[starts[ref_rows] + position]
     distance = np.sum((p_xyz[pred_rows] - r_xyz[ref_rows]) ** 2, axis=1)
     order = np.lexsort((position, distance, ref_rows))

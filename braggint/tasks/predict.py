@@ -18,6 +18,7 @@ import numpy as np
 
 from ..models.experiment import Experiment
 from ..models.rotation import axis_angle_matrix, rotate_vectors
+from ..models.shoebox import ragged_positions
 
 #: hkl generated per chunk, to bound the memory of the brute-force generator.
 _CHUNK = 2_000_000
@@ -85,7 +86,7 @@ def candidate_indices(experiment: Experiment, d_min: float, d_max: float | None 
         stop = max(int(np.searchsorted(ends, done + _CHUNK, side="right")), start + 1)
         n = counts[start:stop]
         row = np.repeat(np.arange(start, stop), n)
-        l = low[row] + np.arange(len(row)) - np.repeat(np.cumsum(n) - n, n)
+        l = low[row] + ragged_positions(n)
         hkl = np.column_stack([h[row], k[row], l])
         p = hkl @ A.T
         inv_d2 = np.einsum("ij,ij->i", p, p)
@@ -163,7 +164,7 @@ def predict_static(experiment: Experiment, *, d_min: float | None = None, d_max:
     turns_high = np.floor((high - phi) / (2 * np.pi)).astype(int)
     repeats = np.maximum(turns_high - turns_low + 1, 0)
     row = np.repeat(np.arange(len(phi)), repeats)
-    offset = np.arange(len(row)) - np.repeat(np.cumsum(repeats) - repeats, repeats)
+    offset = ragged_positions(repeats)
     phi_in = phi[row] + 2 * np.pi * (turns_low[row] + offset)
     index = index[row]
     h = hkl[index]
