@@ -46,7 +46,7 @@ def test_forked_workers_inherit_their_objects_frozen_out_of_the_garbage_collecto
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
     if method == "fork":
         assert outcome["frozen in parent"] > 10_000  # the command's imports: numpy, numba, braggint
-        assert outcome["frozen in worker"] > outcome["frozen in parent"]  # and the helper's: Dask, fabio
+        assert outcome["frozen in worker"] > outcome["frozen in parent"]  # and the helper's: Dask, the block tasks
     else:
         assert outcome["frozen in parent"] == outcome["frozen in worker"] == 0
 

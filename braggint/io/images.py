@@ -1,10 +1,11 @@
 """Lazy, per-frame image reading for an experiment's image set.
 
-Formats: CBF (miniCBF/imgCIF with byte-offset compression) and SMV through
-fabio; NeXus/HDF5 (an Eiger-style master whose ``/entry/data`` holds the
-frames, directly or through external links to data files, bitshuffle/LZ4
-filters via hdf5plugin) through h5py.  A CBF that exists only compressed
-(``name.cbf.bz2`` or ``.gz``) is read through fabio's decompression.
+Formats: CBF (miniCBF/imgCIF: byte-offset compressed 32-bit integers by
+:mod:`braggint.io.cbf`, any other through fabio) and SMV through fabio;
+NeXus/HDF5 (an Eiger-style master whose ``/entry/data`` holds the frames,
+directly or through external links to data files, bitshuffle/LZ4 filters via
+hdf5plugin) through h5py.  A CBF that exists only compressed (``name.cbf.bz2``
+or ``.gz``) is read through fabio's decompression.
 
 Frames are returned per panel as arrays of shape (n_slow, n_fast) = (rows,
 columns).  ``corrected`` applies ``(raw - pedestal) / gain``; ``mask`` is True
@@ -22,6 +23,7 @@ import numpy as np
 from ..errors import ImageError
 from ..models.detector import Detector
 from ..models.imageset import ImageSet
+from .cbf import read_byte_offset_cbf
 
 _COMPRESSED_SUFFIXES = (".bz2", ".gz")
 
@@ -69,9 +71,10 @@ class ImageSource:
         return missing
 
     def decoded_frame_bytes(self) -> int:
-        """Bytes of the largest array decoding one image makes: 8 a pixel (fabio decodes a CBF's byte
-        offsets to int64 before converting them to the header's type) over the panels' extent in the raw
-        image, or over all the panels when they are stacked (NeXus)."""
+        """Bytes of the largest array decoding one image may make: 8 a pixel (fabio decodes a CBF's byte
+        offsets to int64 before converting them to the header's type; :mod:`braggint.io.cbf`, reading the
+        CBFs it can, makes 4 a pixel and the file's bytes) over the panels' extent in the raw image, or over
+        all the panels when they are stacked (NeXus)."""
         panels = self.detector.panels
         extent = max(p.raw_image_offset[1] + p.image_size[1] for p in panels) * \
             max(p.raw_image_offset[0] + p.image_size[0] for p in panels)
@@ -83,7 +86,7 @@ class ImageSource:
         """Raw counts of one image, split per panel, each (n_slow, n_fast)."""
         path, index = self.imageset.frame_source(image_number, self.first_image)
         try:
-            frame = self._read_h5(path, index) if self.imageset.is_hdf5 else self._read_fabio(path)
+            frame = self._read_h5(path, index) if self.imageset.is_hdf5 else self._read_file(path)
         except ImageError:
             raise
         except Exception as exc:  # any decoder failure is reported with file and frame
@@ -134,18 +137,24 @@ class ImageSource:
 
     # ----- formats ------------------------------------------------------
     @staticmethod
-    def _read_fabio(path: str) -> np.ndarray:
-        import fabio
-
+    def _read_file(path: str) -> np.ndarray:
+        """The frame in the single-image file ``path`` (or its compressed sibling): a Pilatus-style CBF by
+        :mod:`braggint.io.cbf`, any other through fabio (imported only then)."""
         actual = existing_path(path)
         if actual is None:
             raise ImageError(f"{path}: image file not found")
+        if actual.lower().endswith(".cbf"):
+            frame = read_byte_offset_cbf(actual)
+            if frame is not None:
+                return frame
         if ".cbf" in os.path.basename(actual).lower():
             # fabio would checksum the compressed block (half the read time of a Pilatus frame) only to log
             # a mismatch; dxtbx does not check it either.  Decoding still fails on a truncated block.
             from fabio.cbfimage import CbfImage
 
             return CbfImage().read(actual, check_MD5=False).data
+        import fabio
+
         return fabio.open(actual).data
 
     def _read_h5(self, path: str, index: int) -> np.ndarray:

@@ -3,7 +3,7 @@
 A run on several local workers (``mp.method=multiprocessing``, njobs x
 nproc > 1) forks one helper process from the command, before the command
 starts any thread and after its own imports (numpy, numba, braggint).
-The helper imports Dask and fabio's CBF reader, initialises numba's CPU
+The helper imports Dask and the block tasks, initialises numba's CPU
 target and starts a Dask LocalCluster whose nannies fork their workers from
 it (Dask's ``fork`` multiprocessing method): every worker starts with all
 a block task needs loaded, and the helper paid for it once.  The command
@@ -209,7 +209,6 @@ def _start_cluster(njobs: int, nproc: int, method: str):
     """``(client, cluster)``: a local cluster whose workers are forks of this (helper) process, which first
     loads what they need (``method`` "fork"), or fresh interpreters ("spawn")."""
     import dask
-    import fabio.cbfimage  # noqa: F401 - read by every block; loaded once, for every fork
     from distributed import Client
 
     from . import worker_preload  # noqa: F401 - numba's CPU target and the block tasks
