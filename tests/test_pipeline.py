@@ -257,9 +257,9 @@ def test_the_strong_spots_are_freed_before_the_blocks_run(dataset, tmp_path, mon
 def test_local_workers_start_with_the_block_tasks_readers_imported_and_without_dashboard_sampling():
     """Workers forked from the command's helper process (pipeline/local_workers) already hold the block tasks
     and braggint's CBF reader, before any task runs, but neither fabio, which only blocks reading other
-    image files import, nor Zarr, which only blocks that store rows import; their event loops neither sample the block task's stack nor poll their
-    memory more than once a second (see QUIET_WORKER_SETTINGS).  Run as the command runs: in a fresh process
-    that has imported the command's modules."""
+    image files import, nor Zarr, which only blocks that store rows import; their event loops neither sample
+    the block task's stack nor poll their memory more than once a second (see QUIET_WORKER_SETTINGS).  Run as
+    the command runs: in a fresh process that has imported the command's modules."""
     import json
     import subprocess
     import sys
@@ -272,7 +272,8 @@ from braggint.pipeline.executor import scheduler
 
 def state(dask_worker):
     callbacks = dask_worker.periodic_callbacks
-    return (sorted(m for m in ("fabio", "zarr", "braggint.io.cbf", "braggint.pipeline.block_tasks") if m in sys.modules),
+    modules = ("fabio", "zarr", "braggint.io.cbf", "braggint.pipeline.block_tasks")
+    return (sorted(m for m in modules if m in sys.modules),
             "profile" in callbacks, min(callbacks[name].callback_time for name in ("tick", "memory_monitor")))
 
 params = ParameterSet.from_text(integrate_master_text(), "integrate.phil")
