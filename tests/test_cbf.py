@@ -81,3 +81,22 @@ def test_a_block_shorter_than_its_header_says_names_file_and_frame(tmp_path):
                          Detector([Panel(image_size=(32, 24), trusted_range=(0, 1e6))]))
     with pytest.raises(ImageError, match=r"x_001.cbf: cannot read image 1: the byte-offset data ends after"):
         source.raw(1)
+
+
+def test_reused_frames_decode_into_the_memory_of_the_one_before(tmp_path):
+    rng = np.random.default_rng(5)
+    images = [rng.integers(-2, 5000, size=(24, 32)).astype(np.int32) for _ in range(3)]
+    for number, image in enumerate(images, start=1):
+        fabio.cbfimage.CbfImage(data=image).write(str(tmp_path / f"x_{number:03d}.cbf"))
+    fabio.cbfimage.CbfImage(data=np.zeros((10, 10), np.int32)).write(str(tmp_path / "odd.cbf"))
+    detector = Detector([Panel(image_size=(32, 24), trusted_range=(0, 1e6))])
+    imageset = ImageSet(template=str(tmp_path / "x_###.cbf"))
+    reusing, fresh = ImageSource(imageset, detector, reuse_frames=True), ImageSource(imageset, detector)
+    first = reusing.raw(1)[0]
+    assert np.array_equal(first, images[0])
+    second = reusing.raw(2)[0]
+    assert second is first and np.array_equal(second, images[1])  # same memory, the new frame's pixels
+    assert fresh.raw(1)[0] is not fresh.raw(2)[0]
+    # Memory of another shape is not written: an image of its own.
+    held = np.zeros((24, 32), np.int32)
+    assert read_byte_offset_cbf(str(tmp_path / "odd.cbf"), held).shape == (10, 10) and not held.any()

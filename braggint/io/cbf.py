@@ -32,10 +32,13 @@ MIME_START = b"--CIF-BINARY-FORMAT-SECTION--"
 _FIELD = re.compile(rb"^\s*([A-Za-z-]+)\s*:\s*(.*?)\s*$", re.MULTILINE)
 
 
-def read_byte_offset_cbf(path: str) -> np.ndarray | None:
+def read_byte_offset_cbf(path: str, into: np.ndarray | None = None) -> np.ndarray | None:
     """The image in the CBF file at ``path`` as an int32 array of shape (n_slow, n_fast), when its first
     binary section holds byte-offset compressed signed 32-bit little-endian integers in two dimensions;
-    None otherwise.  Raises ValueError when the compressed block is shorter than the header says."""
+    None otherwise.  Raises ValueError when the compressed block is shorter than the header says.
+
+    ``into``: an int32 array, C-contiguous, to decode into when its shape is the image's (returned then;
+    a new array otherwise)."""
     with open(path, "rb") as handle:
         content = handle.read()
     start = content.find(BINARY_START)
@@ -57,7 +60,9 @@ def read_byte_offset_cbf(path: str) -> np.ndarray | None:
         return None
     first = start + len(BINARY_START)
     compressed = np.frombuffer(content, np.uint8, min(size, len(content) - first), first)
-    pixels = np.empty((n_slow, n_fast), np.int32)
+    reusable = (into is not None and into.shape == (n_slow, n_fast) and into.dtype == np.int32
+                and into.flags.c_contiguous)
+    pixels = into if reusable else np.empty((n_slow, n_fast), np.int32)
     decoded = decode_byte_offset(compressed, pixels.reshape(-1))
     if decoded < pixels.size:
         raise ValueError(f"the byte-offset data ends after {decoded} of {pixels.size} pixels")

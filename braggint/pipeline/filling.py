@@ -107,7 +107,7 @@ def _filled_groups(job, timing: StageTimes):
     """Each group of a rotation block's reflections, yielded once the frames it needs are read."""
     table = job.table
     first = job.experiments[job.block.experiments[0]]
-    images = ImageSource(first.imageset, first.detector, first.scan.image_range[0])
+    images = ImageSource(first.imageset, first.detector, first.scan.image_range[0], reuse_frames=True)
     keep_frames_on_heap(images.decoded_frame_bytes())
     lookup = load_mask_file(job.lookup_mask_path, first.detector) if job.lookup_mask_path else None
     backwards = job.block.backwards
