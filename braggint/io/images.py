@@ -101,7 +101,7 @@ class ImageSource:
             raise
         except Exception as exc:  # any decoder failure is reported with file and frame
             raise ImageError(f"{path}: cannot read image {image_number}: {exc}") from None
-        if self.reuse_frames:
+        if self.reuse_frames and not self.imageset.is_hdf5:
             self._frame_memory = frame
         return self._split_panels(frame, path, image_number)
 
