@@ -25,6 +25,8 @@ import re
 import numpy as np
 from numba import njit
 
+from .little_endian import read_int
+
 #: The bytes that open a CBF's binary section, right after its MIME header.
 BINARY_START = b"\x0c\x1a\x04\xd5"
 MIME_START = b"--CIF-BINARY-FORMAT-SECTION--"
@@ -93,21 +95,17 @@ def decode_byte_offset(compressed, pixels):
         if delta == -128:
             if at + 2 > n_bytes:
                 return j
-            delta = np.int64(np.int16(compressed[at] | (np.uint16(compressed[at + 1]) << 8)))
+            delta = read_int(compressed, at, 2, True)
             at += 2
             if delta == -32768:
                 if at + 4 > n_bytes:
                     return j
-                delta = np.int64(np.int32(compressed[at] | (np.uint32(compressed[at + 1]) << 8)
-                                          | (np.uint32(compressed[at + 2]) << 16)
-                                          | (np.uint32(compressed[at + 3]) << 24)))
+                delta = read_int(compressed, at, 4, True)
                 at += 4
                 if delta == -2147483648:
                     if at + 8 > n_bytes:
                         return j
-                    delta = np.int64(0)
-                    for k in range(8):
-                        delta |= np.int64(compressed[at + k]) << (8 * k)
+                    delta = read_int(compressed, at, 8, True)
                     at += 8
         value += delta
         pixels[j] = value

@@ -26,6 +26,7 @@ from ..errors import InputFileError, require_file
 from ..models.reflection_table import COLUMN_TYPES, SHOEBOX_TYPE, ReflectionTable
 from ..models.shoebox import ShoeboxColumn, bbox_volume, ragged_offsets
 from .atomic import atomic_open
+from .little_endian import read_int
 
 MAGIC = "dials::af::reflection_table"
 #: Bytes of a shoebox record's header, little-endian "<I6iB": panel, bbox x0 x1 y0 y1 z0 z1, then a layout
@@ -212,16 +213,6 @@ def _each_window(handle, start: int, length: int, nrows: int, name: str, window:
 
 
 @njit(cache=True, error_model="numpy")
-def _le_int(raw, pos, signed):
-    """The little-endian 32-bit integer at byte ``pos`` (records are not aligned)."""
-    value = np.int64(raw[pos]) | (np.int64(raw[pos + 1]) << 8) | (np.int64(raw[pos + 2]) << 16) | (
-        np.int64(raw[pos + 3]) << 24)
-    if signed and value >= 1 << 31:
-        value -= 1 << 32
-    return value
-
-
-@njit(cache=True, error_model="numpy")
 def _record_bytes(layout, n):
     """Bytes of a shoebox record's voxels after its header: data, mask, background (none when absent)."""
     return 0 if layout == 0 else n * (8 + (4 if layout == 1 else 1))
@@ -238,16 +229,16 @@ def _scan_shoebox_records(raw, row, nrows, panel, bbox, sizes):
         layout = raw[pos + header - 1]
         n = 0
         if layout != 0:
-            n = (_le_int(raw, pos + 8, True) - _le_int(raw, pos + 4, True)) * (
-                _le_int(raw, pos + 16, True) - _le_int(raw, pos + 12, True)) * (
-                _le_int(raw, pos + 24, True) - _le_int(raw, pos + 20, True))
+            n = (read_int(raw, pos + 8, 4, True) - read_int(raw, pos + 4, 4, True)) * (
+                read_int(raw, pos + 16, 4, True) - read_int(raw, pos + 12, 4, True)) * (
+                read_int(raw, pos + 24, 4, True) - read_int(raw, pos + 20, 4, True))
             if n < 0:
                 return row, -1
         if pos + header + _record_bytes(layout, n) > len(raw):
             break
-        panel[row] = _le_int(raw, pos, False)
+        panel[row] = read_int(raw, pos, 4, False)
         for k in range(6):
-            bbox[row, k] = _le_int(raw, pos + 4 + 4 * k, True)
+            bbox[row, k] = read_int(raw, pos + 4 + 4 * k, 4, True)
         sizes[row] = n
         pos += header + _record_bytes(layout, n)
         row += 1
