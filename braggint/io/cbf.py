@@ -92,6 +92,7 @@ def decode_byte_offset(compressed, pixels):
             return j
         delta = np.int64(np.int8(compressed[at]))
         at += 1
+        # The widths unrolled: one loop over them (1, 2, 4, 8 bytes) decoded 4x slower (2026-12-04).
         if delta == -128:
             if at + 2 > n_bytes:
                 return j
