@@ -258,23 +258,42 @@ def test_local_workers_start_with_the_block_tasks_readers_imported_and_without_d
     """Workers forked from the command's helper process (pipeline/local_workers) already hold the block tasks
     and braggint's CBF reader, before any task runs, but neither fabio, which only blocks reading other
     image files import, nor Zarr, which only blocks that store rows import; their event loops neither sample
-    the block task's stack nor poll their memory more than once a second (see QUIET_WORKER_SETTINGS).  Run as
-    the command runs: in a fresh process that has imported the command's modules."""
+    the block task's stack nor poll their memory more than once a second (see QUIET_WORKER_SETTINGS); and a
+    new thread of theirs (as a block task's is) allocates from glibc's one main heap, none of its own (read
+    from glibc's malloc_info).  Run as the command runs: in a fresh process that has imported the command's
+    modules."""
     import json
     import subprocess
     import sys
 
     script = """
-import json, sys
+import ctypes, json, os, sys, tempfile, threading
 import braggint.cli.integrate
 from braggint.params import ParameterSet, integrate_master_text
 from braggint.pipeline.executor import scheduler
 
+def heaps():
+    libc = ctypes.CDLL("libc.so.6")
+    libc.fopen.restype = ctypes.c_void_p
+    libc.fclose.argtypes = [ctypes.c_void_p]
+    libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "malloc_info.xml").encode()
+        stream = libc.fopen(path, b"w")
+        libc.malloc_info(0, stream)
+        libc.fclose(ctypes.c_void_p(stream))
+        return open(path).read().count("<heap nr=")
+
 def state(dask_worker):
     callbacks = dask_worker.periodic_callbacks
     modules = ("fabio", "zarr", "braggint.io.cbf", "braggint.pipeline.block_tasks")
+    held = []
+    thread = threading.Thread(target=lambda: held.append(bytearray(1 << 20)))
+    thread.start()
+    thread.join()
     return (sorted(m for m in modules if m in sys.modules),
-            "profile" in callbacks, min(callbacks[name].callback_time for name in ("tick", "memory_monitor")))
+            "profile" in callbacks, min(callbacks[name].callback_time for name in ("tick", "memory_monitor")),
+            heaps())
 
 params = ParameterSet.from_text(integrate_master_text(), "integrate.phil")
 params.assign("integration.mp.nproc", "2")
@@ -286,7 +305,7 @@ with scheduler(params.extract().integration.mp) as workers:
     states = json.loads(result.stdout.strip().splitlines()[-1])
     assert len(states) == 2
     assert all(modules == ["braggint.io.cbf", "braggint.pipeline.block_tasks"] and not sampling
-               and shortest_ms >= 1000 for modules, sampling, shortest_ms in states)
+               and shortest_ms >= 1000 and heaps == 1 for modules, sampling, shortest_ms, heaps in states)
 
 
 def test_blocks_running_at_once_exchange_profile_sums_instead_of_a_second_pass(dataset, tmp_path):

@@ -62,7 +62,9 @@ def own_local_workers(mp) -> bool:
 
 
 def worker_environment() -> dict:
-    """Environment of local Dask worker processes: Dask's, without its ``MALLOC_TRIM_THRESHOLD_``.
+    """Environment of local Dask worker processes: Dask's, without its ``MALLOC_TRIM_THRESHOLD_``, and with
+    glibc held to one heap (``MALLOC_ARENA_MAX=1``, for workers started as fresh interpreters; forked ones
+    inherit it from the helper, see :func:`.local_workers._start_cluster`).
 
     Setting that variable freezes glibc's mmap threshold, so every image-sized
     array is a fresh mmap whose pages the kernel must zero: block tasks then
@@ -74,6 +76,7 @@ def worker_environment() -> dict:
 
     environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
     environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+    environ["MALLOC_ARENA_MAX"] = "1"
     return environ
 
 
