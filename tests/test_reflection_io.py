@@ -43,7 +43,9 @@ def test_columns_match_a_plain_msgpack_reading(real_sweep):
 
 def test_reading_holds_the_table_and_one_window(real_sweep, monkeypatch):
     """Reading never holds the file whole: numeric columns go straight into their arrays and shoeboxes are
-    read a window at a time (here 256 KiB, the largest record being 0.24 MB of the 2 MB file)."""
+    read through windows of the file mapped one at a time (here 256 KiB, the largest record being 0.24 MB of
+    the 2 MB file)."""
+    import mmap
     import tracemalloc
 
     import braggint.io.refl as refl
@@ -51,12 +53,21 @@ def test_reading_holds_the_table_and_one_window(real_sweep, monkeypatch):
     path = real_sweep.parent / "sweep_02" / "integrated.refl"  # the largest shared table, with shoeboxes
     monkeypatch.setattr(refl, "WINDOW_BYTES", 256 << 10)
     read_reflections(str(path))  # the decoding kernels compiled or loaded outside the measurement
+    mapped, original = [], mmap.mmap
+
+    def recorded_mmap(fileno, length, **options):
+        mapped.append(length)
+        return original(fileno, length, **options)
+
+    monkeypatch.setattr(refl.mmap, "mmap", recorded_mmap)
     tracemalloc.start()
     try:
         table = read_reflections(str(path))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
+    assert len(mapped) > 2 * path.stat().st_size / (256 << 10) - 2  # two passes through windows
+    assert max(mapped) <= (256 << 10) + mmap.ALLOCATIONGRANULARITY
     boxes = table["shoebox"]
     held = sum(table[name].nbytes for name in table.keys() if name != "shoebox") + sum(
         array.nbytes for array in (boxes.data, boxes.mask, boxes.background, boxes.bbox, boxes.offsets))

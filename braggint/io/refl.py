@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import mmap
 import struct
 
 import msgpack
@@ -48,9 +49,10 @@ def read_reflections(path: str, shoebox_background: bool = True) -> ReflectionTa
     """Load a ``.refl`` file; raise :class:`InputFileError` naming the file on failure.
 
     The document is walked in the file, never held whole: each numeric
-    column is read straight into its array and the shoebox column a window
-    of :data:`WINDOW_BYTES` at a time, so reading holds the table and one
-    window (a gzipped file is decompressed into memory first).
+    column is read straight into its array and the shoebox column through
+    windows of :data:`WINDOW_BYTES` of the file mapped in turn, so reading
+    holds the table and maps one window (a gzipped file is decompressed
+    into memory first, and its windows are slices of that).
     """
     require_file(path, REFLECTION_FILE)
     with open(path, "rb") as handle:
@@ -166,50 +168,62 @@ def _read_shoeboxes(handle, start: int, length: int, nrows: int, name: str, with
                     ) -> ShoeboxColumn:
     """The shoebox column whose ``length`` bytes start at ``start`` in ``handle``: per row the header
     (:data:`_HEADER_SIZE` bytes), then, when present, its float32 data, mask (int32 in layout 1, uint8 otherwise) and
-    float32 background (left zero unless ``with_background``).  Read twice through one window: once for the
-    boxes (and so the voxels to hold), once for the voxels."""
+    float32 background (left zero unless ``with_background``).  Read twice through windows of the file: once for
+    the boxes (and so the voxels to hold), once for the voxels."""
     panel = np.zeros(nrows, np.uint32)
     bbox = np.zeros((nrows, 6), np.int32)
     sizes = np.zeros(nrows, np.int64)
-    window = np.empty(min(WINDOW_BYTES, max(length, 1)), np.uint8)
-    window = _each_window(handle, start, length, nrows, name, window,
-                          lambda raw, row: _scan_shoebox_records(raw, row, nrows, panel, bbox, sizes))
+    view = _byte_views(handle)
+    _each_window(view, start, length, nrows, name,
+                 lambda raw, row: _scan_shoebox_records(raw, row, nrows, panel, bbox, sizes))
     offsets = ragged_offsets(sizes)
     data = np.empty(4 * offsets[-1], np.uint8)
     mask = np.empty(offsets[-1], np.uint8)
     # Zeros from the allocator are pages the kernel maps on first write: none when the background is skipped.
     background = np.empty(4 * offsets[-1], np.uint8) if with_background else np.zeros(4 * offsets[-1], np.uint8)
     copied_background = background if with_background else background[:0]
-    _each_window(handle, start, length, nrows, name, window,
+    _each_window(view, start, length, nrows, name,
                  lambda raw, row: _copy_shoebox_records(raw, row, nrows, offsets, data, mask, copied_background))
     return ShoeboxColumn(panel, bbox, sizes > 0, offsets, data.view(np.float32), mask, background.view(np.float32))
 
 
-def _each_window(handle, start: int, length: int, nrows: int, name: str, window: np.ndarray, consume
-                 ) -> np.ndarray:
-    """Feed the ``length`` bytes at ``start`` to ``consume(window, row) -> (next row, bytes used)`` a window
-    of whole records at a time, ``row`` being the first record in the window, until every row is consumed;
-    returns the window (``window``, or a larger one if a record did not fit in it)."""
-    handle.seek(start)
-    held, left, row = 0, length, 0
+def _byte_views(handle):
+    """``view(position, n)``: bytes ``position:position + n`` of ``handle`` as a uint8 array, read in place, not
+    copied: a mapping of the file's pages (unmapped once the array is dropped), or a slice of the buffer of a
+    decompressed file (an :class:`io.BytesIO`).  Mapped windows spare the memory a read window takes, which
+    this process would touch afresh, and a copy of every byte."""
+    if isinstance(handle, io.BytesIO):
+        whole = np.frombuffer(handle.getbuffer(), np.uint8)
+        return lambda position, n: whole[position:position + n]
+    fileno = handle.fileno()
+
+    def view(position: int, n: int) -> np.ndarray:
+        if n == 0:
+            return np.empty(0, np.uint8)
+        base = position - position % mmap.ALLOCATIONGRANULARITY
+        mapped = mmap.mmap(fileno, position - base + n, access=mmap.ACCESS_READ, offset=base)
+        return np.frombuffer(mapped, np.uint8, n, position - base)
+
+    return view
+
+
+def _each_window(view, start: int, length: int, nrows: int, name: str, consume) -> None:
+    """Feed the ``length`` bytes at ``start`` (``view``: see :func:`_byte_views`) to ``consume(window, row) ->
+    (next row, bytes used)`` a window of whole records at a time, ``row`` being the first record in the
+    window, until every row is consumed.  A window spans :data:`WINDOW_BYTES`, or twice as many as a record
+    that did not fit in it."""
+    position, row, span = 0, 0, WINDOW_BYTES
     while row < nrows:
-        take = min(len(window) - held, left)
-        got = handle.readinto(window[held:held + take]) if take else 0
-        if got != take:
-            raise InputFileError(f"column {name!r}: the file ends inside the shoebox data")
-        held, left = held + got, left - got
-        reached, used = consume(window[:held], row)
+        take = min(span, length - position)
+        reached, used = consume(view(start + position, take), row)
         if reached == row:
-            if left == 0 or used < 0:  # no whole record left, or one whose bbox has a negative size
+            if take == length - position or used < 0:  # no whole record left, or one whose bbox has a negative size
                 raise InputFileError(f"column {name!r}: shoebox data truncated at row {row}")
-            if held == len(window):  # a record larger than the window
-                window = np.concatenate([window, np.empty(len(window), np.uint8)])
+            span *= 2  # a record larger than the window
             continue
-        window[:held - used] = window[used:held]
-        held, row = held - used, reached
-    if held or left:
-        raise InputFileError(f"column {name!r}: {held + left} stray bytes after the last shoebox")
-    return window
+        position, row = position + used, reached
+    if position != length:
+        raise InputFileError(f"column {name!r}: {length - position} stray bytes after the last shoebox")
 
 
 @njit(cache=True, error_model="numpy")
