@@ -59,6 +59,42 @@ def test_skewed_pixels_share_their_whole_area_among_the_cells():
     assert edge.sum() == pytest.approx(0.5) and edge_area[0] == pytest.approx(1.0)
 
 
+def test_forward_transform_shares_each_voxel_by_pixel_overlap_and_rocking_curve():
+    """The forward transform against its definition, summed voxel by voxel in numpy: each Valid & Foreground
+    voxel of a frame that reaches some slice adds counts (and background) x the pixel's overlap with a cell /
+    the pixel's area x the frame's share of a slice; pixels off the panel, other voxels and frames reaching
+    no slice add nothing."""
+    rng = np.random.default_rng(11)
+    size, nz, ny, nx = 7, 4, 5, 6
+    base_x, base_y = np.meshgrid(np.arange(nx + 1) * 0.9 + 0.8, np.arange(ny + 1) * 0.8 + 1.1)
+    gx = (3.5 + 0.95 * (base_x - 3.5) - 0.3 * (base_y - 3.5) + rng.uniform(-0.08, 0.08, base_x.shape)).ravel()
+    gy = (3.5 + 0.3 * (base_x - 3.5) + 0.95 * (base_y - 3.5) + rng.uniform(-0.08, 0.08, base_x.shape)).ravel()
+    data = rng.uniform(0, 40, nz * ny * nx).astype(np.float32)
+    background = rng.uniform(0, 3, nz * ny * nx).astype(np.float32)
+    mask = np.where(rng.uniform(size=nz * ny * nx) < 0.8, 5, 3).astype(np.uint8)  # Valid | Foreground or Background
+    zfraction = np.zeros((nz, size))
+    zfraction[0, 1:4] = [0.2, 0.5, 0.3]
+    zfraction[1, 3:6] = [0.1, 0.6, 0.3]
+    zfraction[3, 5:7] = [0.7, 0.3]  # frame 2 reaches no slice
+    x0, width = 10, 15  # the box's last column lies off the panel
+    cells = np.zeros((size, size, 2 * size))
+    forward_transform(gx, gy, nz, ny, nx, x0, 0, width, 100, data, background, mask, zfraction, size, cells)
+
+    pixel, cell_y, cell_x, area, quad_area, n = pixel_cell_overlaps(gx, gy, ny, nx, x0, 0, width, 100, size,
+                                                                    np.ones(ny * nx, bool))
+    overlap = np.zeros((ny * nx, size, size))
+    np.add.at(overlap, (pixel[:n], cell_y[:n], cell_x[:n]), area[:n] / quad_area[pixel[:n]])
+    used = (mask.reshape(nz, ny * nx) == 5) & zfraction.any(axis=1)[:, None]
+    expected = np.zeros((size, size, 2 * size))
+    for column, values in ((slice(0, size), data), (slice(size, 2 * size), background)):
+        voxels = np.where(used, values.reshape(nz, ny * nx), 0.0)
+        expected[..., column] = np.einsum("pyx,kp,kv->yxv", overlap, voxels, zfraction)
+    assert overlap[:, :, :].reshape(ny, nx, -1)[:, -1].sum() == 0  # the column off the panel maps nothing
+    np.testing.assert_allclose(cells, expected, rtol=1e-12, atol=1e-12)
+    assert cells[..., :size].sum() == pytest.approx((data.reshape(nz, -1) * used * overlap.sum(axis=(1, 2))
+                                                     * zfraction.sum(axis=1)[:, None]).sum(), rel=1e-12)
+
+
 def test_map_to_grids_teaches_profiles_the_unit_sum_signal_and_keeps_the_covered_slices_to_fit():
     """The fused per-row mapping against the transform run by hand: references add weight x (counts -
     background) / its sum to the profiles they teach, fitted rows keep the grid's covered slices (float32),
