@@ -61,3 +61,37 @@ def test_frames_beyond_glibcs_adaptive_threshold_reuse_their_freed_memory():
     # 4 KB page (12 800 a frame) without huge pages.  Kept on the heap, the next frame finds it mapped.
     assert _frame_faults("default") >= 10 * 25
     assert _frame_faults("keep") < 10 * 5
+
+
+#: Allocates 64 KiB chunks (below its mmap threshold) until glibc extends its heap (its ``arena`` bytes, from mallinfo2, grow), with or
+#: without :func:`grow_heap_in_steps`, and prints by how many bytes the first extension grew it.
+HEAP_GROWTH = """
+import ctypes, sys
+from braggint.pipeline.heap import grow_heap_in_steps
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+if sys.argv[1] == "steps":
+    grow_heap_in_steps(64 << 20)
+held = []
+start = libc.mallinfo2().arena
+while libc.mallinfo2().arena == start:
+    held.append(bytearray(64 << 10))
+print(libc.mallinfo2().arena - start)
+"""
+
+
+def _first_heap_extension(mode: str) -> int:
+    result = subprocess.run([sys.executable, "-c", HEAP_GROWTH, mode], capture_output=True, text=True, check=True)
+    return int(result.stdout)
+
+
+def test_block_tasks_heap_grows_in_large_steps():
+    # glibc extends its heap by the shortfall plus 128 KiB; with the step, by the shortfall plus 64 MB.
+    assert _first_heap_extension("default") < 4 << 20
+    assert _first_heap_extension("steps") >= 64 << 20
