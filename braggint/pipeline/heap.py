@@ -1,4 +1,4 @@
-"""glibc's heap in long-running processes: how many arenas it keeps, and handing freed memory back.
+"""glibc's heap in long-running processes: how many arenas it keeps, how it grows, and handing freed memory back.
 
 glibc keeps memory a process frees for its next allocations and returns
 it to the operating system only from the top of the heap.  A block task
