@@ -114,7 +114,8 @@ def test_job_scripts_carry_the_configured_directives(method, expected):
 @pytest.mark.parametrize("method", ["lsf", "pbs", "sge", "slurm"])
 def test_batch_workers_get_the_quieter_settings_after_the_configured_prologue(method):
     """Each job exports, after the prologue configured for its batch system, the environment in which a Dask
-    worker reads QUIET_WORKER_SETTINGS."""
+    worker reads QUIET_WORKER_SETTINGS, and glibc's one heap (MALLOC_ARENA_MAX=1), before it starts the
+    workers."""
     with dask.config.set({f"jobqueue.{method}.job-script-prologue": ["module load xds"]}):
         cluster = batch_cluster(method, njobs=1, nproc=2, failures=[])
         try:
@@ -124,6 +125,8 @@ def test_batch_workers_get_the_quieter_settings_after_the_configured_prologue(me
     exports = [line for line in lines if line.startswith("export DASK_")]
     assert exports and lines.index("module load xds") < lines.index(exports[0])
     assert lines.index(exports[-1]) < next(i for i, line in enumerate(lines) if "distributed.cli.dask_worker" in line)
+    worker = next(i for i, line in enumerate(lines) if "distributed.cli.dask_worker" in line)
+    assert lines.index("module load xds") < lines.index("export MALLOC_ARENA_MAX=1") < worker
     environment = dict(shlex.split(line[len("export "):])[0].split("=", 1) for line in exports)
     with dask.config.set(dask.config.collect_env(environment)):
         assert {key: dask.config.get(key) for key in QUIET_WORKER_SETTINGS} == QUIET_WORKER_SETTINGS

@@ -61,10 +61,16 @@ def own_local_workers(mp) -> bool:
     return mp.method == "multiprocessing" and not os.environ.get("BRAGGINT_SCHEDULER")
 
 
+#: glibc held to its one main heap in worker processes: a worker runs its block task on a thread of its own,
+#: which glibc otherwise gives a heap of its own or a share of another's as it happens, and a block on a
+#: secondary heap paid for its memory afresh (see :func:`.local_workers._start_cluster`, whose forked workers
+#: inherit the same setting from their helper).
+WORKER_MALLOC_ENVIRONMENT = {"MALLOC_ARENA_MAX": "1"}
+
+
 def worker_environment() -> dict:
     """Environment of local Dask worker processes: Dask's, without its ``MALLOC_TRIM_THRESHOLD_``, and with
-    glibc held to one heap (``MALLOC_ARENA_MAX=1``, for workers started as fresh interpreters; forked ones
-    inherit it from the helper, see :func:`.local_workers._start_cluster`).
+    :data:`WORKER_MALLOC_ENVIRONMENT` (for workers started as fresh interpreters).
 
     Setting that variable freezes glibc's mmap threshold, so every image-sized
     array is a fresh mmap whose pages the kernel must zero: block tasks then
@@ -76,7 +82,7 @@ def worker_environment() -> dict:
 
     environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
     environ.pop("MALLOC_TRIM_THRESHOLD_", None)
-    environ["MALLOC_ARENA_MAX"] = "1"
+    environ.update(WORKER_MALLOC_ENVIRONMENT)
     return environ
 
 
@@ -295,10 +301,10 @@ def batch_cluster(method: str, njobs: int, nproc: int, failures: list[Exception]
     for key, default in (("memory", f"{2 * nproc}GB"),):
         if dask.config.get(f"jobqueue.{config_name}.{key}", None) is None:
             options[key] = default
-    # After the configured prologue, the job exports the workers' quieter settings.
+    # After the configured prologue, the job exports the workers' quieter settings and glibc's one heap.
     options["job_script_prologue"] = list(dask.config.get(f"jobqueue.{config_name}.job-script-prologue", None) or [])
-    options["job_script_prologue"] += [f"export {name}={shlex.quote(value)}"
-                                       for name, value in dask_environment(QUIET_WORKER_SETTINGS).items()]
+    exported = {**dask_environment(QUIET_WORKER_SETTINGS), **WORKER_MALLOC_ENVIRONMENT}
+    options["job_script_prologue"] += [f"export {name}={shlex.quote(value)}" for name, value in exported.items()]
     # dask-jobqueue logs a failed submission with a traceback; braggint reports it in one line instead.
     logging.getLogger("tornado.application").setLevel(logging.CRITICAL)
     return cluster_class(job_cls=RecordedJob, **options)
