@@ -123,9 +123,9 @@ def test_batch_workers_get_the_quieter_settings_after_the_configured_prologue(me
         finally:
             cluster.close()
     exports = [line for line in lines if line.startswith("export DASK_")]
-    assert exports and lines.index("module load xds") < lines.index(exports[0])
-    assert lines.index(exports[-1]) < next(i for i, line in enumerate(lines) if "distributed.cli.dask_worker" in line)
     worker = next(i for i, line in enumerate(lines) if "distributed.cli.dask_worker" in line)
+    assert exports and lines.index("module load xds") < lines.index(exports[0])
+    assert lines.index(exports[-1]) < worker
     assert lines.index("module load xds") < lines.index("export MALLOC_ARENA_MAX=1") < worker
     environment = dict(shlex.split(line[len("export "):])[0].split("=", 1) for line in exports)
     with dask.config.set(dask.config.collect_env(environment)):

@@ -63,8 +63,9 @@ def test_frames_beyond_glibcs_adaptive_threshold_reuse_their_freed_memory():
     assert _frame_faults("keep") < 10 * 5
 
 
-#: Allocates 64 KiB chunks (below its mmap threshold) until glibc extends its heap (its ``arena`` bytes, from mallinfo2, grow), with or
-#: without :func:`grow_heap_in_steps`, and prints by how many bytes the first extension grew it.
+#: Allocates 64 KiB chunks (below glibc's mmap threshold) until glibc extends its heap (its ``arena`` bytes,
+#: from mallinfo2, grow), with or without :func:`grow_heap_in_steps`, and prints by how many bytes the first
+#: extension grew it.
 HEAP_GROWTH = """
 import ctypes, sys
 from braggint.pipeline.heap import grow_heap_in_steps

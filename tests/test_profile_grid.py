@@ -89,7 +89,7 @@ def test_forward_transform_shares_each_voxel_by_pixel_overlap_and_rocking_curve(
     for column, values in ((slice(0, size), data), (slice(size, 2 * size), background)):
         voxels = np.where(used, values.reshape(nz, ny * nx), 0.0)
         expected[..., column] = np.einsum("pyx,kp,kv->yxv", overlap, voxels, zfraction)
-    assert overlap[:, :, :].reshape(ny, nx, -1)[:, -1].sum() == 0  # the column off the panel maps nothing
+    assert overlap.reshape(ny, nx, -1)[:, -1].sum() == 0  # the column off the panel maps nothing
     np.testing.assert_allclose(cells, expected, rtol=1e-12, atol=1e-12)
     assert cells[..., :size].sum() == pytest.approx((data.reshape(nz, -1) * used * overlap.sum(axis=(1, 2))
                                                      * zfraction.sum(axis=1)[:, None]).sum(), rel=1e-12)
