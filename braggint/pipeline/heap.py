@@ -48,6 +48,13 @@ def _libc():
         return None
 
 
+def _mallopt(parameter: int, value: int) -> None:
+    """glibc's ``mallopt(parameter, value)``; nothing elsewhere than glibc."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "mallopt"):
+        libc.mallopt(parameter, value)
+
+
 def release_memory() -> None:
     """Hand memory freed by large temporaries back to the operating system (glibc's ``malloc_trim``)."""
     libc = _libc()
@@ -57,9 +64,7 @@ def release_memory() -> None:
 
 def limit_malloc_arenas(arenas: int = 2) -> None:
     """Cap glibc's per-thread malloc arenas (I/O threads otherwise each keep freed memory of their own)."""
-    libc = _libc()
-    if libc is not None and hasattr(libc, "mallopt"):
-        libc.mallopt(_M_ARENA_MAX, arenas)
+    _mallopt(_M_ARENA_MAX, arenas)
 
 
 def grow_heap_in_steps(step: int = HEAP_GROWTH_STEP) -> None:
@@ -77,9 +82,7 @@ def grow_heap_in_steps(step: int = HEAP_GROWTH_STEP) -> None:
     -> 0.45-0.48 s at 400 images).  Untouched pages of the pad are not
     resident, so the process's peak resident memory is not raised by it.
     """
-    libc = _libc()
-    if libc is not None and hasattr(libc, "mallopt"):
-        libc.mallopt(_M_TOP_PAD, step)
+    _mallopt(_M_TOP_PAD, step)
 
 
 def keep_frames_on_heap(frame_bytes: int) -> None:
@@ -104,11 +107,9 @@ def keep_frames_on_heap(frame_bytes: int) -> None:
     """
     if frame_bytes <= ADAPTIVE_MMAP_THRESHOLD_MAX:
         return
-    libc = _libc()
-    if libc is not None and hasattr(libc, "mallopt"):
-        threshold = frame_bytes + (1 << 20)
-        libc.mallopt(_M_MMAP_THRESHOLD, threshold)
-        libc.mallopt(_M_TRIM_THRESHOLD, 2 * threshold)
+    threshold = frame_bytes + (1 << 20)
+    _mallopt(_M_MMAP_THRESHOLD, threshold)
+    _mallopt(_M_TRIM_THRESHOLD, 2 * threshold)
 
 
 def resident_bytes() -> int:
