@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import compileall
-import ctypes
 import datetime
 import json
 import os
@@ -43,6 +42,7 @@ from braggint.io.expt import read_experiments  # noqa: E402
 from braggint.io.images import ImageSource  # noqa: E402
 from braggint.io.refl import read_reflections  # noqa: E402
 from braggint.models.flags import Flags  # noqa: E402
+from braggint.pipeline.heap import tune_heap  # noqa: E402
 from braggint.simulate import PRESETS, simulate  # noqa: E402
 
 CASES = {
@@ -63,29 +63,16 @@ def dataset(name: str, root: Path) -> Path:
     return directory
 
 
-def reuse_freed_memory() -> None:
-    """Have glibc keep freed memory for reuse instead of mapping every image-sized buffer afresh.
-
-    By default each decoded frame is a new mmap whose pages the kernel must
-    zero: that took 10 ms of a 2M-like frame's 14 ms here, a cost no reader
-    has to pay (block tasks reuse theirs: glibc's own rule for 2M-like frames,
-    ``pipeline/heap.keep_frames_on_heap`` above 32 MB), so the floor is measured
-    without it.  No effect off glibc.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 256 << 20)  # M_MMAP_THRESHOLD: image buffers from the heap
-        libc.mallopt(-1, 512 << 20)  # M_TRIM_THRESHOLD: and kept there when freed
-    except (OSError, AttributeError):
-        pass
-
-
 def decode_floor(directory: Path, passes: int = 2) -> float:
     """Seconds to read and decode every image once (one core, freed buffers reused and each frame decoded
     into the memory of the one before, as block tasks read): the faster of two
     passes, so that a first pass reading the files from disk rather than the page cache does not raise
-    the floor."""
-    reuse_freed_memory()
+    the floor.
+
+    The heap is set up as block tasks set it (``pipeline/heap.tune_heap``): by default each decoded frame
+    would be a new mmap whose pages the kernel must zero, which took 10 ms of a 2M-like frame's 14 ms here,
+    a cost no reader has to pay."""
+    tune_heap()
     experiment = read_experiments(str(directory / "models.expt"))[0]
     images = ImageSource(experiment.imageset, experiment.detector, experiment.scan.image_range[0],
                          reuse_frames=True)
@@ -104,10 +91,10 @@ DECODE_SHARE = """
 import sys, time
 sys.path.insert(0, {repo!r})
 sys.path.insert(0, {benchmarks!r})
-from run import reuse_freed_memory
 from braggint.io.expt import read_experiments
 from braggint.io.images import ImageSource
-reuse_freed_memory()
+from braggint.pipeline.heap import tune_heap
+tune_heap()
 experiment = read_experiments({expt!r})[0]
 images = ImageSource(experiment.imageset, experiment.detector, experiment.scan.image_range[0], reuse_frames=True)
 first, last = experiment.scan.image_range

@@ -28,7 +28,7 @@ from ..models.flags import Flags
 from ..models.reflection_table import ReflectionTable
 from ..params import ParameterSet, integrate_master_text
 from ..pipeline.executor import starting_scheduler
-from ..pipeline.heap import grow_heap_in_steps
+from ..pipeline.heap import tune_heap
 from ..pipeline.integrate import integrate
 from ..pipeline.profile_model import ProfileModelError
 from ..pipeline.report import report_json, report_xml
@@ -231,7 +231,7 @@ def _integrate_inputs(cl: CommandLine, params: ParameterSet, working, started):
     """Read and check the inputs, log the run's settings and integrate: ``(result, experiments, seconds
     spent reading the inputs)``.  ``started`` waits for the workers (see :func:`integrate`)."""
     reading = time.perf_counter()
-    grow_heap_in_steps()
+    tune_heap()
     # Beside the reading, on threads: numba's start (GIL-bound, but the reading of the strong spots' file lets
     # it run) and the inputs' digests (hashing releases the GIL), so that neither waits for the other.
     with ThreadPoolExecutor(2, thread_name_prefix="braggint-inputs") as background:

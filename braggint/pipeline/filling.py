@@ -29,7 +29,7 @@ from ..io.images import ImageSource, load_mask_file
 from ..models.experiment import ExperimentList
 from ..models.reflection_table import ReflectionTable
 from ..models.shoebox import ShoeboxColumn, bbox_volume, ragged_offsets
-from .heap import keep_frames_on_heap
+from .heap import tune_heap
 from .shoebox_processing import fill_from_frame, read_frame
 from .timing import StageTimes
 
@@ -108,7 +108,7 @@ def _filled_groups(job, timing: StageTimes):
     table = job.table
     first = job.experiments[job.block.experiments[0]]
     images = ImageSource(first.imageset, first.detector, first.scan.image_range[0], reuse_frames=True)
-    keep_frames_on_heap(images.decoded_frame_bytes())
+    tune_heap(images.decoded_frame_bytes())
     lookup = load_mask_file(job.lookup_mask_path, first.detector) if job.lookup_mask_path else None
     backwards = job.block.backwards
     starts = _groups_by_first_read(table, backwards)
@@ -160,7 +160,7 @@ def filled_stills(job, timing: StageTimes):
         group = _Group.empty(table, rows, 0)
         with timing.stage("read"):
             images = ImageSource(experiment.imageset, experiment.detector, 1)
-            keep_frames_on_heap(images.decoded_frame_bytes())
+            tune_heap(images.decoded_frame_bytes())
             try:
                 lookup = load_mask_file(job.lookup_mask_path, experiment.detector) if job.lookup_mask_path else None
                 frame = read_frame(images, images_of_stills[number] - 1, frozenset(), lookup)

@@ -26,9 +26,9 @@ import psutil
 #: used again); at 128 MB, 3-4 times, 0.03 s.
 RETAINED_BYTES = 128 << 20
 
-#: The largest mmap threshold glibc's own adaptive rule reaches (64-bit builds): allocations above it are
-#: mapped afresh unless a freed chunk of the heap happens to be large enough.
-ADAPTIVE_MMAP_THRESHOLD_MAX = 32 << 20
+#: Allocations up to this size come from glibc's heap in block tasks and in the command, and stay there for
+#: reuse once freed (``M_MMAP_THRESHOLD``; glibc's own adaptive rule reaches at most 32 MB).
+HEAP_ALLOCATION_LIMIT = 256 << 20
 
 #: Bytes by which glibc extends its heap beyond what an allocation needs (``M_TOP_PAD``) in block tasks and in
 #: the command.
@@ -67,49 +67,51 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
     _mallopt(_M_ARENA_MAX, arenas)
 
 
-def grow_heap_in_steps(step: int = HEAP_GROWTH_STEP) -> None:
-    """Have glibc extend its heap by ``step`` bytes more than an allocation needs (``M_TOP_PAD``; default
-    128 KiB), for the rest of the process's life.
+def tune_heap(largest_allocation: int = 0, step: int = HEAP_GROWTH_STEP) -> None:
+    """Set glibc's heap up for block tasks and the command, for the rest of the process's life: allocations of
+    up to :data:`HEAP_ALLOCATION_LIMIT` bytes (or ``largest_allocation``, a decoded image, when larger) come
+    from the heap and freed ones stay there for the next to reuse, and the heap grows ``step`` bytes more than
+    an allocation needs.
 
-    A block task's heap grows whenever the rows waiting for their profiles
-    outgrow it, and glibc extended it by just the shortfall, a few MB at a
-    time.  The first writes to each such extension cost this virtual
-    machine 30-80 ms (about 500 page faults, each 60-160 us), paid by the
-    part whose background model wrote there first: at 400 2M-like images on
-    one worker with profile fitting, 6-9 of the 79 parts took 27-80 ms for
-    a background model that otherwise takes 5 ms.  The command's own
-    preparation of the predictions grows its heap the same way (0.48-0.53
-    -> 0.45-0.48 s at 400 images).  Untouched pages of the pad are not
-    resident, so the process's peak resident memory is not raised by it.
+    glibc maps an allocation above its mmap threshold afresh and unmaps it
+    when it is freed; the kernel then zeroes its pages on every first touch,
+    which costs this virtual machine milliseconds a MB.  Its threshold adapts
+    to the sizes freed (up to 32 MB) only until a program sets any of the
+    heap's parameters: the growth step alone had frozen it at 128 KiB, and
+    a block of 400 2M-like images on one worker with profile fitting then
+    mapped 1.5 GB afresh in 1-8 MB pieces (grid cells, corner coordinates,
+    background models: 200-270 k page faults in the run).  With the
+    threshold fixed here: 87-92 k faults, system time 0.89-1.11 -> 0.46-0.74
+    s, first pass 5.45-7.22 -> 5.18-6.16 s (means 6.13 -> 5.56 s, 5
+    alternating runs), block peak 411-416 -> 418-428 MB; summation only,
+    whose parts make few such buffers, unchanged; on two workers the first
+    pass 3.57-4.12 -> 3.19-3.99 s and block peaks 326-330 -> 328-331 MB (3
+    runs).  The trim threshold, twice the mmap threshold as glibc's
+    own rule sets it, keeps freed memory at the heap's top too; block tasks
+    hand freed memory back themselves (:class:`FreedMemoryReturn`).
+
+    Growing in steps: a block task's heap grows whenever the rows waiting
+    for their profiles outgrow it, and glibc extended it by just the
+    shortfall, a few MB at a time.  The first writes to each such extension
+    cost this virtual machine 30-80 ms (about 500 page faults, each 60-160
+    us), paid by the part whose background model wrote there first: at 400
+    2M-like images on one worker with profile fitting, 6-9 of the 79 parts
+    took 27-80 ms for a background model that otherwise takes 5 ms.  The
+    command's own preparation of the predictions grows its heap the same way
+    (0.48-0.53 -> 0.45-0.48 s at 400 images).  Untouched pages of the pad
+    are not resident, so the process's peak resident memory is not raised
+    by it.
+
+    6M-like frames (50 MB decoded by fabio, 25 MB by :mod:`braggint.io.cbf`)
+    are kept on the heap by the same setting: read in a fresh process, each
+    took 6.5 k page faults and 24-25 ms mapped afresh, 8.5 ms reused; in a
+    block of the large case on one worker, the read stage took 3.5-4.2 s
+    with 71-100 k faults, 3.5-3.8 s with 19-23 k kept (4 alternating runs).
     """
-    _mallopt(_M_TOP_PAD, step)
-
-
-def keep_frames_on_heap(frame_bytes: int) -> None:
-    """Have glibc serve allocations of up to ``frame_bytes`` bytes (a decoded image) from its heap and keep
-    them there when freed, for the next frame to reuse, when glibc would not do so by itself.
-
-    glibc serves a large allocation from the freed chunks of its heap when
-    one is large enough, and otherwise maps it afresh above its mmap
-    threshold, unmapping it when it is freed: the kernel then zeroes its
-    pages on every first touch.  The threshold follows the sizes freed, but
-    only up to :data:`ADAPTIVE_MMAP_THRESHOLD_MAX`: 2M-like frames (20 MB
-    decoded) come to be reused, 6M-like ones (50 MB) only while the heap
-    happens to hold a hole that large.  Read in a fresh process, each 6M-like
-    frame took 6.5 k page faults and 24-25 ms (8.5 ms reused); in a block
-    of the large case on one worker, the read stage took 3.5-4.2 s with
-    71-100 k faults, 3.5-3.8 s with 19-23 k kept (4 alternating runs).
-
-    Below that size this does nothing; above it, fixes the mmap threshold
-    just above ``frame_bytes`` and the trim threshold at twice that, as
-    glibc's own rule would, for the rest of the process's life (a block
-    task's worker, or a one-worker run's command).
-    """
-    if frame_bytes <= ADAPTIVE_MMAP_THRESHOLD_MAX:
-        return
-    threshold = frame_bytes + (1 << 20)
+    threshold = max(HEAP_ALLOCATION_LIMIT, largest_allocation + (1 << 20))
     _mallopt(_M_MMAP_THRESHOLD, threshold)
     _mallopt(_M_TRIM_THRESHOLD, 2 * threshold)
+    _mallopt(_M_TOP_PAD, step)
 
 
 def resident_bytes() -> int:
