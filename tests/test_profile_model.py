@@ -126,6 +126,20 @@ def test_matching_some_rows_equals_matching_those_rows_copied_out(shared_data):
     assert of_rows["shoebox"].equals(of_copy["shoebox"])
 
 
+@pytest.mark.parametrize("span", [7, 1 << 40])
+def test_matching_keys_are_numbered_in_lexicographic_order(span):
+    """The ids matching uses for (h, k, l, entering, id, panel) keys are numpy's unique-row inverse, whether
+    the key packs into one int64 (small ranges) or is sorted column by column (ranges beyond 63 bits)."""
+    from braggint.pipeline.reference import _distinct_row_ids
+
+    keys = np.random.default_rng(5).integers(-span, span, (4000, 6))
+    keys[2000:2600] = keys[:600]  # repeated keys
+    keys[:, 3] = keys[:, 3] % 2
+    expected = np.unique(keys, axis=0, return_inverse=True)[1].ravel()
+    assert np.array_equal(_distinct_row_ids(keys), expected)
+    assert len(_distinct_row_ids(keys[:0])) == 0
+
+
 def test_the_model_read_from_the_strong_spots_shoeboxes_in_place_is_the_model_of_their_copies(shared_data):
     """Matched spots without copies of their shoeboxes (``reference_row`` into the strong spots' own column,
     some rows skipped) give the model their copied shoeboxes give, for every estimator and centroid."""
