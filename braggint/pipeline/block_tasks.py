@@ -32,7 +32,7 @@ from ..tasks.shoebox_geometry import corner_coordinates
 from .absorption import add_kapton_columns, kapton_scopes
 from .blocks import Block
 from .filling import Part, filled_parts, filled_stills
-from .heap import FreedMemoryReturn, tune_heap
+from .heap import FreedMemoryReturn
 from .part_rows import per_experiment, put_rows, reassemble
 from .profile_exchange import (
     PROFILE_SUMS,
@@ -166,7 +166,6 @@ def _first_pass(job: BlockJob, store: WorkStore, report: BlockReport) -> BlockRe
     filled = filled_stills(job, timing) if first.is_still else filled_parts(job, timing)
     accumulators: dict[int, ProfileAccumulator] = {}  # experiment -> its reference-profile sums
     taught: set[int] = set()  # experiments with reference spots in this block
-    tune_heap()
     freed = FreedMemoryReturn()
     for part in filled:
         part_table, shoeboxes, grids = _process_part(job, table, part, accumulators, taught, timing)

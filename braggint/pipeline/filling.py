@@ -108,7 +108,7 @@ def _filled_groups(job, timing: StageTimes):
     table = job.table
     first = job.experiments[job.block.experiments[0]]
     images = ImageSource(first.imageset, first.detector, first.scan.image_range[0], reuse_frames=True)
-    tune_heap(images.decoded_frame_bytes())
+    tune_heap(images.decoded_frame_bytes())  # the block task's heap, before its first frame and part
     lookup = load_mask_file(job.lookup_mask_path, first.detector) if job.lookup_mask_path else None
     backwards = job.block.backwards
     starts = _groups_by_first_read(table, backwards)
@@ -160,7 +160,7 @@ def filled_stills(job, timing: StageTimes):
         group = _Group.empty(table, rows, 0)
         with timing.stage("read"):
             images = ImageSource(experiment.imageset, experiment.detector, 1)
-            tune_heap(images.decoded_frame_bytes())
+            tune_heap(images.decoded_frame_bytes())  # the block task's heap, before its first part
             try:
                 lookup = load_mask_file(job.lookup_mask_path, experiment.detector) if job.lookup_mask_path else None
                 frame = read_frame(images, images_of_stills[number] - 1, frozenset(), lookup)
