@@ -220,6 +220,25 @@ def test_estimates_from_picked_spots_equal_those_from_a_copy_of_them(shared_data
             estimate.reflecting_range(experiment.scan, copy["shoebox"], phi[use], zeta[use], algorithm)
 
 
+def test_the_reflecting_range_search_starts_near_the_width_of_the_rocking_curves():
+    """The search for sigma_m starts from the counts' second moment over frames (less a frame's own width):
+    on frames whose counts follow a Gaussian rocking curve it lies near that curve's width, and it is 0
+    (the fixed bracket is used instead) when there is nothing to measure."""
+    from math import erf, sqrt
+
+    from braggint.tasks import profile_model as estimate
+
+    sigma, step = 0.004, 0.002  # radians: the rocking curve's width and a frame's (zeta = 1)
+    edges = np.arange(-12, 13) * step + 0.0007  # frames not centred on the spot
+    e_plus, e_minus = edges[1:] / sqrt(2.0), edges[:-1] / sqrt(2.0)
+    counts = np.array([1000 * 0.5 * (erf(p / sigma) - erf(m / sigma)) for p, m in zip(e_plus, e_minus)])
+    guess = estimate._moment_width(e_plus, e_minus, counts)
+    assert guess == pytest.approx(sigma, rel=0.08)  # rounded to a tenth in log sigma: within 5 %
+    assert estimate._moment_width(e_plus, e_minus, 3 * counts) == guess  # a moment: the scale drops out
+    assert estimate._moment_width(e_plus, e_minus, np.zeros_like(counts)) == 0.0
+    assert estimate._moment_width(e_plus[:1] * 0 + step / 2, e_minus[:1] * 0 - step / 2, counts[:1]) == 0.0
+
+
 def test_scan_varying_model_has_one_value_per_image(shared_data):
     folder = shared_data / "centroid_test_data"
     params = integrate_params(**{"gaussian_rs.scan_varying": True})

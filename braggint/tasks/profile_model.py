@@ -155,8 +155,9 @@ def _fraction(e_plus, e_minus, sigma):
 
 def _minimise_log_sigma(target, low: float, high: float) -> float:
     """sigma minimising ``target(log sigma)``: downhill from the pair [low, high] (radians) until the
-    minimum is bracketed, then Brent's bounded search (:mod:`.brent`) to 1e-8 in log sigma (19
-    evaluations of the likelihood where golden-section search took 48)."""
+    minimum is bracketed, then Brent's bounded search (:mod:`.brent`) to 1e-6 in log sigma (DIALS's
+    simplex stops at 1e-3; Brent's own relative tolerance, 1.5e-8 |log sigma|, is about 1e-7 here).
+    Brent took 19 evaluations of the likelihood where golden-section search took 48."""
     golden = (np.sqrt(5.0) - 1.0) / 2.0
     a, b = np.log(low), np.log(high)
     fa, fb = target(a), target(b)
@@ -173,7 +174,7 @@ def _minimise_log_sigma(target, low: float, high: float) -> float:
     else:
         raise EstimationError("the reflecting-range estimate did not converge")
     try:
-        best = bounded_minimum(target, min(a, c), max(a, c), xatol=1e-8)
+        best = bounded_minimum(target, min(a, c), max(a, c), xatol=1e-6)
     except ValueError:
         raise EstimationError("the reflecting-range estimate did not converge") from None
     if not np.isfinite(best):
@@ -214,10 +215,33 @@ def reflecting_range(scan: Scan, shoeboxes: ShoeboxColumn, phi: np.ndarray, zeta
     n_spots = len(shoeboxes)
     spot_total = np.bincount(row, weights=total, minlength=n_spots)
     present = np.bincount(row, minlength=n_spots) > 0
+    guess = _moment_width(e_plus, e_minus, total)
+    low, high = (guess / 2.0, 2.0 * guess) if guess > 0 else (np.deg2rad(0.1), np.deg2rad(1.0))
     return _minimise_log_sigma(
         lambda log_sigma: _extended_negative_log_likelihood(e_plus, e_minus, math.exp(log_sigma), total, row,
                                                             spot_total, present),
-        np.deg2rad(0.1), np.deg2rad(1.0))
+        low, high)
+
+
+def _moment_width(e_plus: np.ndarray, e_minus: np.ndarray, weight: np.ndarray) -> float:
+    """A first sigma (radians) for the likelihood's search: the counts' second moment about the predicted
+    angles in e (:func:`_fraction_bounds`, in which a rocking curve of width sigma has variance sigma^2 / 2),
+    less that of a frame's own width; 0 when not positive.
+
+    Started from [guess / 2, 2 guess] rather than [0.1, 1] degrees, the
+    search brackets the minimum in fewer steps and Brent's method starts
+    from a narrower interval: 23 -> 17 likelihood evaluations (7-8 ms each)
+    on the 6M-like benchmark case, and 15 on it and at 400 2M-like images
+    (16 before) with the tolerance of :func:`_minimise_log_sigma`, sigma_m
+    the same within 1e-7.
+    """
+    centre, width = 0.5 * (e_plus + e_minus), e_plus - e_minus
+    total = weight.sum()
+    variance = (weight * (centre**2 - width**2 / 12.0)).sum() / total if total > 0 else 0.0
+    if not variance > 0:
+        return 0.0
+    # Rounded (to a tenth in log sigma): sums of the same pairs in another order then start the same search.
+    return math.exp(round(0.5 * math.log(2.0 * variance), 1))
 
 
 @njit(cache=True, error_model="numpy")
