@@ -12,6 +12,7 @@ from braggint.models.profile import GaussianRSProfile
 from braggint.models.shoebox import ShoeboxColumn
 from braggint.tasks.shoebox_geometry import (
     bounding_boxes,
+    corner_coordinates,
     foreground_mask,
     local_frames,
     partiality,
@@ -48,12 +49,16 @@ def test_real_sweep_geometry_and_foreground(shared_data, sweep):
     experiment, table = integrated_pair(folder)
     check_geometry(experiment, table)
     dials = table["shoebox"]
-    ours = ShoeboxColumn(dials.panel, dials.bbox, dials.has_pixels, dials.offsets, dials.data,
-                         np.zeros_like(dials.mask), dials.background)
-    foreground_mask(experiment, experiment.profile, ours, table["s1"], table["xyzcal.px"][:, 2])
-    for code in (MaskCode.Foreground, MaskCode.Background):
-        np.testing.assert_array_equal(ours.mask & code, dials.mask & code)
-    assert (ours.mask & MaskCode.Foreground).any() and (ours.mask & MaskCode.Background).any()
+    z = table["xyzcal.px"][:, 2]
+    # Both ways to the mask: each box's corners computed as it comes (summation only), and the arrays of
+    # every corner that grid mapping shares.
+    for corners in (None, corner_coordinates(experiment, dials, table["s1"], z)):
+        ours = ShoeboxColumn(dials.panel, dials.bbox, dials.has_pixels, dials.offsets, dials.data,
+                             np.zeros_like(dials.mask), dials.background)
+        foreground_mask(experiment, experiment.profile, ours, table["s1"], z, corners)
+        for code in (MaskCode.Foreground, MaskCode.Background):
+            np.testing.assert_array_equal(ours.mask & code, dials.mask & code)
+        assert (ours.mask & MaskCode.Foreground).any() and (ours.mask & MaskCode.Background).any()
 
 
 def test_partiality_of_a_box_covering_the_curve(wedge):

@@ -351,14 +351,17 @@ def _process_part(job: BlockJob, table: ReflectionTable, part: Part, accumulator
     gaussian = job.params.profile.gaussian_rs.fitting
     for number, rows, sub_table, boxes in per_experiment(part_table, part.shoeboxes):
         experiment, profile = job.experiments[int(number)], job.profiles[int(number)]
-        with timing.stage("summation"):
-            corners = corner_coordinates(experiment, boxes, sub_table["s1"], sub_table["xyzcal.px"][:, 2])
+        mapped = fitting and not experiment.is_still
+        corners = None  # summation only: the foreground mask computes each box's corners as it goes
+        if mapped:
+            with timing.stage("summation"):
+                corners = corner_coordinates(experiment, boxes, sub_table["s1"], sub_table["xyzcal.px"][:, 2])
         process_shoeboxes(experiment, profile, sub_table, boxes, part.overloaded[rows], job.background_algorithm,
                           job.params, timing, corners)
         with timing.stage("summation"):
             add_kapton_columns(experiment, sub_table, boxes, kapton_scopes(job.params))
         grids = None
-        if fitting and not experiment.is_still:
+        if mapped:
             if sub_table.get_flags(Flags.reference_spot).any():
                 taught.add(int(number))
             with timing.stage("grid mapping"):
