@@ -240,6 +240,56 @@ def test_the_reflecting_range_search_starts_near_the_width_of_the_rocking_curves
     assert estimate._moment_width(np.array([step / 2]), np.array([-step / 2]), np.array([1000.0])) == 0.0
 
 
+def _rocking_curve_pairs(sigma: float, step: float, spots: int, seed: int):
+    """(spot, frame) pairs of spots whose counts follow a Gaussian rocking curve of width ``sigma`` (radians)
+    over frames of ``step`` radians, with Poisson noise, as :func:`reflecting_range` hands them to the
+    likelihood: ``(e_plus, e_minus, counts, row, spot totals, spots present)``."""
+    from math import erf, sqrt
+
+    rng = np.random.default_rng(seed)
+    row, e_plus, e_minus, counts = [], [], [], []
+    for spot in range(spots):
+        zeta, centre = rng.uniform(0.3, 1.0), rng.uniform(-step, step)
+        edges = (np.arange(-8, 9) * step - centre) * zeta / sqrt(2.0)
+        fractions = np.array([0.5 * (erf(p / sigma) - erf(m / sigma)) for p, m in zip(edges[1:], edges[:-1])])
+        n = rng.poisson(500 * fractions).astype(float)
+        keep = n > 0
+        row += [spot] * int(keep.sum())
+        e_plus += list(edges[1:][keep])
+        e_minus += list(edges[:-1][keep])
+        counts += list(n[keep])
+    row, counts = np.array(row), np.array(counts)
+    return (np.array(e_plus), np.array(e_minus), counts, row, np.bincount(row, weights=counts, minlength=spots),
+            np.bincount(row, minlength=spots) > 0)
+
+
+def test_reflecting_range_by_newton_steps_finds_the_likelihoods_minimum():
+    """sigma_m's likelihood gives its first and second derivatives in log sigma (checked against finite
+    differences), and Newton's method on them from the moments' guess lands on the minimum that Brent's search
+    of the likelihood alone finds; where the likelihood curves down (far above the minimum) Newton's method
+    gives up, for the search without derivatives to take over."""
+    from braggint.tasks import profile_model as estimate
+
+    e_plus, e_minus, counts, row, spot_total, present = _rocking_curve_pairs(0.004, 0.002, 200, seed=5)
+
+    def slopes(log_sigma):
+        return estimate._extended_slopes(e_plus, e_minus, log_sigma, counts, row, spot_total, present)
+
+    h = 1e-4
+    for log_sigma in np.log([0.001, 0.004, 0.02, 0.1]):
+        value, slope, curvature = slopes(log_sigma)
+        above, below = slopes(log_sigma + h)[0], slopes(log_sigma - h)[0]
+        assert slope == pytest.approx((above - below) / (2 * h), rel=1e-5, abs=1e-3)
+        assert curvature == pytest.approx((above - 2 * value + below) / h**2, rel=1e-3)
+    guess = estimate._moment_width(e_plus, e_minus, counts)
+    newton = estimate._newton_log_sigma(slopes, guess)
+    brent = estimate._minimise_log_sigma(lambda log_sigma: slopes(log_sigma)[0], guess / 2, 2 * guess)
+    assert newton == pytest.approx(brent, rel=1e-6)
+    assert newton == pytest.approx(0.004, rel=0.05)
+    assert slopes(np.log(0.02))[2] < 0
+    assert estimate._newton_log_sigma(slopes, 0.02) is None
+
+
 def test_scan_varying_model_has_one_value_per_image(shared_data):
     folder = shared_data / "centroid_test_data"
     params = integrate_params(**{"gaussian_rs.scan_varying": True})
