@@ -105,3 +105,17 @@ def test_ragged_positions_count_from_zero_within_each_row_and_skip_empty_rows():
     expected = np.concatenate([np.arange(size) for size in sizes])
     np.testing.assert_array_equal(ragged_positions(sizes), expected)
     assert ragged_positions([]).shape == (0,)
+
+
+def test_take_rows_gives_the_rows_fancy_indexing_gives():
+    from braggint.models.shoebox import take_rows
+
+    rng = np.random.default_rng(2)
+    index = np.array([4, -1, 0, 4, 2])
+    for values in (rng.random(6), rng.integers(0, 9, (6, 3)).astype(np.int32), rng.random((6, 2, 3)) > 0.5):
+        taken = take_rows(values, index)
+        assert taken.dtype == values.dtype and taken.flags.c_contiguous
+        np.testing.assert_array_equal(taken, values[index])
+        assert take_rows(values, np.zeros(0, np.int64)).shape == (0, *values.shape[1:])
+    with pytest.raises(IndexError):
+        take_rows(rng.random((6, 3)), np.array([6]))

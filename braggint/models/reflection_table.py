@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .flags import Flags
-from .shoebox import ShoeboxColumn
+from .shoebox import ShoeboxColumn, take_rows
 
 #: DIALS type name -> (numpy dtype, trailing shape)
 COLUMN_TYPES: dict[str, tuple[np.dtype, tuple[int, ...]]] = {
@@ -143,7 +143,7 @@ class ReflectionTable:
             index = np.flatnonzero(index)
         out = ReflectionTable(len(index), self.identifiers)
         for name, value in self._columns.items():
-            out._columns[name] = value.select(index) if isinstance(value, ShoeboxColumn) else value[index]
+            out._columns[name] = value.select(index) if isinstance(value, ShoeboxColumn) else take_rows(value, index)
             out._types[name] = self._types[name]
         return out
 
