@@ -11,7 +11,7 @@ import pytest
 
 from braggint.errors import ImageError
 from braggint.io.expt import read_experiments
-from braggint.io.images import ImageSource
+from braggint.io.images import ImageSource, existing_path
 from braggint.models import Detector, ImageSet, Panel
 
 
@@ -168,3 +168,27 @@ def test_the_pipelines_shoebox_copy_matches_the_whole_image_mask_and_counts(real
     assert np.array_equal(mask.reshape(height, width) == MaskCode.Valid, source.mask(3, [raw])[0])
     assert np.array_equal(data.reshape(height, width), source.corrected(3)[0].astype(np.float32))
     assert overloaded[0] == (raw > panel.trusted_range[1]).any()
+
+
+def test_read_ahead_asks_for_the_images_file_and_is_only_a_hint(real_sweep, tmp_path, monkeypatch):
+    import os
+
+    if not hasattr(os, "posix_fadvise"):
+        pytest.skip("no posix_fadvise here")
+    asked = []
+    fadvise = os.posix_fadvise
+
+    def recorded(descriptor, offset, length, advice):
+        asked.append((os.readlink(f"/proc/self/fd/{descriptor}"), advice))
+        return fadvise(descriptor, offset, length, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", recorded)
+    experiment = read_experiments(str(real_sweep / "refined.expt"))[0]
+    source = ImageSource(experiment.imageset, experiment.detector, experiment.scan.image_range[0])
+    source.read_ahead(3)
+    path = existing_path(experiment.imageset.frame_source(3, experiment.scan.image_range[0])[0])  # maybe .bz2
+    assert asked == [(os.path.realpath(path), os.POSIX_FADV_WILLNEED)]
+    source.read_ahead(10_000)  # no such file: nothing asked, nothing raised (raw() reports it)
+    nexus = ImageSource(ImageSet(template=str(tmp_path / "master.h5")), _panel())
+    nexus.read_ahead(1)
+    assert len(asked) == 1

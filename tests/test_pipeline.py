@@ -425,3 +425,48 @@ def test_a_worker_that_dies_while_starting_is_started_again_and_one_that_always_
     message = failed.stderr.strip().splitlines()[-1]
     assert "integration.mp.nproc=2" in message and "did not start after 2 tries" in message
     assert not (tmp_path / "always" / "integrated.refl").exists()
+
+
+def test_each_block_asks_for_its_images_ahead_of_reading_them(dataset, tmp_path, monkeypatch):
+    """A block asks the operating system to start reading each image's file (posix_fadvise WILLNEED)
+    ``READ_AHEAD_IMAGES`` images before it reads it, in its own reading order (backwards for the last
+    block), so that the disk works while the images before it are processed."""
+    import os
+
+    from braggint.cli import integrate as cli
+    from braggint.pipeline import filling
+
+    if not hasattr(os, "posix_fadvise"):
+        pytest.skip("no posix_fadvise here")
+    blocks = []
+    read_frame, fadvise, filled_groups = filling.read_frame, os.posix_fadvise, filling._filled_groups
+
+    def hinted(descriptor, offset, length, advice):
+        name = os.path.basename(os.readlink(f"/proc/self/fd/{descriptor}"))
+        if advice == os.POSIX_FADV_WILLNEED:
+            blocks[-1].append(("ask", int(re.search(r"(\d+)\.cbf$", name).group(1)) - 1))
+        return fadvise(descriptor, offset, length, advice)
+
+    def each_block(*arguments):
+        blocks.append([])
+        yield from filled_groups(*arguments)
+
+    monkeypatch.setattr(os, "posix_fadvise", hinted)
+    monkeypatch.setattr(filling, "_filled_groups", each_block)
+    monkeypatch.setattr(filling, "read_frame",
+                        lambda images, frame, *rest: blocks[-1].append(("read", frame)) or read_frame(images, frame,
+                                                                                                   *rest))
+    ahead = 2
+    monkeypatch.setattr(filling, "READ_AHEAD_IMAGES", ahead)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main([str(dataset / "models.expt"), str(dataset / "strong.refl"), "nproc=1", "block.size=4",
+                     "block.units=frames"]) == 0
+    assert len(blocks) > 1
+    for events in blocks:
+        asked = [frame for kind, frame in events if kind == "ask"]
+        read = [frame for kind, frame in events if kind == "read"]
+        assert asked == read  # each image asked for once, in reading order
+        for position, frame in enumerate(read):
+            reads_before_asking = [kind for kind, _ in events[:events.index(("ask", frame))]].count("read")
+            assert reads_before_asking == max(position - ahead, 0)
+    assert blocks[-1][-1] == ("read", min(frame for _, frame in blocks[-1]))  # the last block reads backwards

@@ -27,6 +27,10 @@ from .cbf import read_byte_offset_cbf
 
 _COMPRESSED_SUFFIXES = (".bz2", ".gz")
 
+#: How many images ahead of the one being read a block asks for (:meth:`ImageSource.read_ahead`): about 20 MB
+#: of 2M-like CBFs, 50 MB of 6M-like ones, in the page cache rather than in the process.
+READ_AHEAD_IMAGES = 8
+
 
 def existing_path(path: str) -> str | None:
     """``path`` itself, or a compressed sibling (``.bz2``/``.gz``), if present."""
@@ -104,6 +108,35 @@ class ImageSource:
         if self.reuse_frames and not self.imageset.is_hdf5:
             self._frame_memory = frame
         return self._split_panels(frame, path, image_number)
+
+    def read_ahead(self, image_number: int) -> None:
+        """Ask the operating system to start reading image ``image_number``'s file (or its compressed
+        sibling) into its page cache and return at once (``posix_fadvise(POSIX_FADV_WILLNEED)``), so that
+        the disk reads it while the images before it are decoded and processed.  A hint only: nothing for
+        NeXus/HDF5 image sets, where ``posix_fadvise`` does not exist, or when the file cannot be opened
+        (:meth:`raw` reports that).
+
+        400 2M-like images whose files were out of the page cache, summation
+        only: the read stage 2.17-2.63 -> 1.14-2.04 s and the run 5.7-6.9 ->
+        4.4-6.4 s on one worker (6 alternating runs), each block's read
+        stage 1.13-1.32 -> 0.64-0.68 s and the run 3.8-4.2 -> 3.3-3.4 s on
+        two (3 runs); with the files in the page cache, no change.
+        """
+        if self.imageset.is_hdf5 or not hasattr(os, "posix_fadvise"):
+            return
+        path = existing_path(self.imageset.frame_source(image_number, self.first_image)[0])
+        if path is None:
+            return
+        try:
+            descriptor = os.open(path, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_WILLNEED)
+        except OSError:
+            pass
+        finally:
+            os.close(descriptor)
 
     def corrected(self, image_number: int) -> list[np.ndarray]:
         """``(raw - pedestal) / gain`` per panel, float64."""

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..io.images import ImageSource, load_mask_file
+from ..io.images import READ_AHEAD_IMAGES, ImageSource, load_mask_file
 from ..models.experiment import ExperimentList
 from ..models.reflection_table import ReflectionTable
 from ..models.shoebox import ShoeboxColumn, bbox_volume, ragged_offsets
@@ -113,8 +113,13 @@ def _filled_groups(job, timing: StageTimes):
     backwards = job.block.backwards
     starts = _groups_by_first_read(table, backwards)
     alive: list[_Group] = []
+    frames = list(job.block.frames())
+    for frame_number in frames[:READ_AHEAD_IMAGES]:
+        images.read_ahead(frame_number + 1)  # image numbers are 1-based
     try:
-        for frame_number in job.block.frames():
+        for position, frame_number in enumerate(frames):
+            if position + READ_AHEAD_IMAGES < len(frames):
+                images.read_ahead(frames[position + READ_AHEAD_IMAGES] + 1)
             for rows in starts.get(frame_number, []):
                 bbox = table["bbox"][rows]
                 done_at = int(bbox[:, 4].min()) if backwards else int(bbox[:, 5].max()) - 1
