@@ -27,8 +27,9 @@ from .cbf import read_byte_offset_cbf
 
 _COMPRESSED_SUFFIXES = (".bz2", ".gz")
 
-#: How many images ahead of the one being read a block asks for (:meth:`ImageSource.read_ahead`): about 20 MB
-#: of 2M-like CBFs, 50 MB of 6M-like ones, in the page cache rather than in the process.
+#: How many images ahead of the one it decodes a block asks the operating system to read
+#: (:meth:`ImageSource.read_ahead`): about 20 MB of 2M-like CBFs or 50 MB of 6M-like ones, held in the page
+#: cache, not in the process.
 READ_AHEAD_IMAGES = 8
 
 
