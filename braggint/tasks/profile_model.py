@@ -286,14 +286,13 @@ def _extended_slopes(e_plus, e_minus, log_sigma, total, row, spot_total, present
     spot_sums = np.zeros((len(spot_total), 3))  # Z_j and its first and second derivatives
     value = slope = curvature = 0.0
     for i in range(len(row)):
-        upper, lower = e_plus[i] / sigma, e_minus[i] / sigma
-        z = 0.5 * (math.erf(upper) - math.erf(lower))
+        z = _frame_fraction(e_plus[i], e_minus[i], sigma)
+        dz = d2z = 0.0
         if z > _TINY:
+            upper, lower = e_plus[i] / sigma, e_minus[i] / sigma
             g_upper, g_lower = math.exp(-upper * upper), math.exp(-lower * lower)
             dz = -_INVERSE_SQRT_PI * (upper * g_upper - lower * g_lower)
             d2z = _INVERSE_SQRT_PI * ((upper - 2.0 * upper ** 3) * g_upper - (lower - 2.0 * lower ** 3) * g_lower)
-        else:
-            z, dz, d2z = _TINY, 0.0, 0.0
         ratio = dz / z
         value -= total[i] * math.log(z)
         slope -= total[i] * ratio

@@ -256,7 +256,7 @@ def _foreground_from_geometry(bbox, panel_of_row, panels, depth, s1, e1, e2, s0_
     for r in range(len(offsets) - 1):
         if offsets[r + 1] == offsets[r]:
             continue
-        n_corner = (bbox[r, 1] - bbox[r, 0] + 1) * (bbox[r, 3] - bbox[r, 2] + 1)
+        n_corner = _corner_count(bbox, r)
         _row_corners(r, bbox, panel_of_row, panels, depth, s1, e1, e2, s0_length, c1[:n_corner], c2[:n_corner])
         _mask_box(r, c1[:n_corner], c2[:n_corner], delta_b2, bbox, offsets, mask, a0, a1, d2, codes)
 
@@ -266,8 +266,14 @@ def _box_work(bbox):
     """Work space for :func:`_mask_box`: ``(d2, codes)``, each as long as the largest box's corners."""
     largest = 0
     for r in range(len(bbox)):
-        largest = max(largest, (bbox[r, 1] - bbox[r, 0] + 1) * (bbox[r, 3] - bbox[r, 2] + 1))
+        largest = max(largest, _corner_count(bbox, r))
     return np.empty(largest), np.empty(largest, np.uint8)
+
+
+@njit(inline="always")
+def _corner_count(bbox, r):
+    """Pixel corners of box ``r``: (nx + 1) x (ny + 1)."""
+    return (bbox[r, 1] - bbox[r, 0] + 1) * (bbox[r, 3] - bbox[r, 2] + 1)
 
 
 @njit(inline="always")
