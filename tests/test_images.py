@@ -68,6 +68,60 @@ def test_eiger_style_nexus_with_external_bitshuffle_files(tmp_path):
     source.close()
 
 
+def test_read_ahead_of_a_nexus_frame_hints_exactly_the_bytes_that_store_it(tmp_path, monkeypatch):
+    """An Eiger-style frame is hinted as its chunk's bytes in the data file an external link names; a
+    contiguous dataset's frame as its slab; a virtual dataset's not at all."""
+    import os
+
+    if not hasattr(os, "posix_fadvise"):
+        pytest.skip("no posix_fadvise here")
+    rng = np.random.default_rng(2)
+    frames = rng.integers(0, 50, size=(7, 24, 32)).astype(np.uint32)
+    master = tmp_path / "run_master.h5"
+    with h5py.File(master, "w") as handle:
+        group = handle.create_group("entry/data")
+        for number, (start, stop) in enumerate([(0, 4), (4, 7)], start=1):
+            name = f"run_data_{number:06d}.h5"
+            with h5py.File(tmp_path / name, "w") as data_file:
+                data_file.create_dataset("data", data=frames[start:stop], chunks=(1, 12, 32),
+                                         **hdf5plugin.Bitshuffle(cname="lz4"))
+            group[f"data_{number:06d}"] = h5py.ExternalLink(name, "data")
+    contiguous = tmp_path / "one.nxs"
+    with h5py.File(contiguous, "w") as handle:
+        handle.create_dataset("entry/data/data", data=frames)
+    virtual = tmp_path / "virtual.nxs"
+    with h5py.File(virtual, "w") as handle:
+        layout = h5py.VirtualLayout(shape=frames.shape, dtype=frames.dtype)
+        layout[:] = h5py.VirtualSource(str(contiguous), "entry/data/data", shape=frames.shape)
+        handle.create_group("entry/data").create_virtual_dataset("data", layout)
+
+    asked = []
+    fadvise = os.posix_fadvise
+
+    def recorded(descriptor, offset, length, advice):
+        path = os.readlink(f"/proc/self/fd/{descriptor}")
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            asked.append((os.path.basename(path), handle.read(length), advice))
+        return fadvise(descriptor, offset, length, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", recorded)
+    ImageSource(ImageSet(template=str(master)), _panel(), first_image=1).read_ahead(6)  # frame 5: file 2's second
+    with h5py.File(tmp_path / "run_data_000002.h5", "r") as data_file:
+        chunks = [data_file["data"].id.read_direct_chunk((1, y, 0))[1] for y in (0, 12)]
+    assert asked == [("run_data_000002.h5", chunk, os.POSIX_FADV_WILLNEED) for chunk in chunks]
+    asked.clear()
+    ImageSource(ImageSet(template=str(contiguous)), _panel(), first_image=1).read_ahead(3)
+    assert asked == [("one.nxs", frames[2].tobytes(), os.POSIX_FADV_WILLNEED)]
+    asked.clear()
+    source = ImageSource(ImageSet(template=str(virtual)), _panel(), first_image=1)
+    source.read_ahead(3)
+    assert asked == []
+    np.testing.assert_array_equal(source.raw(3)[0], frames[2])  # read all the same
+    source.read_ahead(100)  # beyond the frames: nothing asked, nothing raised (raw() reports it)
+    assert asked == []
+
+
 def test_single_file_indices_select_frames(tmp_path):
     frames = np.arange(5 * 24 * 32, dtype=np.int32).reshape(5, 24, 32)
     path = tmp_path / "one.nxs"
