@@ -131,11 +131,34 @@ def test_reference_without_shoeboxes_is_refused(inputs):
 
 def test_console_scripts_are_installed():
     bindir = os.path.dirname(os.path.abspath(sys.executable))
-    for program in ("braggint.integrate", "braggint.show"):
+    for program in ("braggint.integrate", "braggint.predict", "braggint.show"):
         path = shutil.which(program, path=bindir) or shutil.which(program)
         assert path is not None, f"{program} is not installed beside {sys.executable}"
         result = subprocess.run([path, "--version"], capture_output=True, text=True)
         assert result.returncode == 0 and "braggint" in result.stdout
+
+
+def test_a_launched_command_is_imported_with_the_collector_paused_and_runs_with_it_on(tmp_path, monkeypatch):
+    """braggint.cli.launch (the batch commands' entry points): the command's import sees the cyclic garbage
+    collector off; its console_main runs with the collector on and the import's objects frozen."""
+    import gc
+
+    from braggint.cli.launch import launch
+
+    (tmp_path / "fake_command.py").write_text(
+        "import gc\nimported_with = gc.isenabled()\nran_with = None\n\n\n"
+        "def console_main():\n    global ran_with\n    ran_with = (gc.isenabled(), gc.get_freeze_count())\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "fake_command", raising=False)
+    gc.unfreeze()
+    try:
+        launch("fake_command")
+    finally:
+        gc.unfreeze()
+    command = sys.modules.pop("fake_command")
+    assert command.imported_with is False
+    assert command.ran_with[0] is True and command.ran_with[1] > 0
+    assert gc.isenabled()
 
 
 def test_a_finished_run_has_written_its_whole_log_when_the_process_ends(tiny_sweep, tmp_path):
