@@ -44,20 +44,27 @@ def test_a_decoded_frame_is_bounded_by_the_panels_extent_in_the_raw_image_or_the
     assert ImageSource(ImageSet(template="x.h5"), stacked).decoded_frame_bytes() == 8 * 2 * 32 * 24
 
 
-def test_eiger_style_nexus_with_external_bitshuffle_files(tmp_path):
-    rng = np.random.default_rng(1)
-    frames = rng.integers(0, 50, size=(7, 24, 32)).astype(np.uint32)
-    frames[2, 5, 6] = 5000  # above the trusted range
-    master = tmp_path / "run_master.h5"
+def _eiger_master(folder, frames: np.ndarray, chunk_rows: int):
+    """An Eiger-style master ``run_master.h5`` in ``folder`` whose /entry/data links frames 0-3 and 4-6 of
+    ``frames`` (7, 24, 32) in two external data files, stored bitshuffle/LZ4 in chunks of one frame's
+    ``chunk_rows`` rows; returns its path."""
+    master = folder / "run_master.h5"
     with h5py.File(master, "w") as handle:
         group = handle.create_group("entry/data")
         for number, (start, stop) in enumerate([(0, 4), (4, 7)], start=1):
             name = f"run_data_{number:06d}.h5"
-            with h5py.File(tmp_path / name, "w") as data_file:
-                data_file.create_dataset("data", data=frames[start:stop], chunks=(1, 24, 32),
+            with h5py.File(folder / name, "w") as data_file:
+                data_file.create_dataset("data", data=frames[start:stop], chunks=(1, chunk_rows, 32),
                                          **hdf5plugin.Bitshuffle(cname="lz4"))
             group[f"data_{number:06d}"] = h5py.ExternalLink(name, "data")
-    imageset = ImageSet(template=str(master))
+    return master
+
+
+def test_eiger_style_nexus_with_external_bitshuffle_files(tmp_path):
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 50, size=(7, 24, 32)).astype(np.uint32)
+    frames[2, 5, 6] = 5000  # above the trusted range
+    imageset = ImageSet(template=str(_eiger_master(tmp_path, frames, 24)))
     source = ImageSource(imageset, _panel(), first_image=1)
     for image in range(1, 8):
         np.testing.assert_array_equal(source.raw(image)[0], frames[image - 1])
@@ -75,17 +82,8 @@ def test_read_ahead_of_a_nexus_frame_hints_exactly_the_bytes_that_store_it(tmp_p
 
     if not hasattr(os, "posix_fadvise"):
         pytest.skip("no posix_fadvise here")
-    rng = np.random.default_rng(2)
-    frames = rng.integers(0, 50, size=(7, 24, 32)).astype(np.uint32)
-    master = tmp_path / "run_master.h5"
-    with h5py.File(master, "w") as handle:
-        group = handle.create_group("entry/data")
-        for number, (start, stop) in enumerate([(0, 4), (4, 7)], start=1):
-            name = f"run_data_{number:06d}.h5"
-            with h5py.File(tmp_path / name, "w") as data_file:
-                data_file.create_dataset("data", data=frames[start:stop], chunks=(1, 12, 32),
-                                         **hdf5plugin.Bitshuffle(cname="lz4"))
-            group[f"data_{number:06d}"] = h5py.ExternalLink(name, "data")
+    frames = np.random.default_rng(2).integers(0, 50, size=(7, 24, 32)).astype(np.uint32)
+    master = _eiger_master(tmp_path, frames, 12)
     contiguous = tmp_path / "one.nxs"
     with h5py.File(contiguous, "w") as handle:
         handle.create_dataset("entry/data/data", data=frames)
