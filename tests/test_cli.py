@@ -161,6 +161,28 @@ def test_a_launched_command_is_imported_with_the_collector_paused_and_runs_with_
     assert gc.isenabled()
 
 
+def test_a_paused_collector_freezes_what_was_made_and_is_left_as_it_was_found():
+    """collector_paused (the commands' imports, the local workers' helper's): off inside, the objects made
+    frozen afterwards, and on again only if it was on before."""
+    import gc
+
+    from braggint.collector import collector_paused
+
+    gc.unfreeze()
+    try:
+        for was_on in (True, False):
+            gc.enable() if was_on else gc.disable()
+            with collector_paused():
+                assert not gc.isenabled()
+                made = [[] for _ in range(100)]
+            assert gc.isenabled() is was_on
+            assert gc.get_freeze_count() >= len(made)
+            gc.unfreeze()
+    finally:
+        gc.enable()
+        gc.unfreeze()
+
+
 def test_a_finished_run_has_written_its_whole_log_when_the_process_ends(tiny_sweep, tmp_path):
     """The command ends without the interpreter's teardown: the terminal and the log file must still get
     every line, the last being the stage timing, and the outputs must be complete."""

@@ -35,6 +35,7 @@ import pickle
 import sys
 import tempfile
 
+from ..collector import collector_paused
 from ..errors import BraggintError
 from .heap import limit_malloc_arenas
 
@@ -219,11 +220,12 @@ def _start_cluster(njobs: int, nproc: int, method: str):
     other block, that block ending 0.3-0.5 s later; with one heap 27-31 k in
     each, 4 alternating runs)."""
     limit_malloc_arenas(1)
-    import dask
-    from distributed import Client
+    with collector_paused():  # Dask's modules and the block tasks'
+        import dask
+        from distributed import Client
 
-    from . import worker_preload  # noqa: F401 - numba's CPU target and the block tasks
-    from .executor import QUIET_WORKER_SETTINGS, local_cluster, worker_environment
+        from . import worker_preload  # noqa: F401 - numba's CPU target and the block tasks
+        from .executor import QUIET_WORKER_SETTINGS, local_cluster, worker_environment
 
     dask.config.set({**QUIET_WORKER_SETTINGS, "distributed.nanny.pre-spawn-environ": worker_environment(),
                      "distributed.worker.multiprocessing-method": method})
