@@ -351,6 +351,26 @@ def warm_up(data: Path) -> None:
                f"prediction.d_min={CASES['small'].d_min}", *options], work)
 
 
+def processor(cpuinfo: str | None = None) -> str:
+    """The processor the record was measured on, as ``/proc/cpuinfo`` names it (``cpuinfo``: its text, read
+    when not given) with its family and model numbers: the machines these sessions run on change, and the
+    same name covers processors of different speeds ("AMD EPYC", families 25 and 26).  Off Linux, what
+    Python's ``platform.processor()`` says."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    fields = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or "unknown processor"
+    numbers = [f"{label} {fields[key]}" for key, label in (("cpu family", "family"), ("model", "model"))
+               if fields.get(key)]
+    return ", ".join([name, *numbers])
+
+
 def versions() -> dict:
     import dask
     import numba
@@ -516,8 +536,9 @@ def render(record: dict, path: Path) -> None:
     from braggint.io.html_report import svg_lines
 
     lines = ["# Performance", "",
-             f"Measured {record['date']} on {record['machine']['cores']} cores "
-             f"({record['machine']['platform']}), braggint {record['versions']['braggint']}"
+             f"Measured {record['date']} on {record['machine']['cores']} cores ("
+             + (f"{record['machine']['processor']}; " if "processor" in record["machine"] else "")
+             + f"{record['machine']['platform']}), braggint {record['versions']['braggint']}"
              + (f", DIALS {record['versions']['dials']}" if "dials" in record["versions"] else "") + ".",
              "Regenerate with `python benchmarks/run.py` (simulates the datasets on first use)."
              + run_duration(record), "",
@@ -659,7 +680,8 @@ def main() -> int:
     made_before = {name for name in CASES if (data / name / "truth.refl").exists()}
     warm_up(data)
     record = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "machine": {"cores": os.cpu_count(), "platform": platform.platform()}, "versions": versions(),
+              "machine": {"cores": os.cpu_count(), "processor": processor(), "platform": platform.platform()},
+              "versions": versions(),
               "cases": []}
     path = out / f"benchmark-{record['date'].replace(':', '').replace('-', '')}.json"
     failed = []

@@ -67,6 +67,7 @@ def test_a_failing_case_leaves_the_others_measured(bench, tmp_path, monkeypatch,
     records = list((tmp_path / "out").glob("benchmark-*.json"))
     assert len(records) == 1
     kept = json.loads(records[0].read_text())
+    assert kept["machine"]["cores"] >= 1 and kept["machine"]["processor"]
     assert [case["case"] for case in kept["cases"]] == ["fine"]
     assert kept["run_s"] >= 0 and kept["cases"][0]["simulated_in_run"] is True
     assert [case["case"] for case in rendered[0]["cases"]] == ["fine"]
@@ -82,3 +83,23 @@ def test_unknown_cases_are_refused_before_anything_runs(bench, tmp_path, monkeyp
     assert exit_info.value.code == 2
     assert "unknown nosuch" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_record_names_its_processor_with_family_and_model(bench, tmp_path):
+    """The processor comes from the first processor of /proc/cpuinfo's text, with its family and model numbers
+    (one name, "AMD EPYC", covers processors of different speeds); the report's first line names it, and
+    records from before it was kept render as they did."""
+    cpuinfo = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+               "model name\t: AMD EPYC\n\nprocessor\t: 1\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: other\n")
+    assert bench.processor(cpuinfo) == "AMD EPYC, family 25, model 17"
+    assert bench.processor("model name\t: Some CPU\n") == "Some CPU"
+
+    newest = max((Path(bench.__file__).parent / "results").glob("benchmark-*.json"))
+    record = json.loads(newest.read_text())
+    record["machine"].pop("processor", None)
+    bench.render(record, tmp_path / "before.md")
+    record["machine"]["processor"] = bench.processor(cpuinfo)
+    bench.render(record, tmp_path / "after.md")
+    before, after = ((tmp_path / name).read_text().splitlines()[2] for name in ("before.md", "after.md"))
+    assert after == before.replace(" cores (", " cores (AMD EPYC, family 25, model 17; ")
+    assert "AMD EPYC" not in before
