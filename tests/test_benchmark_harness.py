@@ -103,3 +103,24 @@ def test_a_record_names_its_processor_with_family_and_model(bench, tmp_path):
     before, after = ((tmp_path / name).read_text().splitlines()[2] for name in ("before.md", "after.md"))
     assert after == before.replace(" cores (", " cores (AMD EPYC, family 25, model 17; ")
     assert "AMD EPYC" not in before
+
+
+def test_the_report_shows_every_run_and_both_modes_memory(bench, tmp_path):
+    """The throughput table lists every run's wall time of a configuration (the machine's noise shows), and
+    the memory table has a row for each mode and worker count, with that run's block peak (summation only's
+    flat block memory is one of the goals)."""
+    newest = max((Path(bench.__file__).parent / "results").glob("benchmark-*.json"))
+    record = json.loads(newest.read_text())
+    case = record["cases"][0]
+    case["braggint_sum"]["2"]["walls_s"] = [9.31, 8.72, 9.54]
+    case["braggint_sum"]["2"]["wall_s"] = 8.72
+    case["braggint_sum"]["2"]["block_peak_mb"] = 123.4
+    bench.render(record, tmp_path / "report.md")
+    text = (tmp_path / "report.md").read_text()
+    throughput = text[text.index("## Throughput"):text.index("## Memory")]
+    assert f"| {case['case']} | sum | 2 | 8.7 | 9.3, 8.7, 9.5 |" in throughput
+    memory = text[text.index("## Memory"):text.index("## Stage breakdown")]
+    rows = [line for line in memory.splitlines() if line.startswith(f"| {case['case']} |")]
+    assert [tuple(line.split(" | ")[2:4]) for line in rows] == [("prf", "1"), ("prf", "2"), ("sum", "1"),
+                                                                 ("sum", "2")]
+    assert rows[3].split(" | ")[5] == "123"
