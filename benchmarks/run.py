@@ -509,6 +509,30 @@ def goals(record: dict) -> list[str]:
             fresh = case.get("fresh_memory_ms_per_mb", {}).get(n)
             cells.append(f"{fresh:.2f}" if fresh is not None else "-")
             lines.append(f"| {case['case']} | {n} | " + " | ".join(cells) + " |")
+    return lines + flat_memory(record)
+
+
+#: The two cases of one detector whose block peaks show whether memory stays flat in sweep length.
+FLAT_MEMORY_CASES = ("sweep100", "sweep400")
+
+
+def flat_memory(record: dict) -> list[str]:
+    """Lines with the block-task peaks of :data:`FLAT_MEMORY_CASES` side by side, per mode and worker count
+    (none when the record lacks either case)."""
+    cases = {case["case"]: case for case in record["cases"]}
+    if not all(name in cases for name in FLAT_MEMORY_CASES):
+        return []
+    short, long = (cases[name] for name in FLAT_MEMORY_CASES)
+    lines = ["", f"Block-task peak memory from {short['images']} to {long['images']} images of the same detector "
+             "(the memory goal):", ""]
+    before = {(mode, n): run for mode, n, run in _runs(short, "braggint")}
+    for mode, n, run in _runs(long, "braggint"):
+        first = before.get((mode, n))
+        if not (first and first.get("block_peak_mb") and run.get("block_peak_mb")):
+            continue
+        low, high = first["block_peak_mb"], run["block_peak_mb"]
+        lines.append(f"- {mode}, {n} worker{'s' if n > 1 else ''}: {low:.0f} -> {high:.0f} MB "
+                     f"({(high - low) / low:+.0%})")
     return lines
 
 

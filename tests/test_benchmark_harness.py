@@ -124,3 +124,19 @@ def test_the_report_shows_every_run_and_both_modes_memory(bench, tmp_path):
     assert [tuple(line.split(" | ")[2:4]) for line in rows] == [("prf", "1"), ("prf", "2"), ("sum", "1"),
                                                                  ("sum", "2")]
     assert rows[3].split(" | ")[5] == "123"
+
+
+def test_the_goals_show_block_memory_from_the_short_to_the_long_sweep(bench):
+    """Beside the goals table: each mode and worker count's block peak at 100 and at 400 images, with the
+    growth; nothing when the record lacks either sweep."""
+    def case(name, images, peaks):
+        return {"case": name, "images": images,
+                "braggint": {n: {"block_peak_mb": prf} for n, (prf, _) in peaks.items()},
+                "braggint_sum": {n: {"block_peak_mb": summed} for n, (_, summed) in peaks.items()}}
+
+    record = {"cases": [case("sweep100", 100, {"1": (300.0, 250.0), "2": (200.0, 150.0)}),
+                        case("sweep400", 400, {"1": (330.0, 250.0), "2": (300.0, 153.0)})]}
+    lines = [line for line in bench.flat_memory(record) if line.startswith("- ")]
+    assert lines == ["- prf, 1 worker: 300 -> 330 MB (+10%)", "- prf, 2 workers: 200 -> 300 MB (+50%)",
+                     "- sum, 1 worker: 250 -> 250 MB (+0%)", "- sum, 2 workers: 150 -> 153 MB (+2%)"]
+    assert bench.flat_memory({"cases": record["cases"][1:]}) == []
