@@ -612,7 +612,8 @@ def render(record: dict, path: Path) -> None:
               "the command waits for; before, with several workers, the parent only, which reads the strong "
               "spots and gathers the table.  Block peak MB is the largest peak of a block task (a worker's "
               "memory).", "",
-              "| case | images | mode | workers | braggint peak MB | block peak MB | DIALS peak MB | braggint / DIALS |",
+              "| case | images | mode | workers | braggint peak MB | block peak MB | DIALS peak MB "
+              "| braggint / DIALS |",
               "|---|---|---|---|---|---|---|---|"]
     for case in record["cases"]:
         for mode, n, ours in _runs(case, "braggint"):
