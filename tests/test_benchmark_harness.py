@@ -85,6 +85,11 @@ def test_unknown_cases_are_refused_before_anything_runs(bench, tmp_path, monkeyp
     assert not (tmp_path / "out").exists()
 
 
+def newest_record(bench) -> dict:
+    """The newest benchmark record committed under benchmarks/results."""
+    return json.loads(max((Path(bench.__file__).parent / "results").glob("benchmark-*.json")).read_text())
+
+
 def test_a_record_names_its_processor_with_family_and_model(bench, tmp_path):
     """The processor comes from the first processor of /proc/cpuinfo's text, with its family and model numbers
     (one name, "AMD EPYC", covers processors of different speeds); the report's first line names it, and
@@ -94,8 +99,7 @@ def test_a_record_names_its_processor_with_family_and_model(bench, tmp_path):
     assert bench.processor(cpuinfo) == "AMD EPYC, family 25, model 17"
     assert bench.processor("model name\t: Some CPU\n") == "Some CPU"
 
-    newest = max((Path(bench.__file__).parent / "results").glob("benchmark-*.json"))
-    record = json.loads(newest.read_text())
+    record = newest_record(bench)
     record["machine"].pop("processor", None)
     bench.render(record, tmp_path / "before.md")
     record["machine"]["processor"] = bench.processor(cpuinfo)
@@ -109,8 +113,7 @@ def test_the_report_shows_every_run_and_both_modes_memory(bench, tmp_path):
     """The throughput table lists every run's wall time of a configuration (the machine's noise shows), and
     the memory table has a row for each mode and worker count, with that run's block peak (summation only's
     flat block memory is one of the goals)."""
-    newest = max((Path(bench.__file__).parent / "results").glob("benchmark-*.json"))
-    record = json.loads(newest.read_text())
+    record = newest_record(bench)
     case = record["cases"][0]
     case["braggint_sum"]["2"]["walls_s"] = [9.31, 8.72, 9.54]
     case["braggint_sum"]["2"]["wall_s"] = 8.72
