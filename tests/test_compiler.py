@@ -42,3 +42,23 @@ def test_a_default_integration_imports_no_scipy_linalg(tiny_sweep, tmp_path):
         "print(code, 'scipy.linalg' in sys.modules)\n"
     )
     assert _python(script, cwd=tmp_path)[-2:] == ["0", "False"]
+
+
+ERF = "braggint.tasks.special._erf_into"
+
+LOAD_SCRIPT = f"""
+from braggint.compiler import load_cached_kernels
+from braggint.tasks import special
+kernel = special._erf_into
+print(load_cached_kernels([{ERF!r}]), len(kernel.signatures), sum(kernel.stats.cache_hits.values()),
+      load_cached_kernels([{ERF!r}]))
+special.erf([0.5])
+"""
+
+
+def test_cached_kernels_load_ahead_and_nothing_is_compiled(tmp_path, monkeypatch):
+    """load_cached_kernels loads what numba's cache holds, once, and never compiles: with an empty cache it
+    loads nothing (the kernel's first call compiles and caches it), and a fresh process then loads it."""
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    assert _python(LOAD_SCRIPT) == ["0", "0", "0", "0"]  # empty cache: nothing loaded, nothing compiled
+    assert _python(LOAD_SCRIPT) == ["1", "1", "1", "0"]  # cached by the first: loaded (a cache hit), once

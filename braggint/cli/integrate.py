@@ -27,6 +27,7 @@ from ..models.experiment import ExperimentList
 from ..models.flags import Flags
 from ..models.reflection_table import ReflectionTable
 from ..params import ParameterSet, integrate_master_text
+from ..pipeline.block_kernels import block_kernels
 from ..pipeline.executor import starting_scheduler
 from ..pipeline.heap import tune_heap
 from ..pipeline.integrate import integrate
@@ -198,7 +199,8 @@ def _run(argv: list[str]) -> int:
     # Before the workers start: their start is logged from their own thread, which, on a slow start of this
     # process (numba compiling its kernels), logged before the log existed and the line was lost.
     setup_logging(working.output.log)
-    with starting_scheduler(working.integration.mp) if local else contextlib.nullcontext() as started:
+    starting = starting_scheduler(working.integration.mp, block_kernels(working)) if local else contextlib.nullcontext()
+    with starting as started:
         result, experiments, input_seconds = _integrate_inputs(cl, params, working, started)
         stopping = time.perf_counter()
     stop_seconds = time.perf_counter() - stopping

@@ -119,10 +119,10 @@ def _client(where):
 
 
 @contextlib.contextmanager
-def scheduler(mp):
+def scheduler(mp, kernels: tuple[str, ...] = ()):
     """Where the run's blocks run, torn down afterwards: ``"synchronous"`` (this process), the run's
-    :class:`.local_workers.LocalWorkers` (starting: its methods wait for the workers), or a Dask client of
-    batch jobs or of ``BRAGGINT_SCHEDULER``."""
+    :class:`.local_workers.LocalWorkers` (starting: its methods wait for the workers, which start with the
+    cached ``kernels`` loaded), or a Dask client of batch jobs or of ``BRAGGINT_SCHEDULER``."""
     address = os.environ.get("BRAGGINT_SCHEDULER")
     njobs, nproc = worker_count(mp)
     if address:
@@ -136,7 +136,7 @@ def scheduler(mp):
             return
         from .local_workers import LocalWorkers
 
-        with LocalWorkers(njobs, nproc) as workers:
+        with LocalWorkers(njobs, nproc, kernels) as workers:
             yield workers
         return
     failures: list[Exception] = []
@@ -201,8 +201,9 @@ def local_cluster(njobs: int, nproc: int):
 
 
 @contextlib.contextmanager
-def starting_scheduler(mp):
-    """Start the run's workers in the background while this thread prepares the run.
+def starting_scheduler(mp, kernels: tuple[str, ...] = ()):
+    """Start the run's workers in the background while this thread prepares the run (local workers with the
+    cached ``kernels`` loaded: :func:`.block_kernels.block_kernels`).
 
     Yields a function that waits for the start and returns the scheduler
     (as :func:`scheduler` yields); the workers are stopped when the block
@@ -216,7 +217,7 @@ def starting_scheduler(mp):
 
     njobs, nproc = worker_count(mp)
     if own_local_workers(mp) and njobs * nproc > 1:
-        with scheduler(mp) as workers:  # forks the helper now, before any thread of this process
+        with scheduler(mp, kernels) as workers:  # forks the helper now, before any thread of this process
             yield workers.wait
         return
     if mp.method in BATCH_CLUSTER_CLASSES:

@@ -36,6 +36,7 @@ from ..tasks.shoebox_geometry import (
     partiality,
 )
 from .absorption import KAPTON_ALGORITHMS, apply_kapton_corrections, kapton_scopes
+from .block_kernels import block_kernels
 from .block_tasks import BlockJob, BlockReport, fit_block, model_block
 from .blocks import assign_to_blocks, plan_blocks, split_across_blocks
 from .debug_output import write_block_shoeboxes, write_reference_profiles
@@ -340,7 +341,7 @@ def integrate(experiments: ExperimentList, reference: ReflectionTable | None, pa
     del reference  # else this frame would keep the strong spots' shoeboxes through the whole run
     with contextlib.ExitStack() as workers:
         if starts_workers:
-            started = workers.enter_context(starting_scheduler(params.integration.mp))
+            started = workers.enter_context(starting_scheduler(params.integration.mp, block_kernels(params)))
         result = _integrate(experiments, holder, params, reference_path, work_path, inputs, output_directory,
                             started, clock)
         stopping = time.perf_counter()

@@ -36,6 +36,7 @@ import sys
 import tempfile
 
 from ..collector import collector_paused
+from ..compiler import load_cached_kernels
 from ..errors import BraggintError
 from .heap import limit_malloc_arenas
 
@@ -61,12 +62,12 @@ class LocalWorkers:
     calling thread); ``wait`` returns once the workers are up.
     """
 
-    def __init__(self, njobs: int, nproc: int):
+    def __init__(self, njobs: int, nproc: int, kernels: tuple[str, ...] = ()):
         context = multiprocessing.get_context(START_METHOD)
         self._connection, theirs = context.Pipe()
         for stream in (sys.stdout, sys.stderr):  # else the helper would write their buffered text again
             stream.flush()
-        self._process = context.Process(target=_serve, args=(theirs, njobs, nproc, START_METHOD),
+        self._process = context.Process(target=_serve, args=(theirs, njobs, nproc, kernels, START_METHOD),
                                         name="braggint-workers")
         _before_fork(START_METHOD)
         self._process.start()
@@ -169,11 +170,11 @@ def run_parcel(path: str):
     return function(*arguments)
 
 
-def _serve(connection, njobs: int, nproc: int, method: str) -> None:
-    """The helper's life: start the cluster (its workers by the multiprocessing start ``method``), then run
-    what the command asks until it says ``close`` (or goes away)."""
+def _serve(connection, njobs: int, nproc: int, kernels: tuple[str, ...], method: str) -> None:
+    """The helper's life: start the cluster (its workers by the multiprocessing start ``method``, with the
+    cached ``kernels`` loaded), then run what the command asks until it says ``close`` (or goes away)."""
     try:
-        client, cluster = _start_cluster(njobs, nproc, method)
+        client, cluster = _start_cluster(njobs, nproc, kernels, method)
     except BaseException as error:  # noqa: BLE001 - whatever it is, the command raises it
         connection.send(("failed", error))
         return
@@ -207,9 +208,10 @@ def _before_fork(method: str) -> None:
         gc.freeze()
 
 
-def _start_cluster(njobs: int, nproc: int, method: str):
+def _start_cluster(njobs: int, nproc: int, kernels: tuple[str, ...], method: str):
     """``(client, cluster)``: a local cluster whose workers are forks of this (helper) process, which first
-    loads what they need (``method`` "fork"), or fresh interpreters ("spawn").
+    loads what they need, the cached ``kernels`` included (``method`` "fork"), or fresh interpreters
+    ("spawn"), which load the kernels as their blocks call them.
 
     Before any thread starts here, glibc is held to its one main heap
     (:func:`.heap.limit_malloc_arenas`), which the forks inherit: a worker
@@ -227,6 +229,8 @@ def _start_cluster(njobs: int, nproc: int, method: str):
         from . import worker_preload  # noqa: F401 - numba's CPU target and the block tasks
         from .executor import QUIET_WORKER_SETTINGS, local_cluster, worker_environment
 
+    if method == "fork":
+        load_cached_kernels(kernels)
     dask.config.set({**QUIET_WORKER_SETTINGS, "distributed.nanny.pre-spawn-environ": worker_environment(),
                      "distributed.worker.multiprocessing-method": method})
     _before_fork(method)
