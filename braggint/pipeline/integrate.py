@@ -19,6 +19,7 @@ import pickle
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -83,11 +84,16 @@ def prepare(experiments: ExperimentList, references: list[ReflectionTable], para
     rubbish = ReflectionTable()
     matched = None
     reference = references.pop() if references else None
-    if reference is not None:
-        usable, rubbish = split_reference(reference, reference_path, params.output.include_bad_reference)
-        mask_neighbouring_pixels(reference, experiments, usable)
+    # The strong spots' neighbour masking (a compiled kernel that releases the GIL) runs on a thread beside the
+    # predictions, which do not read the spots: at 400 2M-like images on one worker, 0.06 s of each.
+    with ThreadPoolExecutor(1, thread_name_prefix="braggint-masking") as beside:
+        if reference is not None:
+            usable, rubbish = split_reference(reference, reference_path, params.output.include_bad_reference)
+            masking = beside.submit(mask_neighbouring_pixels, reference, experiments, usable)
+        predicted = predict_reflections(experiments, params.prediction)
+        if reference is not None:
+            log.info(" masked neighbouring pixels in %d shoeboxes", masking.result())
     log.info("Predicting reflections")
-    predicted = predict_reflections(experiments, params.prediction)
     log.info("Predicted %d reflections", predicted.nrows)
     strong_boxes = None  # the strong spots' shoeboxes, which the profile model reads in place
     if reference is not None:

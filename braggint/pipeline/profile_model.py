@@ -8,6 +8,7 @@ otherwise from the ``.expt`` profile block, with the phil overrides
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -90,12 +91,15 @@ def _sigmas(experiment: Experiment, reference: ReflectionTable, algorithm: str, 
     else:
         centres = reference["s1"]
     use = by_shoebox(np.ones(reference.nrows, bool) if use is None else use)
-    sigma_b = estimate.beam_divergence(experiment.detector, shoeboxes, by_shoebox(centres), use)
-    if experiment.is_still:
-        return sigma_b, 0.0  # a still has no rocking curve to measure (DIALS: sigma_m = 0)
-    sigma_m = estimate.reflecting_range(experiment.scan, shoeboxes, by_shoebox(reference["xyzcal.mm"][:, 2]),
-                                        by_shoebox(reference["zeta"]), algorithm, use)
-    return sigma_b, sigma_m
+    if experiment.is_still:  # a still has no rocking curve to measure (DIALS: sigma_m = 0)
+        return estimate.beam_divergence(experiment.detector, shoeboxes, by_shoebox(centres), use), 0.0
+    # The two estimates read the spots independently, their kernels releasing the GIL: sigma_b on a thread
+    # beside sigma_m (at 400 2M-like images, 0.07 and 0.05 s).
+    with ThreadPoolExecutor(1, thread_name_prefix="braggint-sigma-b") as beside:
+        sigma_b = beside.submit(estimate.beam_divergence, experiment.detector, shoeboxes, by_shoebox(centres), use)
+        sigma_m = estimate.reflecting_range(experiment.scan, shoeboxes, by_shoebox(reference["xyzcal.mm"][:, 2]),
+                                            by_shoebox(reference["zeta"]), algorithm, use)
+        return sigma_b.result(), sigma_m
 
 
 def _split_per_frame(reference: ReflectionTable) -> tuple[ReflectionTable, np.ndarray]:

@@ -104,9 +104,7 @@ def mask_neighbouring_pixels(reference: ReflectionTable, experiments: Experiment
         changed_rows[of_experiment] = mask_foreign_voxels(
             of_experiment, panel_table(experiment.detector), panel, np.asarray(experiment.beam.s0, dtype=float),
             unsetting, bbox, shoeboxes.offsets, shoeboxes.mask, hkl, scan, axis, to_hkl, code)
-    changed = int(changed_rows.sum())
-    log.info(" masked neighbouring pixels in %d shoeboxes", changed)
-    return changed
+    return int(changed_rows.sum())
 
 
 def _distinct_row_ids(keys: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ from numba import njit
 from .pixel_lab import pixel_lab
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def mask_foreign_voxels(rows, panels, panel, s0, unsetting, bbox, offsets, mask, hkl, scan, axis, to_hkl, code):
     """Set ``code`` on the voxels of shoeboxes ``rows`` whose fractional hkl rounds to another index at
     either edge of the voxel's frame; returns which of the rows changed.

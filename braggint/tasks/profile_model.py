@@ -60,7 +60,7 @@ def beam_divergence(detector: Detector, shoeboxes: ShoeboxColumn, centres: np.nd
     return float(np.sqrt(np.mean(weighted[good] / (total[good] - 1))))
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def _count_weighted_angles(panels, panel, bbox, offsets, data, mask, centres, use):
     """Per box: ``(sum of c, sum of c a^2)`` over voxels with a non-zero mask, c the voxel's counts and a
     the angle (radians) between its pixel centre's lab position and the box's ``centres`` row (0 for boxes
@@ -109,7 +109,7 @@ def spot_frames(shoeboxes: ShoeboxColumn, use: np.ndarray | None = None
     return _spot_frame_sums(bbox, frames, shoeboxes.offsets, shoeboxes.data, shoeboxes.mask)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def _spot_frame_sums(bbox, frames, offsets, data, mask):
     n = int(frames.sum())
     row, frame = np.empty(n, np.int64), np.empty(n, np.int64)
@@ -273,7 +273,7 @@ def _moment_width(e_plus: np.ndarray, e_minus: np.ndarray, weight: np.ndarray) -
     return math.exp(round(0.5 * math.log(2.0 * variance), 1))
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def _extended_slopes(e_plus, e_minus, log_sigma, total, row, spot_total, present):
     """``(f, df/ds, d2f/ds2)`` at s = log sigma of ``f = -(sum n_jf log z_jf - sum_j (K_j - 1) log Z_j)``
     over the (spot, frame) pairs, z_jf the rocking-curve fraction of pair jf (at least 1e-10, where its
