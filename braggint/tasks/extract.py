@@ -26,8 +26,7 @@ def copy_frame(raw, usable, trusted_min, trusted_max, pedestal, gain, frame, pan
     and ``trusted_min <= raw <= trusted_max``; its data is ``(raw -
     pedestal) / gain``; a row touching a pixel above ``trusted_max`` is
     marked in ``overloaded``.  ``frame`` is the 0-based frame.  Pixels of a
-    box outside the panel get data 0 and mask 0 (invalid): every voxel of
-    the slice is written, so the shoeboxes need not be zeroed beforehand.
+    box outside the panel keep data 0 and mask 0 (invalid).
 
     Each image row of a box lies in a page of its own, which hardware
     prefetchers do not fetch ahead: the rows a few ahead are asked for
@@ -42,13 +41,10 @@ def copy_frame(raw, usable, trusted_min, trusted_max, pedestal, gain, frame, pan
         nx = x1 - x0
         base = offsets[r] + (frame - z0) * nx * (y1 - y0)
         first, last = max(x0, 0), min(x1, width)
-        low, high = max(y0, 0), min(y1, height)
-        if first > x0 or last < x1 or low > y0 or high < y1:  # some of the box is off the panel: zero the slice
-            data[base:base + nx * (y1 - y0)] = 0
-            mask[base:base + nx * (y1 - y0)] = 0
         if first >= last:
             continue  # no column of the box on the panel: nothing to copy
         over = False
+        low, high = max(y0, 0), min(y1, height)
         for y in range(low, min(low + _ROWS_AHEAD, high)):
             _ask_for_row(raw, usable, y, first, last)
         for y in range(low, high):
