@@ -371,6 +371,20 @@ def processor(cpuinfo: str | None = None) -> str:
     return ", ".join([name, *numbers])
 
 
+def source_state(repository: Path = REPO) -> dict | None:
+    """The commit of the checkout the benchmark measures (``commit``) and whether its package differs from
+    that commit (``modified``: edited, added or deleted files under ``braggint/``), so that a record can be
+    traced to the code it measured; None outside a git checkout or without git."""
+    def git(*arguments: str) -> str:
+        return subprocess.run(["git", "-C", str(repository), *arguments], capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    try:
+        return {"commit": git("rev-parse", "HEAD"), "modified": bool(git("status", "--porcelain", "--", "braggint"))}
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def versions() -> dict:
     import dask
     import numba
@@ -555,6 +569,15 @@ def run_duration(record: dict) -> str:
     return sentence + "."
 
 
+def source_text(source: dict | None) -> str:
+    """`` (commit abc1234)`` for the report's first line, noting uncommitted changes to the package; empty for
+    records from before the commit was kept."""
+    if not source:
+        return ""
+    return f" (commit {source['commit'][:7]}" + (", with uncommitted changes to braggint/" if source["modified"]
+                                                  else "") + ")"
+
+
 def render(record: dict, path: Path) -> None:
     """docs/performance.md from one benchmark record (tables and inline SVG plots)."""
     from braggint.io.html_report import svg_lines
@@ -563,6 +586,7 @@ def render(record: dict, path: Path) -> None:
              f"Measured {record['date']} on {record['machine']['cores']} cores ("
              + (f"{record['machine']['processor']}; " if "processor" in record["machine"] else "")
              + f"{record['machine']['platform']}), braggint {record['versions']['braggint']}"
+             + source_text(record.get("source"))
              + (f", DIALS {record['versions']['dials']}" if "dials" in record["versions"] else "") + ".",
              "Regenerate with `python benchmarks/run.py` (simulates the datasets on first use)."
              + run_duration(record), "",
@@ -708,6 +732,7 @@ def main() -> int:
     record = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "machine": {"cores": os.cpu_count(), "processor": processor(), "platform": platform.platform()},
               "versions": versions(),
+              "source": source_state(),
               "cases": []}
     path = out / f"benchmark-{record['date'].replace(':', '').replace('-', '')}.json"
     failed = []

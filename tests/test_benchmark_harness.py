@@ -68,6 +68,7 @@ def test_a_failing_case_leaves_the_others_measured(bench, tmp_path, monkeypatch,
     assert len(records) == 1
     kept = json.loads(records[0].read_text())
     assert kept["machine"]["cores"] >= 1 and kept["machine"]["processor"]
+    assert kept["source"] is None or len(kept["source"]["commit"]) == 40  # None outside a git checkout
     assert [case["case"] for case in kept["cases"]] == ["fine"]
     assert kept["run_s"] >= 0 and kept["cases"][0]["simulated_in_run"] is True
     assert [case["case"] for case in rendered[0]["cases"]] == ["fine"]
@@ -107,6 +108,42 @@ def test_a_record_names_its_processor_with_family_and_model(bench, tmp_path):
     before, after = ((tmp_path / name).read_text().splitlines()[2] for name in ("before.md", "after.md"))
     assert after == before.replace(" cores (", " cores (AMD EPYC, family 25, model 17; ")
     assert "AMD EPYC" not in before
+
+
+def test_a_record_names_the_commit_it_measured_and_whether_the_package_was_edited(bench, tmp_path):
+    """The record keeps the checkout's commit and whether braggint/ differed from it (the report's first line
+    shows both), so that a record can be traced to the code it measured; outside a git checkout, nothing."""
+    import subprocess
+
+    def git(*arguments):
+        subprocess.run(["git", "-C", str(tmp_path), *arguments], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "braggint").mkdir()
+    (tmp_path / "braggint" / "module.py").write_text("x = 1\n")
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "notes.md").write_text("a\n")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "one")
+    clean = bench.source_state(tmp_path)
+    assert len(clean["commit"]) == 40 and clean["modified"] is False
+    (tmp_path / "benchmarks" / "notes.md").write_text("b\n")  # outside the package: still the commit's code
+    assert bench.source_state(tmp_path)["modified"] is False
+    (tmp_path / "braggint" / "module.py").write_text("x = 2\n")
+    assert bench.source_state(tmp_path)["modified"] is True
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.mkdir()
+    assert bench.source_state(outside) is None
+
+    record = newest_record(bench)
+    record.pop("source", None)
+    bench.render(record, tmp_path / "before.md")
+    record["source"] = {"commit": clean["commit"], "modified": True}
+    bench.render(record, tmp_path / "after.md")
+    before, after = ((tmp_path / name).read_text().splitlines()[2] for name in ("before.md", "after.md"))
+    braggint = f"braggint {record['versions']['braggint']}"
+    assert after == before.replace(braggint, f"{braggint} (commit {clean['commit'][:7]}, with uncommitted changes "
+                                             "to braggint/)")
 
 
 def test_the_report_shows_every_run_and_both_modes_memory(bench, tmp_path):
