@@ -91,6 +91,12 @@ def newest_record(bench) -> dict:
     return json.loads(max((Path(bench.__file__).parent / "results").glob("benchmark-*.json")).read_text())
 
 
+def measured_line(bench, record: dict, folder: Path) -> str:
+    """The report's "Measured ..." line (its third) as ``record`` renders, in a report written to ``folder``."""
+    bench.render(record, folder / "report.md")
+    return (folder / "report.md").read_text().splitlines()[2]
+
+
 def test_a_record_names_its_processor_with_family_and_model(bench, tmp_path):
     """The processor comes from the first processor of /proc/cpuinfo's text, with its family and model numbers
     (one name, "AMD EPYC", covers processors of different speeds); the report's first line names it, and
@@ -102,10 +108,9 @@ def test_a_record_names_its_processor_with_family_and_model(bench, tmp_path):
 
     record = newest_record(bench)
     record["machine"].pop("processor", None)
-    bench.render(record, tmp_path / "before.md")
+    before = measured_line(bench, record, tmp_path)
     record["machine"]["processor"] = bench.processor(cpuinfo)
-    bench.render(record, tmp_path / "after.md")
-    before, after = ((tmp_path / name).read_text().splitlines()[2] for name in ("before.md", "after.md"))
+    after = measured_line(bench, record, tmp_path)
     assert after == before.replace(" cores (", " cores (AMD EPYC, family 25, model 17; ")
     assert "AMD EPYC" not in before
 
@@ -137,10 +142,9 @@ def test_a_record_names_the_commit_it_measured_and_whether_the_package_was_edite
 
     record = newest_record(bench)
     record.pop("source", None)
-    bench.render(record, tmp_path / "before.md")
+    before = measured_line(bench, record, tmp_path)
     record["source"] = {"commit": clean["commit"], "modified": True}
-    bench.render(record, tmp_path / "after.md")
-    before, after = ((tmp_path / name).read_text().splitlines()[2] for name in ("before.md", "after.md"))
+    after = measured_line(bench, record, tmp_path)
     braggint = f"braggint {record['versions']['braggint']}"
     assert after == before.replace(braggint, f"{braggint} (commit {clean['commit'][:7]}, with uncommitted changes "
                                              "to braggint/)")
