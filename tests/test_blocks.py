@@ -17,6 +17,7 @@ from braggint.pipeline.blocks import (
     frame_ranges,
     split_across_blocks,
 )
+from braggint.pipeline.filling import _groups_by_first_read
 from braggint.pipeline.memory import available_memory, block_memory_needs
 
 
@@ -99,3 +100,26 @@ def test_blocks_shrink_until_their_shoeboxes_fit(tiny_sweep, tmp_path):
     message = failed.stderr.strip().splitlines()[-1]
     assert "Not enough memory" in message and "max_memory_usage" in message and "mp.nproc" in message
     assert not (tmp_path / "failed" / "integrated.refl.work").exists()
+
+
+def test_rows_are_filled_in_groups_of_one_first_frame_and_depths_within_a_factor_of_two():
+    rng = np.random.default_rng(11)
+    n = 3000
+    bbox = np.zeros((n, 6), np.int32)
+    bbox[:, 4] = rng.integers(-2, 60, n)
+    bbox[:, 5] = bbox[:, 4] + rng.integers(1, 40, n)
+    table = ReflectionTable(n)
+    table["bbox"] = bbox
+    for backwards in (False, True):
+        groups = _groups_by_first_read(table, backwards)
+        every = np.concatenate([rows for at_frame in groups.values() for rows in at_frame])
+        assert np.array_equal(np.sort(every), np.arange(n))  # each row in exactly one group
+        first_read = bbox[:, 5] - 1 if backwards else bbox[:, 4]
+        for frame, at_frame in groups.items():
+            low_depths = []
+            for rows in at_frame:
+                assert np.all(np.diff(rows) > 0) and np.all(first_read[rows] == frame)
+                depth = bbox[rows, 5] - bbox[rows, 4]
+                assert depth.max() <= 2 * depth.min() or depth.max() <= 2
+                low_depths.append(depth.min())
+            assert low_depths == sorted(low_depths)  # shallower groups first
