@@ -52,13 +52,31 @@ def _fast_codec():
     return [BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle")]
 
 
+#: Bytes of a file read into the hash at a time by :func:`file_digests`.
+DIGEST_CHUNK = 1 << 20
+
+
 def file_digests(paths: list[str]) -> bytes:
-    """The SHA-256 digests of the files' contents, one after another: what identifies a run's input files
-    (each file is streamed through the hash, never held in memory)."""
+    """The 128-bit XXH3 digests of the files' contents, one after another: what identifies a run's input
+    files (each file is streamed through the hash, never held in memory).
+
+    XXH3 rather than SHA-256, which guards against forgery, not needed
+    here: 92 MB of strong spots 64 -> 13 ms, which the command spends
+    beside reading its inputs while the workers' helper has the other core
+    (time to the blocks on two workers 0.92 -> 0.90 s, 8 alternating
+    runs, 2026-12-05).
+    """
+    import xxhash
+
     digests = []
+    chunk = bytearray(DIGEST_CHUNK)
+    view = memoryview(chunk)
     for path in paths:
-        with open(path, "rb") as handle:
-            digests.append(hashlib.file_digest(handle, "sha256").digest())
+        digest = xxhash.xxh3_128()
+        with open(path, "rb", buffering=0) as handle:
+            while size := handle.readinto(chunk):
+                digest.update(view[:size])
+        digests.append(digest.digest())
     return b"".join(digests)
 
 
