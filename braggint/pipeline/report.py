@@ -145,8 +145,8 @@ def _ranks(values: np.ndarray) -> np.ndarray:
     """Ranks from 0 with ties averaged (for Spearman's correlation); NaNs tie with each other, last.
 
     One sort, in any order among ties (they share their average rank):
-    80 k intensities 13 -> 4 ms against a stable sort and a second one to
-    find the ties (2026-12-05).
+    80 k intensities 14.5 -> 6.3 ms against a stable sort and a second one
+    to find the ties (2026-12-05).
     """
     order = np.argsort(values)
     ordered = values[order]
