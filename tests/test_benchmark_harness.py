@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,41 @@ def test_the_goals_show_block_memory_from_the_short_to_the_long_sweep(bench):
     assert lines == ["- prf, 1 worker: 300 -> 330 MB (+10%)", "- prf, 2 workers: 200 -> 300 MB (+50%)",
                      "- sum, 1 worker: 250 -> 250 MB (+0%)", "- sum, 2 workers: 150 -> 153 MB (+2%)"]
     assert bench.flat_memory({"cases": record["cases"][1:]}) == []
+
+
+def test_timed_counts_every_process_cpu_and_first_writes(bench, tmp_path):
+    """``timed`` keeps the CPU seconds and minor page faults of the command and of the children it waited
+    for: a child that writes 64 MB afresh and spins shows in the parent's figures."""
+    child = "x = b'x' * (64 << 20); import time; t = time.process_time(); exec('while time.process_time() - t < 0.3: pass')"
+    parent = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}], check=True)"
+    measured = bench.timed([sys.executable, "-c", parent], tmp_path)
+    assert measured["cpu_user_s"] + measured["cpu_system_s"] >= 0.3
+    assert measured["minor_faults"] >= (64 << 20) // 4096
+    assert measured["peak_rss_mb"] >= 64
+    assert bench.cpu_seconds(measured) == measured["cpu_user_s"] + measured["cpu_system_s"]
+    assert bench.cpu_seconds({"wall_s": 1.0}) is None  # records from before CPU was kept
+
+
+def test_the_goals_set_each_run_cpu_against_what_the_cores_allow(bench, tmp_path):
+    """The goals table gives CPU / decode beside wall / decode, and says what the machine's cores allow (C x
+    the goal); the speed table gives the CPU seconds (system apart) and page faults; records without CPU
+    render dashes."""
+    record = newest_record(bench)
+    record["machine"]["cores"] = 2
+    case = record["cases"][-1]
+    run = case["braggint_sum"]["2"]
+    run.update(wall_s=2.4, decode_floor_s=0.95, cpu_user_s=3.7, cpu_system_s=0.6, minor_faults=128_000)
+    for name in ("cpu_user_s", "cpu_system_s", "minor_faults"):  # as in a record from before 2026-12-05
+        case["braggint"]["2"].pop(name, None)
+    bench.render(record, tmp_path / "report.md")
+    text = (tmp_path / "report.md").read_text()
+    goals = text[:text.index("## Speed against")]
+    assert "here C = 2: 6 with profile fitting, 4 summation only" in goals
+    row = next(line for line in goals.splitlines() if line.startswith(f"| {case['case']} | 2 |"))
+    cells = row.split(" | ")
+    assert cells[3] == "2.5" and cells[5] == "4.5"  # wall / decode, sum; CPU / decode, sum: 4.3 / 0.95
+    speed = text[text.index("## Speed against"):text.index("## Throughput")]
+    row = next(line for line in speed.splitlines() if line.startswith(f"| {case['case']} |") and " | sum | 2 | " in line)
+    assert "| 2.4 | 2.5 | 4.3 (0.6) | 128 |" in row
+    earlier = next(line for line in speed.splitlines() if line.startswith(f"| {case['case']} |") and " | prf | 2 | " in line)
+    assert " | - | - | " in earlier
