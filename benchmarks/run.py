@@ -517,8 +517,8 @@ def goals(record: dict) -> list[str]:
              "The bound columns are the efficiency one worker's run allows here: its serial part (all but the "
              "block passes: start-up, input, prediction, reduction, output) as it is, and its passes shared by "
              "n workers each as efficient as decoding alone (`efficiency_bound` in `benchmarks/run.py`).", "",
-             f"The CPU columns are the run's CPU seconds (user and system, every process) over its decode floor. "
-             f"C cores can at most be busy all through a run, so a run's wall time / decode ratio is at least its "
+             "The CPU columns are the run's CPU seconds (user and system, every process) over its decode floor. "
+             "C cores can at most be busy all through a run, so a run's wall time / decode ratio is at least its "
              f"CPU / decode ratio over C: below the goal of g only if CPU / decode is below C x g (here C = "
              f"{cores}: {cores * PRF_GOAL:g} with profile fitting, {cores * SUM_GOAL:g} summation only).  A run "
              "above that cannot meet its goal on this machine however its work is shared out; only less work "
