@@ -163,6 +163,19 @@ def test_robust_poisson_mean_solves_its_estimating_equation(offset):
     assert 6.0 < mu < 9.0 if offset != 1e6 else 6.0 < mu < 9.5
 
 
+@pytest.mark.parametrize("edge", [bg.SMALL_COUNTS - 1, bg.SMALL_COUNTS, bg.SMALL_COUNTS - 0.5, -0.0, 2.0**40])
+def test_candidate_value_counts_at_the_edges_of_the_first_tally(edge):
+    """A count at the first tally's edges (its last slot, one past it, a fraction below it, negative zero, far
+    beyond int32) is counted once, as np.unique counts it."""
+    values = np.array([0, 1, 1, 2, edge, 3, edge, 0], np.float32)
+    mask = np.full(len(values), bg._VALID_BG)
+    distinct, counts, n = bg._candidate_value_counts(values, mask, 0, len(values))
+    expected, expected_counts = np.unique(values, return_counts=True)
+    assert n == len(values)
+    np.testing.assert_array_equal(distinct, expected)
+    np.testing.assert_array_equal(counts, expected_counts)
+
+
 # Photon counts (tallied in the first pass), counts reaching past SMALL_COUNTS (tallied in a second),
 # non-integer data (sorted).
 @pytest.mark.parametrize("scale", [1.0, 16.0, 0.5])

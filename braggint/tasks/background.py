@@ -381,20 +381,45 @@ def _tally_limit(n):
 #: Photon counts below this are tallied in the first pass over a box's pixels (background counts nearly
 #: always are); a box with a larger or non-integral candidate is looked at again (:func:`_tally_limit`).
 SMALL_COUNTS = 64
-#: Tallies kept side by side and summed at the end: neighbouring pixels often hold the same count, and one
-#: tally would make each increment wait for the last (1.5-2x slower).
-TALLY_LANES = 4
+_SMALL = np.float32(SMALL_COUNTS)
+_BELOW_ZERO = np.float32(-1.0)
 
 
 @njit(cache=True, error_model="numpy")
 def _candidate_value_counts(data, mask, lo, hi):
     """``(distinct values, occurrences, number of candidates)`` of the candidate pixels in [lo, hi),
-    tallied in an array when they are photon counts of a modest range; raises on a negative candidate."""
-    lanes = np.zeros((TALLY_LANES, SMALL_COUNTS), np.int64)
+    tallied in an array when they are photon counts of a modest range; raises on a negative candidate.
+
+    Each candidate is clamped into [-1, SMALL_COUNTS] in float32 (a NaN to
+    -1), converted to an integer and tallied when that integer is in range
+    and equal to the value; only a box with some other candidate looks at
+    its pixels again (:func:`_wide_value_counts`).  Against comparing in
+    float64 and keeping every candidate's maximum and integrality as it went,
+    in four interleaved tallies: the GLM background of 13 captured parts of
+    sweep400 (24.8 M voxels) 59-60 -> 48-49 ms, the tally alone 52 -> 39 ms,
+    with the same results (2026-12-05).
+    """
+    tally = np.zeros(SMALL_COUNTS, np.int64)
     n_pixels = 0
-    small = True
-    # Over the candidates not tallied: the largest (above every tallied one when all are integral) and
-    # whether all are integral.
+    n_tallied = 0
+    for i in range(lo, hi):
+        if _is_candidate(mask[i]):
+            n_pixels += 1
+            y = data[i]
+            k = np.int32(min(max(_BELOW_ZERO, y), _SMALL))
+            if np.uint32(k) < np.uint32(SMALL_COUNTS) and np.float32(k) == y:
+                tally[k] += 1
+                n_tallied += 1
+    if n_tallied == n_pixels:
+        return _distinct_from_tally(tally) + (n_pixels,)
+    return _wide_value_counts(data, mask, lo, hi) + (n_pixels,)
+
+
+@njit(cache=True, error_model="numpy")
+def _wide_value_counts(data, mask, lo, hi):
+    """``(distinct values, occurrences)`` of candidates some of which are not small photon counts: tallied
+    when all are whole and below :func:`_tally_limit`, else sorted; raises on a negative candidate."""
+    n_pixels = 0
     high = 0.0
     integral = True
     for i in range(lo, hi):
@@ -403,21 +428,15 @@ def _candidate_value_counts(data, mask, lo, hi):
             if y < 0:
                 raise ValueError("negative background pixel")
             n_pixels += 1
-            if y < SMALL_COUNTS and y == np.int64(y):
-                lanes[i % TALLY_LANES, np.int64(y)] += 1
-            else:
-                small = False
-                high = max(high, y)
-                integral = integral and y == np.int64(y)
-    if small:
-        return _distinct_from_tally(lanes.sum(axis=0)) + (n_pixels,)
+            high = max(high, y)
+            integral = integral and y == np.int64(y)
     if not (integral and high < _tally_limit(n_pixels)):
-        return _distinct_by_sorting(data[_candidates(mask, lo, hi)].astype(np.float64)) + (n_pixels,)
+        return _distinct_by_sorting(data[_candidates(mask, lo, hi)].astype(np.float64))
     tally = np.zeros(int(high) + 1, np.int64)
     for i in range(lo, hi):
         if _is_candidate(mask[i]):
             tally[int(data[i])] += 1
-    return _distinct_from_tally(tally) + (n_pixels,)
+    return _distinct_from_tally(tally)
 
 
 @njit(cache=True, error_model="numpy")
