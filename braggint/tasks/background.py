@@ -379,7 +379,7 @@ def _tally_limit(n):
 
 
 #: Photon counts below this are tallied in the first pass over a box's pixels (background counts nearly
-#: always are); a box with a larger or non-integral candidate is looked at again (:func:`_tally_limit`).
+#: always are); a box with a larger or non-integral candidate is looked at again (:func:`_wide_value_counts`).
 SMALL_COUNTS = 64
 _SMALL = np.float32(SMALL_COUNTS)
 _BELOW_ZERO = np.float32(-1.0)
