@@ -308,30 +308,32 @@ with scheduler(params.extract().integration.mp) as workers:
                and shortest_ms >= 1000 and heaps == 1 for modules, sampling, shortest_ms, heaps in states)
 
 
-
 def test_the_workers_helper_knows_the_processors_name_before_it_starts_any_worker():
     """Distributed's scheduler asks platform for the processor's name (a `uname -p` child) when the first
     worker registers, while the nannies fork the others from other threads; a worker forked then holds that
     child's output pipe and the scheduler waits for ever.  The helper asks first, single-threaded, so the
-    scheduler finds the answer cached.  Run in a fresh process, where nothing else has asked."""
+    scheduler finds the answer cached by the time the cluster starts.  Run in a fresh process, where nothing
+    else has asked."""
     import subprocess
     import sys
 
     script = """
 import platform
+import distributed
 import braggint.cli.integrate
-from braggint.pipeline import executor, local_workers
+from braggint.pipeline import local_workers
 
 def instead_of_the_cluster(*args, **kwargs):
     print("cached" if "processor" in vars(platform.uname()) else "not cached")
     raise SystemExit(0)
 
-executor.local_cluster = instead_of_the_cluster
+distributed.LocalCluster = instead_of_the_cluster
 local_workers._start_cluster(1, 2, (), "fork")
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "cached"
+
 
 def test_blocks_running_at_once_exchange_profile_sums_instead_of_a_second_pass(dataset, tmp_path):
     """Blocks on as many workers publish their profile sums and fit every row in the first pass; one worker

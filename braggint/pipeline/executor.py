@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import platform
 import shlex
 import time
 
@@ -187,6 +188,12 @@ def local_cluster(njobs: int, nproc: int):
     when a worker dies while starting, then a :class:`WorkerStartError`."""
     from distributed import LocalCluster
 
+    # The scheduler asks for the processor's name (platform runs `uname -p`, once per process) when the first
+    # worker registers, on its event-loop thread, while the nannies fork the next workers from other threads:
+    # a worker forked meanwhile inherits that child's output pipe, and the scheduler then waits for ever for
+    # the pipe to close (a CI run of 4 workers hung so, 2026-12-05).  Asked here, before the cluster starts a
+    # thread, the answer is cached for the scheduler and inherited by every forked worker.
+    platform.processor()
     setting = f"integration.mp.nproc={nproc}" + (f" x njobs={njobs}" if njobs > 1 else "")
     for attempt in range(1, LOCAL_START_TRIES + 1):
         try:

@@ -32,7 +32,6 @@ import logging
 import multiprocessing
 import os
 import pickle
-import platform
 import sys
 import tempfile
 
@@ -232,12 +231,6 @@ def _start_cluster(njobs: int, nproc: int, kernels: tuple[str, ...], method: str
 
     if method == "fork":
         load_cached_kernels(kernels)
-    # Distributed's scheduler asks for the processor's name (platform runs `uname -p`, once per process) when
-    # the first worker registers, on its event-loop thread, while the nannies fork the next workers from
-    # other threads: a worker forked meanwhile inherits that child's output pipe, and the scheduler then
-    # waits for ever for the pipe to close (a CI run of 4 workers hung so, 2026-12-05).  Asked here, before
-    # any thread starts, the answer is cached for the scheduler and inherited by every worker.
-    platform.processor()
     dask.config.set({**QUIET_WORKER_SETTINGS, "distributed.nanny.pre-spawn-environ": worker_environment(),
                      "distributed.worker.multiprocessing-method": method})
     _before_fork(method)
