@@ -529,23 +529,15 @@ def goals(record: dict) -> list[str]:
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for case in record["cases"]:
         for n in sorted(case["braggint"], key=int):
-            cells = []
-            for key in ("braggint", "braggint_sum"):
-                run = case.get(key, {}).get(n)
-                cells.append(f"{run['wall_s'] / floor_of(case, run):.1f}" if run else "-")
-            for key in ("braggint", "braggint_sum"):
-                run = case.get(key, {}).get(n)
-                cpu = cpu_seconds(run) if run else None
-                cells.append(f"{cpu / floor_of(case, run):.1f}" if cpu is not None else "-")
-            for key in ("braggint", "braggint_sum"):
-                runs = case.get(key, {})
-                one, this = runs.get("1"), runs.get(n)
-                cells.append(f"{one['wall_s'] / (int(n) * this['wall_s']):.0%}" if one and this else "-")
+            modes = [case.get(key, {}) for key in ("braggint", "braggint_sum")]  # prf, then sum
             decode = case.get("parallel_decode", {}).get(n)
-            for key in ("braggint", "braggint_sum"):
-                one = case.get(key, {}).get("1")
-                usable = one and decode and "wall" in one.get("stages", {})
-                cells.append(f"{efficiency_bound(one, int(n), decode):.0%}" if usable else "-")
+            cells = [f"{runs[n]['wall_s'] / floor_of(case, runs[n]):.1f}" if n in runs else "-" for runs in modes]
+            cpus = [(cpu_seconds(runs[n]), runs[n]) if n in runs else (None, None) for runs in modes]
+            cells += [f"{cpu / floor_of(case, run):.1f}" if cpu is not None else "-" for cpu, run in cpus]
+            cells += [f"{runs['1']['wall_s'] / (int(n) * runs[n]['wall_s']):.0%}" if "1" in runs and n in runs
+                      else "-" for runs in modes]
+            cells += [f"{efficiency_bound(runs['1'], int(n), decode):.0%}"
+                      if "1" in runs and decode and "wall" in runs["1"].get("stages", {}) else "-" for runs in modes]
             cells.append(f"{decode:.0%}" if decode else "-")
             fresh = case.get("fresh_memory_ms_per_mb", {}).get(n)
             cells.append(f"{fresh:.2f}" if fresh is not None else "-")

@@ -311,9 +311,9 @@ with scheduler(params.extract().integration.mp) as workers:
 def test_the_workers_helper_knows_the_processors_name_before_it_starts_any_worker():
     """Distributed's scheduler asks platform for the processor's name (a `uname -p` child) when the first
     worker registers, while the nannies fork the others from other threads; a worker forked then holds that
-    child's output pipe and the scheduler waits for ever.  The helper asks first, single-threaded, so the
-    scheduler finds the answer cached by the time the cluster starts.  Run in a fresh process, where nothing
-    else has asked."""
+    child's output pipe and the scheduler waits for ever.  ``executor.local_cluster``, which the helper's start
+    calls, asks first, single-threaded, so the scheduler finds the answer cached by the time the cluster
+    starts.  Run in a fresh process, where nothing else has asked."""
     import subprocess
     import sys
 
